@@ -1,0 +1,442 @@
+//! Typed configuration, read from `PICLOUD_*` variables and their `--flag` twins.
+//!
+//! [`SETTINGS`] is the one list of names: the binary builds its flags from it and
+//! [`Config::load`] reads every value through it, so a name cannot exist in one place
+//! and not the other. A bad value is reported as one line naming the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::crypto::SecretKey;
+
+/// One configurable value.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable; the flag is this without `PICLOUD_`, lower-cased, `_`→`-`.
+    pub env: &'static str,
+    pub help: &'static str,
+    /// Whether the value must never be echoed (it is still accepted as a flag).
+    pub secret: bool,
+}
+
+impl Setting {
+    pub fn flag(&self) -> String {
+        self.env
+            .trim_start_matches("PICLOUD_")
+            .to_ascii_lowercase()
+            .replace('_', "-")
+    }
+}
+
+macro_rules! settings {
+    ($($env:literal $(secret $secret:literal)? => $help:literal),+ $(,)?) => {
+        pub const SETTINGS: &[Setting] = &[
+            $(Setting { env: $env, help: $help, secret: settings!(@secret $($secret)?) }),+
+        ];
+    };
+    (@secret) => { false };
+    (@secret $s:literal) => { $s };
+}
+
+settings! {
+    "PICLOUD_LISTEN" => "address to bind [default: 127.0.0.1:8080]; port 0 picks a free port",
+    "PICLOUD_DATA_DIR" => "SQLite file, blobs, generated files [default: ./picloud-data]",
+    "PICLOUD_DATABASE_URL" secret true => "postgres://… for PostgreSQL [default: SQLite in the data dir]",
+    "PICLOUD_BASE_DOMAIN" => "apps answer on {slug}.{base} [default: localhost]",
+    "PICLOUD_SECRET_KEY" secret true => "base64 of 32 bytes; required unless dev mode",
+    "PICLOUD_DEV_MODE" => "allow the deterministic dev key [default: false]",
+    "PICLOUD_ADMIN_EMAIL" => "first instance admin, created when no user exists",
+    "PICLOUD_ADMIN_PASSWORD" secret true => "password of that first admin",
+    "PICLOUD_LOG_FORMAT" => "pretty or json [default: pretty]",
+    "PICLOUD_LOG" => "log filter, e.g. info or picloud_server=debug [default: info]",
+    "PICLOUD_MAX_REQUEST_BODY_BYTES" => "larger request bodies get 413 [default: 10485760]",
+    "PICLOUD_FILES_ROOT" => "blob directory [default: {data dir}/files]",
+    "PICLOUD_EXECUTOR_THREADS" => "script threads [default: 4 x CPUs]",
+    "PICLOUD_APP_MAX_CONCURRENCY" => "runs one app may hold at once [default: half the executor threads]",
+    "PICLOUD_EXECUTOR_QUEUE_TIMEOUT_MS" => "longest wait for a script slot before 503 [default: 2000]",
+    "PICLOUD_SCRIPT_MAX_OPERATIONS" => "operations per run [default: 10000000]",
+    "PICLOUD_SCRIPT_TIMEOUT_MS" => "wall-clock limit of route runs [default: 5000]",
+    "PICLOUD_SCRIPT_MAX_CALL_DEPTH" => "function call depth [default: 64]",
+    "PICLOUD_SCRIPT_MAX_EXPR_DEPTH" => "expression nesting depth [default: 128]",
+    "PICLOUD_SCRIPT_MAX_STRING_BYTES" => "largest string a script builds [default: 1048576]",
+    "PICLOUD_SCRIPT_MAX_ARRAY_LEN" => "largest array a script builds [default: 100000]",
+    "PICLOUD_SCRIPT_MAX_MAP_LEN" => "largest map a script builds [default: 100000]",
+    "PICLOUD_TRIGGER_TIMEOUT_MS" => "wall-clock limit of trigger runs [default: 30000]",
+    "PICLOUD_SCRIPT_CACHE_SIZE" => "compiled scripts kept [default: 256]",
+    "PICLOUD_MODULE_CACHE_SIZE" => "compiled modules kept [default: 512]",
+    "PICLOUD_SESSION_TTL_SECS" => "session lifetime, renewed on use [default: 86400]",
+    "PICLOUD_EXECUTION_RETENTION_DAYS" => "execution records kept this long [default: 7]",
+    "PICLOUD_EXECUTION_LOG_MAX_LINES" => "log lines kept per execution [default: 100]",
+}
+
+/// A value that could not be used; `Display` is the one line printed at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The sandbox of every run.
+#[derive(Debug, Clone)]
+pub struct ScriptLimits {
+    pub max_operations: u64,
+    pub route_timeout: Duration,
+    pub trigger_timeout: Duration,
+    pub max_call_depth: usize,
+    pub max_expr_depth: usize,
+    pub max_string_bytes: usize,
+    pub max_array_len: usize,
+    pub max_map_len: usize,
+    pub max_log_lines: usize,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        Self {
+            max_operations: 10_000_000,
+            route_timeout: Duration::from_millis(5_000),
+            trigger_timeout: Duration::from_millis(30_000),
+            max_call_depth: 64,
+            max_expr_depth: 128,
+            max_string_bytes: 1 << 20,
+            max_array_len: 100_000,
+            max_map_len: 100_000,
+            max_log_lines: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub threads: usize,
+    pub app_max_concurrency: usize,
+    pub queue_timeout: Duration,
+    pub script_cache_size: usize,
+    pub module_cache_size: usize,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub base_domain: String,
+    pub secret_key: Option<SecretKey>,
+    pub dev_mode: bool,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<String>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub max_request_body_bytes: usize,
+    pub files_root: PathBuf,
+    pub executor: ExecutorConfig,
+    pub limits: ScriptLimits,
+    pub session_ttl: Duration,
+    pub execution_retention: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact(&self.database_url))
+            .field("base_domain", &self.base_domain)
+            .field("secret_key", &self.secret_key)
+            .field("dev_mode", &self.dev_mode)
+            .field("admin_email", &self.admin_email)
+            .field("admin_password", &redact(&self.admin_password))
+            .field("log_format", &self.log_format)
+            .field("max_request_body_bytes", &self.max_request_body_bytes)
+            .field("files_root", &self.files_root)
+            .field("executor", &self.executor)
+            .field("limits", &self.limits)
+            .field("session_ttl", &self.session_ttl)
+            .field("execution_retention", &self.execution_retention)
+            .finish()
+    }
+}
+
+/// Reads raw values by variable name: a flag if given, else the environment.
+struct Source<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Source<'_> {
+    fn raw(&self, var: &'static str) -> Option<String> {
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parse<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(raw) => parse(raw.trim()).map_err(|message| ConfigError { var, message }),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        min: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + fmt::Display + Copy,
+    {
+        self.parse(var, default, |s| {
+            let value: T = s
+                .parse()
+                .map_err(|_| format!("invalid value {s:?}: expected a whole number"))?;
+            if value < min {
+                return Err(format!("invalid value {s:?}: must be at least {min}"));
+            }
+            Ok(value)
+        })
+    }
+
+    fn millis(&self, var: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+        self.number(var, default_ms, 1).map(Duration::from_millis)
+    }
+
+    fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        self.parse(var, default, |s| match s.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(format!("invalid value {s:?}: expected true or false")),
+        })
+    }
+}
+
+impl Config {
+    /// Builds the configuration from `lookup` (flag value, else environment variable).
+    /// `dev` is `picloud dev`: dev mode on unless explicitly configured.
+    pub fn load(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let src = Source { lookup };
+        let listen = src.parse("PICLOUD_LISTEN", ([127, 0, 0, 1], 8080).into(), |s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| format!("invalid value {s:?}: expected host:port, like 127.0.0.1:8080"))
+        })?;
+        let data_dir = src.parse("PICLOUD_DATA_DIR", PathBuf::from("./picloud-data"), |s| {
+            Ok(PathBuf::from(s))
+        })?;
+        let database_url = src.parse("PICLOUD_DATABASE_URL", None, |s| {
+            if s.starts_with("postgres://")
+                || s.starts_with("postgresql://")
+                || s.starts_with("sqlite:")
+            {
+                Ok(Some(s.to_owned()))
+            } else {
+                Err("expected a postgres://… or sqlite:… URL".into())
+            }
+        })?;
+        let base_domain = src.parse("PICLOUD_BASE_DOMAIN", "localhost".to_owned(), |s| {
+            let s = s.trim_end_matches('.').to_ascii_lowercase();
+            let ok = !s.is_empty()
+                && s.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if ok {
+                Ok(s)
+            } else {
+                Err(format!("invalid value {s:?}: expected a domain name"))
+            }
+        })?;
+        let secret_key = src.parse("PICLOUD_SECRET_KEY", None, |s| {
+            SecretKey::parse(s).map(Some).map_err(|e| e.to_string())
+        })?;
+        let dev_mode = src.flag("PICLOUD_DEV_MODE", false)?;
+        let admin_email = src.raw("PICLOUD_ADMIN_EMAIL");
+        let admin_password = src.raw("PICLOUD_ADMIN_PASSWORD");
+        if admin_email.is_some() != admin_password.is_some() {
+            let var = if admin_email.is_some() {
+                "PICLOUD_ADMIN_PASSWORD"
+            } else {
+                "PICLOUD_ADMIN_EMAIL"
+            };
+            return Err(ConfigError {
+                var,
+                message: "PICLOUD_ADMIN_EMAIL and PICLOUD_ADMIN_PASSWORD must be set together"
+                    .into(),
+            });
+        }
+        let log_format = src.parse("PICLOUD_LOG_FORMAT", LogFormat::Pretty, |s| match s {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("invalid value {s:?}: expected pretty or json")),
+        })?;
+        let log_filter = src
+            .raw("PICLOUD_LOG")
+            .unwrap_or_else(|| "info".to_owned());
+        let max_request_body_bytes = src.number("PICLOUD_MAX_REQUEST_BODY_BYTES", 10 << 20, 1)?;
+        let files_root = src.parse("PICLOUD_FILES_ROOT", data_dir.join("files"), |s| {
+            Ok(PathBuf::from(s))
+        })?;
+
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = src.number("PICLOUD_EXECUTOR_THREADS", 4 * cpus, 1)?;
+        let app_max_concurrency =
+            src.number("PICLOUD_APP_MAX_CONCURRENCY", (threads / 2).max(1), 1)?;
+        let executor = ExecutorConfig {
+            threads,
+            app_max_concurrency: app_max_concurrency.min(threads),
+            queue_timeout: src.millis("PICLOUD_EXECUTOR_QUEUE_TIMEOUT_MS", 2_000)?,
+            script_cache_size: src.number("PICLOUD_SCRIPT_CACHE_SIZE", 256, 1)?,
+            module_cache_size: src.number("PICLOUD_MODULE_CACHE_SIZE", 512, 1)?,
+        };
+
+        let d = ScriptLimits::default();
+        let limits = ScriptLimits {
+            max_operations: src.number("PICLOUD_SCRIPT_MAX_OPERATIONS", d.max_operations, 1)?,
+            route_timeout: src.millis("PICLOUD_SCRIPT_TIMEOUT_MS", 5_000)?,
+            trigger_timeout: src.millis("PICLOUD_TRIGGER_TIMEOUT_MS", 30_000)?,
+            max_call_depth: src.number("PICLOUD_SCRIPT_MAX_CALL_DEPTH", d.max_call_depth, 1)?,
+            max_expr_depth: src.number("PICLOUD_SCRIPT_MAX_EXPR_DEPTH", d.max_expr_depth, 1)?,
+            max_string_bytes: src.number(
+                "PICLOUD_SCRIPT_MAX_STRING_BYTES",
+                d.max_string_bytes,
+                1,
+            )?,
+            max_array_len: src.number("PICLOUD_SCRIPT_MAX_ARRAY_LEN", d.max_array_len, 1)?,
+            max_map_len: src.number("PICLOUD_SCRIPT_MAX_MAP_LEN", d.max_map_len, 1)?,
+            max_log_lines: src.number("PICLOUD_EXECUTION_LOG_MAX_LINES", d.max_log_lines, 0)?,
+        };
+        let session_ttl =
+            Duration::from_secs(src.number("PICLOUD_SESSION_TTL_SECS", 86_400u64, 60)?);
+        let execution_retention = Duration::from_secs(
+            86_400 * src.number("PICLOUD_EXECUTION_RETENTION_DAYS", 7u64, 1)?,
+        );
+
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url,
+            base_domain,
+            secret_key,
+            dev_mode,
+            admin_email,
+            admin_password,
+            log_format,
+            log_filter,
+            max_request_body_bytes,
+            files_root,
+            executor,
+            limits,
+            session_ttl,
+            execution_retention,
+        })
+    }
+
+    /// The key to encrypt with: the configured one, or in dev mode the dev key.
+    pub fn effective_secret_key(&self) -> Result<SecretKey, ConfigError> {
+        match (&self.secret_key, self.dev_mode) {
+            (Some(key), _) => Ok(key.clone()),
+            (None, true) => Ok(SecretKey::development()),
+            (None, false) => Err(ConfigError {
+                var: "PICLOUD_SECRET_KEY",
+                message: "required (base64 of 32 bytes, e.g. `openssl rand -base64 32`); \
+                          `picloud dev` runs without one"
+                    .into(),
+            }),
+        }
+    }
+
+    /// A configuration with every default, for tests.
+    pub fn defaults() -> Self {
+        match Self::load(&|_| None) {
+            Ok(config) => config,
+            Err(e) => unreachable!("defaults are valid: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load(&|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.base_domain, "localhost");
+        assert_eq!(c.max_request_body_bytes, 10 << 20);
+        assert_eq!(c.executor.queue_timeout, Duration::from_millis(2000));
+        assert_eq!(c.limits.max_operations, 10_000_000);
+        assert!(!c.dev_mode);
+        assert!(c.effective_secret_key().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = load(&[("PICLOUD_EXECUTOR_THREADS", "lots")]).err().expect("error");
+        assert_eq!(e.var, "PICLOUD_EXECUTOR_THREADS");
+        assert!(!e.to_string().contains('\n'));
+        let e = load(&[("PICLOUD_SECRET_KEY", "short")]).err().expect("error");
+        assert_eq!(e.var, "PICLOUD_SECRET_KEY");
+        let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).err().expect("error");
+        assert_eq!(e.var, "PICLOUD_DEV_MODE");
+        assert!(load(&[("PICLOUD_ADMIN_EMAIL", "a@b.c")]).is_err());
+    }
+
+    #[test]
+    fn flags_are_derived_from_variables() {
+        let listen = SETTINGS
+            .iter()
+            .find(|s| s.env == "PICLOUD_LISTEN")
+            .expect("listed");
+        assert_eq!(listen.flag(), "listen");
+        let s = SETTINGS
+            .iter()
+            .find(|s| s.env == "PICLOUD_MAX_REQUEST_BODY_BYTES")
+            .expect("listed");
+        assert_eq!(s.flag(), "max-request-body-bytes");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let c = load(&[
+            ("PICLOUD_DATABASE_URL", "postgres://u:hunter2@h/db"),
+            ("PICLOUD_ADMIN_EMAIL", "a@b.c"),
+            ("PICLOUD_ADMIN_PASSWORD", "hunter2"),
+        ])
+        .expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_read_variable_is_listed() {
+        let read = std::cell::RefCell::new(Vec::new());
+        let _ = Config::load(&|k| {
+            read.borrow_mut().push(k.to_owned());
+            None
+        });
+        for var in read.into_inner() {
+            assert!(SETTINGS.iter().any(|s| s.env == var), "{var} missing from SETTINGS");
+        }
+    }
+}

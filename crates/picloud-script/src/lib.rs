@@ -1,0 +1,153 @@
+//! The PiCloud script engine.
+//!
+//! One [`ScriptEngine`] per process: an immutable Rhai engine with every limit and
+//! namespace registered, and an LRU of compiled scripts keyed by script id and
+//! invalidated by `updated_at`. Runs are synchronous and meant for the executor's
+//! dedicated threads; per-run state travels through a thread-local (see `state`).
+
+mod convert;
+mod ctx;
+mod engine;
+mod error;
+mod response;
+pub mod sdk;
+mod state;
+mod stdlib;
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lru::LruCache;
+use parking_lot::Mutex;
+use picloud_core::config::ScriptLimits;
+use rhai::{Dynamic, Engine, Scope, AST};
+
+pub use convert::{dynamic_to_json, json_to_dynamic, NotJson};
+pub use ctx::{AppRef, PrincipalInput, RequestBody, RequestInput, RunInput, ScriptRef};
+pub use error::{CompileError, FailureKind, Limit, ScriptFailure};
+pub use response::RouteResponse;
+pub use state::CapturedLog;
+
+/// A service call refused for lack of a right. A distinct type, so that a script
+/// throwing the string `"forbidden: …"` itself is not mistaken for a refusal.
+#[derive(Debug, Clone)]
+pub struct Forbidden(pub String);
+
+impl fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "forbidden: {}", self.0)
+    }
+}
+
+/// What a run left behind besides its result.
+#[derive(Debug)]
+pub struct RunReport<T> {
+    pub outcome: Result<T, ScriptFailure>,
+    pub logs: Vec<CapturedLog>,
+    pub dropped_logs: usize,
+    pub duration: Duration,
+}
+
+/// The identity a compiled script is cached under.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheKey<'a> {
+    pub script_id: &'a str,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct ScriptEngine {
+    engine: Engine,
+    limits: ScriptLimits,
+    cache: Mutex<LruCache<String, (DateTime<Utc>, Arc<AST>)>>,
+}
+
+impl ScriptEngine {
+    pub fn new(limits: ScriptLimits, cache_size: usize) -> Self {
+        let engine = engine::build(&limits);
+        let capacity = NonZeroUsize::new(cache_size.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            engine,
+            limits,
+            cache: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    pub fn limits(&self) -> &ScriptLimits {
+        &self.limits
+    }
+
+    pub fn rhai(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a script. Deeply nested sources recurse in the parser, so call this
+    /// on an executor thread (large stack), not on an async worker.
+    pub fn compile(&self, source: &str) -> Result<AST, CompileError> {
+        self.engine.compile(source).map_err(CompileError::from)
+    }
+
+    /// The compiled script, from the cache when its `updated_at` still matches.
+    pub fn compiled(&self, key: CacheKey<'_>, source: &str) -> Result<Arc<AST>, CompileError> {
+        if let Some((updated_at, ast)) = self.cache.lock().get(key.script_id) {
+            if *updated_at == key.updated_at {
+                return Ok(ast.clone());
+            }
+        }
+        let ast = Arc::new(self.compile(source)?);
+        self.cache
+            .lock()
+            .put(key.script_id.to_owned(), (key.updated_at, ast.clone()));
+        Ok(ast)
+    }
+
+    /// Drops a script's compiled copy (it was changed or deleted).
+    pub fn forget(&self, script_id: &str) {
+        self.cache.lock().pop(script_id);
+    }
+
+    /// Runs `ast` with `input` as `ctx`, stopped at `timeout` of wall-clock time, and
+    /// turns the returned value into `T` with `finish` while still on this thread.
+    pub fn run<T>(
+        &self,
+        ast: &AST,
+        input: RunInput,
+        timeout: Duration,
+        finish: impl FnOnce(Dynamic) -> Result<T, ScriptFailure>,
+    ) -> RunReport<T> {
+        let started = Instant::now();
+        let run_state = state::RunState {
+            deadline: started + timeout,
+            logs: Vec::new(),
+            max_logs: self.limits.max_log_lines,
+            dropped_logs: 0,
+        };
+        let (outcome, run_state) = state::with_run(run_state, || {
+            let mut scope = Scope::new();
+            scope.push("ctx", ctx::build(input));
+            let value = self
+                .engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+                .map_err(|e| error::classify(&e))?;
+            finish(value)
+        });
+        RunReport {
+            outcome,
+            logs: run_state.logs,
+            dropped_logs: run_state.dropped_logs,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Runs a route script: the value becomes an HTTP response.
+    pub fn run_route(
+        &self,
+        ast: &AST,
+        input: RunInput,
+        timeout: Duration,
+    ) -> RunReport<RouteResponse> {
+        self.run(ast, input, timeout, response::to_response)
+    }
+}

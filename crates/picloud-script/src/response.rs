@@ -1,0 +1,139 @@
+//! What a route's return value becomes (SCRIPTING.md, "What a route's return value
+//! becomes").
+
+use rhai::{Blob, Dynamic, ImmutableString, Map};
+
+use crate::convert::dynamic_to_json;
+use crate::error::ScriptFailure;
+
+/// An HTTP response, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const OCTETS: &str = "application/octet-stream";
+const JSON: &str = "application/json";
+
+/// Renders a body value: `()` → nothing, string → text, Blob → bytes, else JSON.
+fn render_body(value: &Dynamic) -> Result<Option<(Vec<u8>, &'static str)>, ScriptFailure> {
+    if value.is_unit() {
+        return Ok(None);
+    }
+    if let Some(text) = value.read_lock::<ImmutableString>() {
+        return Ok(Some((text.as_bytes().to_vec(), TEXT)));
+    }
+    if let Some(blob) = value.read_lock::<Blob>() {
+        return Ok(Some((blob.to_vec(), OCTETS)));
+    }
+    let json = dynamic_to_json(value)
+        .map_err(|e| ScriptFailure::error(format!("the returned value cannot be sent: {e}")))?;
+    let bytes = serde_json::to_vec(&json)
+        .map_err(|e| ScriptFailure::error(format!("the returned value cannot be sent: {e}")))?;
+    Ok(Some((bytes, JSON)))
+}
+
+/// Is this map the explicit `#{status, headers, body}` form?
+fn is_response_map(map: &Map) -> bool {
+    !map.is_empty()
+        && map
+            .keys()
+            .all(|k| matches!(k.as_str(), "status" | "headers" | "body"))
+        && map.get("status").is_some_and(|s| s.is_int())
+}
+
+fn header_value(value: &Dynamic) -> String {
+    match value.read_lock::<ImmutableString>() {
+        Some(s) => s.to_string(),
+        None => value.to_string(),
+    }
+}
+
+pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure> {
+    let value = if value.is_shared() {
+        value.flatten_clone()
+    } else {
+        value
+    };
+    if value.is_unit() {
+        return Ok(RouteResponse {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        });
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        if is_response_map(&map) {
+            let status = map.get("status").and_then(|s| s.as_int().ok()).unwrap_or(200);
+            let status = u16::try_from(status)
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| {
+                    ScriptFailure::error(format!(
+                        "response status {status} is not between 100 and 599"
+                    ))
+                })?;
+            let mut headers = Vec::new();
+            if let Some(h) = map.get("headers") {
+                let Some(h) = h.read_lock::<Map>() else {
+                    return Err(ScriptFailure::error("response headers must be a map"));
+                };
+                for (name, value) in h.iter() {
+                    let name = name.to_string();
+                    let value = header_value(value);
+                    validate_header(&name, &value)?;
+                    headers.push((name, value));
+                }
+            }
+            let body = match map.get("body") {
+                Some(body) => render_body(body)?,
+                None => None,
+            };
+            let mut response = RouteResponse {
+                status,
+                headers,
+                body: Vec::new(),
+            };
+            if let Some((bytes, content_type)) = body {
+                let has_type = response
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+                if !has_type {
+                    response
+                        .headers
+                        .push(("content-type".into(), content_type.into()));
+                }
+                response.body = bytes;
+            }
+            return Ok(response);
+        }
+    }
+    let (body, content_type) = render_body(&value)?.unwrap_or_default();
+    Ok(RouteResponse {
+        status: 200,
+        headers: vec![("content-type".into(), content_type.into())],
+        body,
+    })
+}
+
+fn validate_header(name: &str, value: &str) -> Result<(), ScriptFailure> {
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !name_ok {
+        return Err(ScriptFailure::error(format!(
+            "response header name {name:?} is not a valid HTTP header name"
+        )));
+    }
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(ScriptFailure::error(format!(
+            "response header {name:?} has a control character in its value"
+        )));
+    }
+    Ok(())
+}

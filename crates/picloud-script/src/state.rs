@@ -1,0 +1,82 @@
+//! Per-run state, reached from inside the shared engine through a thread-local.
+//!
+//! The engine is built once and shared by every executor thread, so what belongs to a
+//! single run (its deadline, its captured log lines) cannot live in the engine. The
+//! executor thread installs a [`RunState`] for the duration of a run; SDK functions
+//! and the engine's progress/print callbacks read it.
+
+use std::cell::RefCell;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use picloud_core::model::LogLevel;
+
+/// Longest single captured log line; longer lines are cut.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedLog {
+    pub level: LogLevel,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+pub(crate) struct RunState {
+    pub deadline: Instant,
+    pub logs: Vec<CapturedLog>,
+    pub max_logs: usize,
+    pub dropped_logs: usize,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<RunState>> = const { RefCell::new(None) };
+}
+
+/// Installs `state` for the closure's duration and returns what the run left in it.
+pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunState) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.borrow_mut().take());
+        }
+    }
+    CURRENT.with(|c| *c.borrow_mut() = Some(state));
+    let reset = Reset;
+    let out = f();
+    let state = CURRENT.with(|c| c.borrow_mut().take());
+    drop(reset);
+    match state {
+        Some(state) => (out, state),
+        None => unreachable!("run state is removed only by with_run"),
+    }
+}
+
+/// The current run's deadline; `None` outside a run (compile checks, tests).
+pub(crate) fn deadline() -> Option<Instant> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|s| s.deadline))
+}
+
+pub(crate) fn log(level: LogLevel, message: &str) {
+    CURRENT.with(|c| {
+        let mut guard = c.borrow_mut();
+        let Some(state) = guard.as_mut() else { return };
+        if state.logs.len() >= state.max_logs {
+            state.dropped_logs += 1;
+            return;
+        }
+        let mut text = message.to_owned();
+        if text.len() > MAX_LOG_LINE_BYTES {
+            let mut cut = MAX_LOG_LINE_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("… (truncated)");
+        }
+        state.logs.push(CapturedLog {
+            level,
+            message: text,
+            at: picloud_core::now(),
+        });
+    });
+}

@@ -1,0 +1,206 @@
+//! PiCloud's store on PostgreSQL.
+//!
+//! Several nodes may share one database, so anything that must be atomic across
+//! writers (route clashes, the first user) takes a lock in PostgreSQL rather than
+//! relying on a single writer as the SQLite store does.
+
+mod apps;
+mod executions;
+mod routes;
+mod scripts;
+mod users;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use picloud_store::{Backend, MetaStore, Store, StoreError, StoreResult};
+use sha2::{Digest, Sha256};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/0001_foundation.sql"),
+)];
+
+const MAX_CONNECTIONS: u32 = 16;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    // `Migrator::DEFAULT` keeps `locking`: PostgreSQL then holds an advisory lock while
+    // migrating, so nodes starting together apply each migration once.
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(StoreError::other)?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        migrator().run(&self.pool).await.map_err(StoreError::other)
+    }
+
+    /// Identifies the schema the migrations produce; test templates are keyed by it,
+    /// so they are rebuilt whenever a migration changes.
+    pub fn schema_fingerprint() -> String {
+        let mut hasher = Sha256::new();
+        for (version, _, sql) in MIGRATIONS {
+            hasher.update(version.to_be_bytes());
+            hasher.update(sql.as_bytes());
+        }
+        let mut hex = hex::encode(hasher.finalize());
+        hex.truncate(16);
+        hex
+    }
+}
+
+pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(name).map_err(StoreError::other)
+}
+
+pub(crate) fn col_enum<T: FromStr>(row: &PgRow, name: &str) -> StoreResult<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = col(row, name)?;
+    text.parse().map_err(StoreError::other)
+}
+
+/// Maps a failed statement: unique violations become `Conflict(message)`.
+pub(crate) fn map_err(e: sqlx::Error, conflict: &str) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(conflict.to_owned())
+        }
+        _ => StoreError::other(e),
+    }
+}
+
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    map_err(e, "already exists")
+}
+
+/// Like [`map_err`], but a missing referenced row (the app, the script) is `NotFound`.
+pub(crate) fn map_insert_err(e: sqlx::Error, conflict: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => map_err(e, conflict),
+    }
+}
+
+/// `NotFound` unless a statement touched a row.
+pub(crate) fn expect_row(affected: u64) -> StoreResult<()> {
+    if affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetaStore for PostgresStore {
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn init_meta(&self, key: &str, value: &str) -> StoreResult<String> {
+        // A concurrent first insert makes ours wait and then do nothing; the select
+        // below then sees the winner's committed value.
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_short_stable_hex() {
+        let fp = PostgresStore::schema_fingerprint();
+        assert_eq!(fp.len(), 16);
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(fp, PostgresStore::schema_fingerprint());
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _, _)| *v).collect();
+        let expected: Vec<i64> = (1..).take(versions.len()).collect();
+        assert_eq!(versions, expected);
+    }
+}

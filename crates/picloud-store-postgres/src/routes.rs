@@ -1,0 +1,144 @@
+use async_trait::async_trait;
+use picloud_core::model::RouteMethod;
+use picloud_core::{AppId, RouteId, ScriptId};
+use picloud_store::{
+    NewRoute, Page, PageRequest, Route, RouteStore, RouteTarget, StoreError, StoreResult,
+};
+use sqlx::postgres::PgRow;
+
+use crate::scripts::script_with_prefix;
+use crate::{col, col_enum, db_err, expect_row, map_insert_err, PostgresStore};
+
+const COLUMNS: &str = "id, app_id, script_id, method, path, dispatch_mode, auth, created_at";
+
+fn route(row: &PgRow) -> StoreResult<Route> {
+    Ok(Route {
+        id: RouteId::from_trusted(col(row, "id")?),
+        app_id: AppId::from_trusted(col(row, "app_id")?),
+        script_id: ScriptId::from_trusted(col(row, "script_id")?),
+        method: col_enum(row, "method")?,
+        path: col(row, "path")?,
+        dispatch_mode: col_enum(row, "dispatch_mode")?,
+        auth: col_enum(row, "auth")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+#[async_trait]
+impl RouteStore for PostgresStore {
+    async fn create_route(&self, new: NewRoute) -> StoreResult<Route> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Creators on any node queue on the app row, so the clash check below sees every
+        // route committed before ours and no two overlapping routes can both pass it.
+        // NO KEY UPDATE still lets foreign-key checks (new scripts, executions) through.
+        let app_exists = sqlx::query("SELECT 1 FROM apps WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(new.app_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !app_exists {
+            return Err(StoreError::NotFound);
+        }
+        let clash: Option<(String, String)> = sqlx::query_as(
+            "SELECT method, path FROM routes WHERE app_id = $1 AND path_key = $2 \
+             AND (method = $3 OR method = $4 OR $3 = $4) LIMIT 1",
+        )
+        .bind(new.app_id.as_str())
+        .bind(&new.path_key)
+        .bind(new.method.as_str())
+        .bind(RouteMethod::Any.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if let Some((method, path)) = clash {
+            return Err(StoreError::Conflict(format!(
+                "clashes with the existing route {method} {path}"
+            )));
+        }
+        let now = picloud_core::now();
+        let id = RouteId::new();
+        sqlx::query(
+            "INSERT INTO routes (id, app_id, script_id, method, path, path_key, dispatch_mode, \
+             auth, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id.as_str())
+        .bind(new.app_id.as_str())
+        .bind(new.script_id.as_str())
+        .bind(new.method.as_str())
+        .bind(&new.path)
+        .bind(&new.path_key)
+        .bind(new.dispatch_mode.as_str())
+        .bind(new.auth.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_insert_err(e, "clashes with an existing route"))?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Route {
+            id,
+            app_id: new.app_id,
+            script_id: new.script_id,
+            method: new.method,
+            path: new.path,
+            dispatch_mode: new.dispatch_mode,
+            auth: new.auth,
+            created_at: now,
+        })
+    }
+
+    async fn get_route(&self, id: &RouteId) -> StoreResult<Route> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM routes WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        route(&row)
+    }
+
+    async fn list_routes(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Route>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM routes WHERE app_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(app.as_str())
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let routes = rows.iter().map(route).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(routes, page, |r| r.id.as_str()))
+    }
+
+    async fn route_targets(&self, app: &AppId) -> StoreResult<Vec<RouteTarget>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.app_id, r.script_id, r.method, r.path, r.dispatch_mode, r.auth, \
+             r.created_at, s.id AS s_id, s.app_id AS s_app_id, s.name AS s_name, \
+             s.kind AS s_kind, s.source AS s_source, s.created_at AS s_created_at, \
+             s.updated_at AS s_updated_at \
+             FROM routes r JOIN scripts s ON s.id = r.script_id WHERE r.app_id = $1 \
+             ORDER BY r.id",
+        )
+        .bind(app.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(RouteTarget {
+                    route: route(row)?,
+                    script: script_with_prefix(row, "s_")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_route(&self, id: &RouteId) -> StoreResult<()> {
+        let result = sqlx::query("DELETE FROM routes WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        expect_row(result.rows_affected())
+    }
+}

@@ -1,0 +1,119 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_core::{AppId, ExecutionId, ScriptId};
+use picloud_store::{
+    Execution, ExecutionFilter, ExecutionStore, Page, PageRequest, StoreError, StoreResult,
+};
+use sqlx::sqlite::SqliteRow;
+
+use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
+
+const COLUMNS: &str =
+    "id, app_id, script_id, source, status, started_at, duration_ms, logs, error, error_line";
+
+fn execution(row: &SqliteRow) -> StoreResult<Execution> {
+    let logs: String = col(row, "logs")?;
+    let duration: i64 = col(row, "duration_ms")?;
+    let line: Option<i64> = col(row, "error_line")?;
+    Ok(Execution {
+        id: ExecutionId::from_trusted(col(row, "id")?),
+        app_id: AppId::from_trusted(col(row, "app_id")?),
+        script_id: ScriptId::from_trusted(col(row, "script_id")?),
+        source: col_enum(row, "source")?,
+        status: col_enum(row, "status")?,
+        started_at: col_ts(row, "started_at")?,
+        duration_ms: u64::try_from(duration).unwrap_or(0),
+        logs: serde_json::from_str(&logs).map_err(StoreError::other)?,
+        error: col(row, "error")?,
+        error_line: line.and_then(|l| u32::try_from(l).ok()),
+    })
+}
+
+#[async_trait]
+impl ExecutionStore for SqliteStore {
+    async fn insert_executions(&self, batch: &[Execution]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        for e in batch {
+            let logs = serde_json::to_string(&e.logs).map_err(StoreError::other)?;
+            sqlx::query(&format!(
+                "INSERT INTO executions ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+                 WHERE EXISTS (SELECT 1 FROM apps WHERE id = ?) ON CONFLICT (id) DO NOTHING"
+            ))
+            .bind(e.id.as_str())
+            .bind(e.app_id.as_str())
+            .bind(e.script_id.as_str())
+            .bind(e.source.as_str())
+            .bind(e.status.as_str())
+            .bind(ts(e.started_at))
+            .bind(i64::try_from(e.duration_ms).unwrap_or(i64::MAX))
+            .bind(logs)
+            .bind(&e.error)
+            .bind(e.error_line.map(i64::from))
+            .bind(e.app_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn get_execution(&self, app: &AppId, id: &ExecutionId) -> StoreResult<Execution> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM executions WHERE id = ? AND app_id = ?"
+        ))
+        .bind(id.as_str())
+        .bind(app.as_str())
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        execution(&row)
+    }
+
+    async fn list_executions(
+        &self,
+        app: &AppId,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Execution>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM executions WHERE app_id = ? AND (? IS NULL OR id < ?) \
+             AND (? IS NULL OR script_id = ?) AND (? IS NULL OR status = ?) \
+             AND (? IS NULL OR source = ?) ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(app.as_str())
+        .bind(page.after.as_deref())
+        .bind(page.after.as_deref())
+        .bind(filter.script_id.as_ref().map(|s| s.as_str()))
+        .bind(filter.script_id.as_ref().map(|s| s.as_str()))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.source.map(|s| s.as_str()))
+        .bind(filter.source.map(|s| s.as_str()))
+        .bind(page.fetch_limit())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let items = rows.iter().map(execution).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |e| e.id.as_str()))
+    }
+
+    async fn delete_executions_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        sqlx::query(
+            "DELETE FROM executions WHERE id IN \
+             (SELECT id FROM executions WHERE started_at < ? LIMIT ?)",
+        )
+        .bind(ts(cutoff))
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(db_err)
+    }
+}

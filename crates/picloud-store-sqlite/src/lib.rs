@@ -1,0 +1,195 @@
+//! PiCloud's store on embedded SQLite.
+//!
+//! One file in WAL mode. Writes go through a pool of exactly one connection, so
+//! in-process writers queue instead of spinning on `SQLITE_BUSY`; reads use a separate
+//! pool and never wait for writers.
+
+mod apps;
+mod executions;
+mod routes;
+mod scripts;
+mod users;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use picloud_store::{Backend, MetaStore, Store, StoreError, StoreResult};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/0001_foundation.sql"),
+)];
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let store = Self::connect(path).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens without migrating.
+    pub async fn connect(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::other)?;
+        let readers = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
+        let reader = SqlitePoolOptions::new()
+            .max_connections(u32::try_from(readers).unwrap_or(4).max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(StoreError::other)?;
+        Ok(Self { writer, reader })
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        migrator()
+            .run(&self.writer)
+            .await
+            .map_err(StoreError::other)
+    }
+}
+
+/// Formats a timestamp so that text order is time order.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn col_ts(row: &SqliteRow, col: &str) -> StoreResult<DateTime<Utc>> {
+    let text: String = row.try_get(col).map_err(StoreError::other)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(StoreError::other)
+}
+
+pub(crate) fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(StoreError::other)
+}
+
+pub(crate) fn col_enum<T: FromStr>(row: &SqliteRow, name: &str) -> StoreResult<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = col(row, name)?;
+    text.parse().map_err(StoreError::other)
+}
+
+/// Maps a failed statement: unique violations become `Conflict(message)`.
+pub(crate) fn map_err(e: sqlx::Error, conflict: &str) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(conflict.to_owned())
+        }
+        _ => StoreError::other(e),
+    }
+}
+
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    map_err(e, "already exists")
+}
+
+/// `NotFound` unless a statement touched a row.
+pub(crate) fn expect_row(affected: u64) -> StoreResult<()> {
+    if affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn init_meta(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}

@@ -1,0 +1,247 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_core::{SessionId, UserId};
+use picloud_store::{
+    NewSession, NewUser, Page, PageRequest, Session, SessionStore, StoreError, StoreResult, User,
+    UserPatch, UserStore,
+};
+use sqlx::sqlite::SqliteRow;
+
+use crate::{col, col_ts, db_err, expect_row, map_err, ts, SqliteStore};
+
+const COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at, updated_at";
+
+fn user_with_prefix(row: &SqliteRow, p: &str) -> StoreResult<User> {
+    Ok(User {
+        id: UserId::from_trusted(col(row, &format!("{p}id"))?),
+        email: col(row, &format!("{p}email"))?,
+        password_hash: col(row, &format!("{p}password_hash"))?,
+        is_admin: col(row, &format!("{p}is_admin"))?,
+        disabled: col(row, &format!("{p}disabled"))?,
+        created_at: col_ts(row, &format!("{p}created_at"))?,
+        updated_at: col_ts(row, &format!("{p}updated_at"))?,
+    })
+}
+
+fn user(row: &SqliteRow) -> StoreResult<User> {
+    user_with_prefix(row, "")
+}
+
+fn email_taken(email: &str) -> String {
+    format!("a user with email {email:?} exists")
+}
+
+impl SqliteStore {
+    async fn insert_user(&self, new: NewUser, only_if_first: bool) -> StoreResult<User> {
+        let now = picloud_core::now();
+        let id = UserId::new();
+        let email = new.email.to_lowercase();
+        let guard = if only_if_first {
+            "WHERE NOT EXISTS (SELECT 1 FROM users)"
+        } else {
+            ""
+        };
+        let result = sqlx::query(&format!(
+            "INSERT INTO users (id, email, password_hash, is_admin, disabled, created_at, \
+             updated_at) SELECT ?, ?, ?, ?, 0, ?, ? {guard}"
+        ))
+        .bind(id.as_str())
+        .bind(&email)
+        .bind(&new.password_hash)
+        .bind(new.is_admin)
+        .bind(ts(now))
+        .bind(ts(now))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| map_err(e, &email_taken(&email)))?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict("a user already exists".into()));
+        }
+        Ok(User {
+            id,
+            email,
+            password_hash: new.password_hash,
+            is_admin: new.is_admin,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn count_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn create_user(&self, new: NewUser) -> StoreResult<User> {
+        self.insert_user(new, false).await
+    }
+
+    async fn create_first_user(&self, new: NewUser) -> StoreResult<User> {
+        self.insert_user(new, true).await
+    }
+
+    async fn get_user(&self, id: &UserId) -> StoreResult<User> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?;
+        user(&row)
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<User> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE email = ?"))
+            .bind(email.to_lowercase())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?;
+        user(&row)
+    }
+
+    async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let users = rows.iter().map(user).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(users, page, |u| u.id.as_str()))
+    }
+
+    async fn update_user(&self, id: &UserId, patch: UserPatch) -> StoreResult<User> {
+        let result = sqlx::query(
+            "UPDATE users SET password_hash = COALESCE(?, password_hash), \
+             is_admin = COALESCE(?, is_admin), disabled = COALESCE(?, disabled), \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(patch.password_hash)
+        .bind(patch.is_admin)
+        .bind(patch.disabled)
+        .bind(ts(picloud_core::now()))
+        .bind(id.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        expect_row(result.rows_affected())?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_one(&self.writer)
+            .await
+            .map_err(db_err)?;
+        user(&row)
+    }
+
+    async fn delete_user(&self, id: &UserId) -> StoreResult<()> {
+        let result = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        expect_row(result.rows_affected())
+    }
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at";
+
+fn session(row: &SqliteRow) -> StoreResult<Session> {
+    Ok(Session {
+        id: SessionId::from_trusted(col(row, "id")?),
+        user_id: UserId::from_trusted(col(row, "user_id")?),
+        created_at: col_ts(row, "created_at")?,
+        last_used_at: col_ts(row, "last_used_at")?,
+        expires_at: col_ts(row, "expires_at")?,
+    })
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, new: NewSession) -> StoreResult<Session> {
+        let now = picloud_core::now();
+        let id = SessionId::new();
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, token_hash, created_at, last_used_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(new.user_id.as_str())
+        .bind(&new.token_hash)
+        .bind(ts(now))
+        .bind(ts(now))
+        .bind(ts(new.expires_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(Session {
+            id,
+            user_id: new.user_id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: new.expires_at,
+        })
+    }
+
+    async fn session_by_token_hash(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Session, User)> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS}, u.id AS u_id, u.email AS u_email, \
+             u.password_hash AS u_password_hash, u.is_admin AS u_is_admin, \
+             u.disabled AS u_disabled, u.created_at AS u_created_at, \
+             u.updated_at AS u_updated_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ? AND s.expires_at > ?"
+        ))
+        .bind(token_hash)
+        .bind(ts(now))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        Ok((session(&row)?, user_with_prefix(&row, "u_")?))
+    }
+
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        used_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_used_at = ?, expires_at = ? WHERE id = ?")
+            .bind(ts(used_at))
+            .bind(ts(expires_at))
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)
+            .and_then(|r| expect_row(r.rows_affected()))
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)
+            .and_then(|r| expect_row(r.rows_affected()))
+    }
+
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(ts(now))
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db_err)
+    }
+}

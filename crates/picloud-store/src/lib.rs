@@ -1,0 +1,153 @@
+//! The storage surface every backend implements: one trait per resource, gathered in
+//! [`Store`], returning the models of [`models`] and a small [`StoreError`].
+//!
+//! Backends own their SQL and migrations; nothing here knows a dialect. The same
+//! conformance suite (`picloud-testkit`) runs against every implementation.
+
+pub mod models;
+mod page;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_core::{AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+
+pub use models::*;
+pub use page::{Cursor, Page, PageRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken; the message says which, in user terms.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("storage error: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Other(Box::new(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Instance-wide key/value settings (the master-key check value, …).
+#[async_trait]
+pub trait MetaStore {
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Stores `value` unless the key already has one; returns the value now stored.
+    async fn init_meta(&self, key: &str, value: &str) -> StoreResult<String>;
+}
+
+#[async_trait]
+pub trait AppStore {
+    /// `Conflict` when the slug is taken.
+    async fn create_app(&self, new: NewApp) -> StoreResult<App>;
+    async fn get_app(&self, id: &AppId) -> StoreResult<App>;
+    async fn get_app_by_slug(&self, slug: &str) -> StoreResult<App>;
+    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<App>>;
+    async fn update_app(&self, id: &AppId, patch: AppPatch) -> StoreResult<App>;
+    /// Deletes the app and everything it owns.
+    async fn delete_app(&self, id: &AppId) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait ScriptStore {
+    /// `Conflict` when the app already has a script of that name.
+    async fn create_script(&self, new: NewScript) -> StoreResult<Script>;
+    async fn get_script(&self, id: &ScriptId) -> StoreResult<Script>;
+    async fn list_scripts(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Script>>;
+    /// Bumps `updated_at`, which is what invalidates compiled copies.
+    async fn update_script(&self, id: &ScriptId, patch: ScriptPatch) -> StoreResult<Script>;
+    /// Deletes the script and its routes.
+    async fn delete_script(&self, id: &ScriptId) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait RouteStore {
+    /// `Conflict` naming the existing route when one in the app has the same path shape
+    /// and an overlapping method (equal, or either is `ANY`).
+    async fn create_route(&self, new: NewRoute) -> StoreResult<Route>;
+    async fn get_route(&self, id: &RouteId) -> StoreResult<Route>;
+    async fn list_routes(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Route>>;
+    /// Every route of an app with the script it runs: what the data plane's route table
+    /// is built from.
+    async fn route_targets(&self, app: &AppId) -> StoreResult<Vec<RouteTarget>>;
+    async fn delete_route(&self, id: &RouteId) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait UserStore {
+    async fn count_users(&self) -> StoreResult<u64>;
+    /// `Conflict` when the email is taken.
+    async fn create_user(&self, new: NewUser) -> StoreResult<User>;
+    /// Creates the user only if no user exists at all, atomically; `Conflict` otherwise.
+    async fn create_first_user(&self, new: NewUser) -> StoreResult<User>;
+    async fn get_user(&self, id: &UserId) -> StoreResult<User>;
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<User>;
+    async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>>;
+    async fn update_user(&self, id: &UserId, patch: UserPatch) -> StoreResult<User>;
+    async fn delete_user(&self, id: &UserId) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait SessionStore {
+    async fn create_session(&self, new: NewSession) -> StoreResult<Session>;
+    /// The live (unexpired) session with this token hash, and its user.
+    async fn session_by_token_hash(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Session, User)>;
+    /// Slides the expiry forward.
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        used_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn delete_session(&self, id: &SessionId) -> StoreResult<()>;
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait ExecutionStore {
+    /// Writes a batch of finished runs in one transaction. Records of apps deleted
+    /// meanwhile are dropped silently.
+    async fn insert_executions(&self, batch: &[Execution]) -> StoreResult<()>;
+    async fn get_execution(&self, app: &AppId, id: &ExecutionId) -> StoreResult<Execution>;
+    /// Newest first.
+    async fn list_executions(
+        &self,
+        app: &AppId,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Execution>>;
+    /// Deletes up to `limit` runs that started before `cutoff`; returns how many.
+    async fn delete_executions_before(&self, cutoff: DateTime<Utc>, limit: u32)
+        -> StoreResult<u64>;
+}
+
+/// Everything PiCloud stores, behind one object picked at start-up.
+#[async_trait]
+pub trait Store:
+    MetaStore + AppStore + ScriptStore + RouteStore + UserStore + SessionStore + ExecutionStore + Send + Sync
+{
+    fn backend(&self) -> Backend;
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes connections; pending work is finished first.
+    async fn close(&self);
+}
+

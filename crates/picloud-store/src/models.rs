@@ -1,0 +1,161 @@
+//! Rows as the rest of PiCloud sees them, independent of any SQL dialect.
+
+use chrono::{DateTime, Utc};
+use picloud_core::model::{
+    DispatchMode, ExecutionSource, ExecutionStatus, LogLevel, RouteAuth, RouteMethod, ScriptKind,
+};
+use picloud_core::{AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: AppId,
+    pub slug: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub slug: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AppPatch {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub id: ScriptId,
+    pub app_id: AppId,
+    pub name: String,
+    pub kind: ScriptKind,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewScript {
+    pub app_id: AppId,
+    pub name: String,
+    pub kind: ScriptKind,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ScriptPatch {
+    pub name: Option<String>,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub id: RouteId,
+    pub app_id: AppId,
+    pub script_id: ScriptId,
+    pub method: RouteMethod,
+    /// The pattern as the user wrote it, e.g. `/users/{id}`.
+    pub path: String,
+    pub dispatch_mode: DispatchMode,
+    pub auth: RouteAuth,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRoute {
+    pub app_id: AppId,
+    pub script_id: ScriptId,
+    pub method: RouteMethod,
+    pub path: String,
+    /// The path's shape with positional parameter names; routes clash on it.
+    pub path_key: String,
+    pub dispatch_mode: DispatchMode,
+    pub auth: RouteAuth,
+}
+
+/// A route together with the script it runs.
+#[derive(Debug, Clone)]
+pub struct RouteTarget {
+    pub route: Route,
+    pub script: Script,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    /// Lower-cased.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub password_hash: Option<String>,
+    pub is_admin: Option<bool>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_id: UserId,
+    /// SHA-256 of the bearer token; the token itself is never stored.
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One line a script logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub id: ExecutionId,
+    pub app_id: AppId,
+    pub script_id: ScriptId,
+    pub source: ExecutionSource,
+    pub status: ExecutionStatus,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub logs: Vec<LogLine>,
+    /// The full error, with its position, for the owner's eyes only.
+    pub error: Option<String>,
+    pub error_line: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub script_id: Option<ScriptId>,
+    pub status: Option<ExecutionStatus>,
+    pub source: Option<ExecutionSource>,
+}
+

@@ -1,0 +1,505 @@
+//! The store conformance suite: every backend must pass every case, unchanged.
+//! Cases are listed in `tests/store_conformance.rs`.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use picloud_core::model::{
+    DispatchMode, ExecutionSource, ExecutionStatus, LogLevel, RouteAuth, RouteMethod, ScriptKind,
+};
+use picloud_core::route_pattern::RoutePattern;
+use picloud_core::{AppId, ExecutionId, ScriptId, UserId};
+use picloud_store::{
+    App, AppPatch, Execution, ExecutionFilter, LogLine, NewApp, NewRoute, NewScript, NewSession,
+    NewUser, PageRequest, Route, Script, ScriptPatch, Store, StoreError, UserPatch,
+};
+
+async fn app(store: &Arc<dyn Store>, slug: &str) -> App {
+    store
+        .create_app(NewApp {
+            slug: slug.into(),
+            name: slug.to_uppercase(),
+        })
+        .await
+        .expect("create app")
+}
+
+async fn script(store: &Arc<dyn Store>, app: &AppId, name: &str) -> Script {
+    store
+        .create_script(NewScript {
+            app_id: app.clone(),
+            name: name.into(),
+            kind: ScriptKind::Endpoint,
+            source: "1 + 1".into(),
+        })
+        .await
+        .expect("create script")
+}
+
+fn new_route(app: &AppId, script: &ScriptId, method: RouteMethod, path: &str) -> NewRoute {
+    let pattern = RoutePattern::parse(path).expect("valid pattern");
+    NewRoute {
+        app_id: app.clone(),
+        script_id: script.clone(),
+        method,
+        path: path.into(),
+        path_key: pattern.normalized(),
+        dispatch_mode: DispatchMode::Sync,
+        auth: RouteAuth::Public,
+    }
+}
+
+async fn route(store: &Arc<dyn Store>, app: &AppId, script: &ScriptId, m: RouteMethod, p: &str) -> Route {
+    store
+        .create_route(new_route(app, script, m, p))
+        .await
+        .expect("create route")
+}
+
+fn execution(app: &AppId, script: &ScriptId, status: ExecutionStatus, minutes_ago: i64) -> Execution {
+    Execution {
+        id: ExecutionId::new(),
+        app_id: app.clone(),
+        script_id: script.clone(),
+        source: ExecutionSource::Http,
+        status,
+        started_at: picloud_core::now() - Duration::minutes(minutes_ago),
+        duration_ms: 3,
+        logs: vec![LogLine {
+            level: LogLevel::Info,
+            message: "hello ✓".into(),
+            at: picloud_core::now(),
+        }],
+        error: (status != ExecutionStatus::Ok).then(|| "boom (line 1, position 1)".into()),
+        error_line: (status != ExecutionStatus::Ok).then_some(1),
+    }
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, needle: &str) {
+    match result {
+        Err(StoreError::Conflict(message)) => {
+            assert!(message.contains(needle), "conflict message {message:?} lacks {needle:?}")
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "expected NotFound, got {result:?}"
+    );
+}
+
+pub async fn apps_crud(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    assert_eq!(store.get_app(&shop.id).await.expect("get"), shop);
+    assert_eq!(store.get_app_by_slug("shop").await.expect("by slug"), shop);
+    assert_conflict(
+        store
+            .create_app(NewApp {
+                slug: "shop".into(),
+                name: "again".into(),
+            })
+            .await,
+        "shop",
+    );
+    let renamed = store
+        .update_app(
+            &shop.id,
+            AppPatch {
+                name: Some("The Shop".into()),
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(renamed.name, "The Shop");
+    assert_eq!(renamed.slug, "shop");
+    assert!(renamed.updated_at >= shop.updated_at);
+    let unchanged = store
+        .update_app(&shop.id, AppPatch::default())
+        .await
+        .expect("empty patch");
+    assert_eq!(unchanged.name, "The Shop");
+    store.delete_app(&shop.id).await.expect("delete");
+    assert_not_found(store.get_app(&shop.id).await);
+    assert_not_found(store.get_app_by_slug("shop").await);
+    assert_not_found(store.delete_app(&shop.id).await);
+    assert_not_found(store.update_app(&shop.id, AppPatch::default()).await);
+}
+
+pub async fn apps_paginate(store: Arc<dyn Store>) {
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(app(&store, &format!("app-{i}")).await.id);
+    }
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let result = store.list_apps(&page).await.expect("list");
+        assert!(result.items.len() <= 2);
+        seen.extend(result.items.into_iter().map(|a| a.id));
+        match result.next_cursor {
+            Some(cursor) => {
+                page.after = picloud_store::Cursor::decode(cursor.as_str());
+                assert!(page.after.is_some());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, created, "every app once, in creation order");
+}
+
+pub async fn delete_app_removes_everything_it_owns(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let other = app(&store, "other").await;
+    let s = script(&store, &shop.id, "hello").await;
+    let keep = script(&store, &other.id, "hello").await;
+    route(&store, &shop.id, &s.id, RouteMethod::Get, "/x").await;
+    store
+        .insert_executions(&[execution(&shop.id, &s.id, ExecutionStatus::Ok, 0)])
+        .await
+        .expect("insert");
+    store.delete_app(&shop.id).await.expect("delete");
+    assert_not_found(store.get_script(&s.id).await);
+    assert!(store.route_targets(&shop.id).await.expect("targets").is_empty());
+    let runs = store
+        .list_executions(&shop.id, &ExecutionFilter::default(), &PageRequest::default())
+        .await
+        .expect("list");
+    assert!(runs.items.is_empty());
+    assert_eq!(store.get_script(&keep.id).await.expect("other app's script").id, keep.id);
+}
+
+pub async fn scripts_crud(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let other = app(&store, "other").await;
+    let s = script(&store, &shop.id, "hello").await;
+    assert_eq!(store.get_script(&s.id).await.expect("get"), s);
+    assert_conflict(
+        store
+            .create_script(NewScript {
+                app_id: shop.id.clone(),
+                name: "hello".into(),
+                kind: ScriptKind::Module,
+                source: String::new(),
+            })
+            .await,
+        "hello",
+    );
+    // Names are per app.
+    script(&store, &other.id, "hello").await;
+    assert_not_found(
+        store
+            .create_script(NewScript {
+                app_id: AppId::new(),
+                name: "orphan".into(),
+                kind: ScriptKind::Endpoint,
+                source: String::new(),
+            })
+            .await,
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let updated = store
+        .update_script(
+            &s.id,
+            ScriptPatch {
+                source: Some("2 + 2".into()),
+                name: None,
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.source, "2 + 2");
+    assert_eq!(updated.name, "hello");
+    assert!(updated.updated_at > s.updated_at, "update bumps updated_at");
+    assert_eq!(updated.created_at, s.created_at);
+
+    script(&store, &shop.id, "second").await;
+    assert_conflict(
+        store
+            .update_script(
+                &s.id,
+                ScriptPatch {
+                    name: Some("second".into()),
+                    source: None,
+                },
+            )
+            .await,
+        "second",
+    );
+    let listed = store
+        .list_scripts(&shop.id, &PageRequest::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 2);
+    assert!(listed.next_cursor.is_none());
+
+    let r = route(&store, &shop.id, &s.id, RouteMethod::Get, "/hello").await;
+    store.delete_script(&s.id).await.expect("delete");
+    assert_not_found(store.get_script(&s.id).await);
+    assert_not_found(store.get_route(&r.id).await);
+    assert_not_found(store.delete_script(&s.id).await);
+    assert_not_found(store.update_script(&s.id, ScriptPatch::default()).await);
+}
+
+pub async fn routes_clash_by_shape_and_method(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let s = script(&store, &shop.id, "hello").await;
+    let get = route(&store, &shop.id, &s.id, RouteMethod::Get, "/users/{id}").await;
+    assert_eq!(store.get_route(&get.id).await.expect("get"), get);
+
+    // Same shape, other parameter name: still a clash.
+    assert_conflict(
+        store
+            .create_route(new_route(&shop.id, &s.id, RouteMethod::Get, "/users/{name}"))
+            .await,
+        "GET /users/{id}",
+    );
+    // ANY overlaps every method, both ways round.
+    assert_conflict(
+        store
+            .create_route(new_route(&shop.id, &s.id, RouteMethod::Any, "/users/{x}"))
+            .await,
+        "/users/{id}",
+    );
+    route(&store, &shop.id, &s.id, RouteMethod::Post, "/users/{uid}").await;
+    route(&store, &shop.id, &s.id, RouteMethod::Any, "/files/{*rest}").await;
+    assert_conflict(
+        store
+            .create_route(new_route(&shop.id, &s.id, RouteMethod::Delete, "/files/{*path}"))
+            .await,
+        "ANY /files/{*rest}",
+    );
+    // Other shapes and other apps are free.
+    route(&store, &shop.id, &s.id, RouteMethod::Get, "/users/me").await;
+    let other = app(&store, "other").await;
+    let t = script(&store, &other.id, "hello").await;
+    route(&store, &other.id, &t.id, RouteMethod::Get, "/users/{id}").await;
+
+    let targets = store.route_targets(&shop.id).await.expect("targets");
+    assert_eq!(targets.len(), 4);
+    assert!(targets.iter().all(|t| t.script.id == s.id && t.route.app_id == shop.id));
+    let listed = store
+        .list_routes(&shop.id, &PageRequest::first(3))
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 3);
+    assert!(listed.next_cursor.is_some());
+
+    store.delete_route(&get.id).await.expect("delete");
+    assert_not_found(store.get_route(&get.id).await);
+    assert_not_found(store.delete_route(&get.id).await);
+    route(&store, &shop.id, &s.id, RouteMethod::Get, "/users/{again}").await;
+}
+
+pub async fn users_and_first_user(store: Arc<dyn Store>) {
+    assert_eq!(store.count_users().await.expect("count"), 0);
+    let first = store
+        .create_first_user(NewUser {
+            email: "Admin@Example.com".into(),
+            password_hash: "$argon2id$fake".into(),
+            is_admin: true,
+        })
+        .await
+        .expect("first user");
+    assert_eq!(first.email, "admin@example.com");
+    assert_conflict(
+        store
+            .create_first_user(NewUser {
+                email: "second@example.com".into(),
+                password_hash: "x".into(),
+                is_admin: true,
+            })
+            .await,
+        "",
+    );
+    assert_conflict(
+        store
+            .create_user(NewUser {
+                email: "ADMIN@example.com".into(),
+                password_hash: "x".into(),
+                is_admin: false,
+            })
+            .await,
+        "admin@example.com",
+    );
+    let bob = store
+        .create_user(NewUser {
+            email: "bob@example.com".into(),
+            password_hash: "x".into(),
+            is_admin: false,
+        })
+        .await
+        .expect("bob");
+    assert_eq!(store.count_users().await.expect("count"), 2);
+    assert_eq!(store.get_user_by_email("BOB@example.com").await.expect("by email"), bob);
+    let disabled = store
+        .update_user(
+            &bob.id,
+            UserPatch {
+                disabled: Some(true),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("disable");
+    assert!(disabled.disabled && !disabled.is_admin);
+    assert_eq!(disabled.password_hash, "x");
+    let page = store.list_users(&PageRequest::first(1)).await.expect("list");
+    assert_eq!(page.items.len(), 1);
+    assert!(page.next_cursor.is_some());
+    store.delete_user(&bob.id).await.expect("delete");
+    assert_not_found(store.get_user(&bob.id).await);
+    assert_not_found(store.get_user(&UserId::new()).await);
+}
+
+pub async fn sessions_expire_and_slide(store: Arc<dyn Store>) {
+    let user = store
+        .create_user(NewUser {
+            email: "a@example.com".into(),
+            password_hash: "x".into(),
+            is_admin: false,
+        })
+        .await
+        .expect("user");
+    let now = picloud_core::now();
+    let session = store
+        .create_session(NewSession {
+            user_id: user.id.clone(),
+            token_hash: "hash-1".into(),
+            expires_at: now + Duration::hours(1),
+        })
+        .await
+        .expect("session");
+    let (found, found_user) = store
+        .session_by_token_hash("hash-1", now)
+        .await
+        .expect("lookup");
+    assert_eq!(found, session);
+    assert_eq!(found_user, user);
+    assert_not_found(store.session_by_token_hash("hash-2", now).await);
+    assert_not_found(
+        store
+            .session_by_token_hash("hash-1", now + Duration::hours(2))
+            .await,
+    );
+    store
+        .touch_session(&session.id, now, now + Duration::hours(3))
+        .await
+        .expect("touch");
+    store
+        .session_by_token_hash("hash-1", now + Duration::hours(2))
+        .await
+        .expect("renewed");
+    store
+        .create_session(NewSession {
+            user_id: user.id.clone(),
+            token_hash: "hash-old".into(),
+            expires_at: now - Duration::seconds(1),
+        })
+        .await
+        .expect("expired session");
+    assert_eq!(store.delete_expired_sessions(now).await.expect("sweep"), 1);
+    store.delete_session(&session.id).await.expect("logout");
+    assert_not_found(store.session_by_token_hash("hash-1", now).await);
+    // Deleting a user ends their sessions.
+    store
+        .create_session(NewSession {
+            user_id: user.id.clone(),
+            token_hash: "hash-3".into(),
+            expires_at: now + Duration::hours(1),
+        })
+        .await
+        .expect("session");
+    store.delete_user(&user.id).await.expect("delete user");
+    assert_not_found(store.session_by_token_hash("hash-3", now).await);
+}
+
+pub async fn executions_record_filter_and_expire(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let other = app(&store, "other").await;
+    let s = script(&store, &shop.id, "a").await;
+    let t = script(&store, &shop.id, "b").await;
+    let mut batch = vec![
+        execution(&shop.id, &s.id, ExecutionStatus::Ok, 60 * 24 * 10),
+        execution(&shop.id, &s.id, ExecutionStatus::Error, 5),
+        execution(&shop.id, &t.id, ExecutionStatus::Timeout, 4),
+        execution(&shop.id, &t.id, ExecutionStatus::Ok, 3),
+    ];
+    // A record whose app was deleted meanwhile is dropped, not an error.
+    batch.push(execution(&AppId::new(), &s.id, ExecutionStatus::Ok, 1));
+    store.insert_executions(&batch).await.expect("insert batch");
+    store.insert_executions(&[]).await.expect("empty batch");
+
+    let all = store
+        .list_executions(&shop.id, &ExecutionFilter::default(), &PageRequest::default())
+        .await
+        .expect("list");
+    let ids: Vec<_> = all.items.iter().map(|e| e.id.clone()).collect();
+    let newest_first: Vec<_> = batch[..4].iter().rev().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, newest_first);
+    assert_eq!(all.items[3], batch[0], "round trip keeps every field");
+
+    let errors = store
+        .list_executions(
+            &shop.id,
+            &ExecutionFilter {
+                status: Some(ExecutionStatus::Error),
+                ..ExecutionFilter::default()
+            },
+            &PageRequest::default(),
+        )
+        .await
+        .expect("by status");
+    assert_eq!(errors.items.len(), 1);
+    assert_eq!(errors.items[0].error_line, Some(1));
+    let of_t = store
+        .list_executions(
+            &shop.id,
+            &ExecutionFilter {
+                script_id: Some(t.id.clone()),
+                source: Some(ExecutionSource::Http),
+                ..ExecutionFilter::default()
+            },
+            &PageRequest::first(1),
+        )
+        .await
+        .expect("by script");
+    assert_eq!(of_t.items.len(), 1);
+    let cursor = of_t.next_cursor.expect("a second page");
+    let rest = store
+        .list_executions(
+            &shop.id,
+            &ExecutionFilter {
+                script_id: Some(t.id.clone()),
+                ..ExecutionFilter::default()
+            },
+            &PageRequest {
+                limit: 10,
+                after: picloud_store::Cursor::decode(cursor.as_str()),
+            },
+        )
+        .await
+        .expect("page 2");
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].id, batch[2].id);
+
+    assert_eq!(store.get_execution(&shop.id, &batch[1].id).await.expect("get"), batch[1]);
+    assert_not_found(store.get_execution(&other.id, &batch[1].id).await);
+
+    let cutoff = Utc::now() - Duration::days(7);
+    assert_eq!(store.delete_executions_before(cutoff, 100).await.expect("sweep"), 1);
+    assert_eq!(store.delete_executions_before(cutoff, 100).await.expect("sweep"), 0);
+    let recent = Utc::now() + Duration::minutes(1);
+    assert_eq!(store.delete_executions_before(recent, 2).await.expect("batch"), 2);
+}
+
+pub async fn meta_first_value_wins(store: Arc<dyn Store>) {
+    assert_eq!(store.get_meta("key_check").await.expect("get"), None);
+    assert_eq!(store.init_meta("key_check", "a").await.expect("init"), "a");
+    assert_eq!(store.init_meta("key_check", "b").await.expect("init"), "a");
+    assert_eq!(store.get_meta("key_check").await.expect("get").as_deref(), Some("a"));
+    store.ping().await.expect("ping");
+}
