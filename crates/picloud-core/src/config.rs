@@ -189,14 +189,9 @@ impl Source<'_> {
         }
     }
 
-    fn number<T: std::str::FromStr>(
-        &self,
-        var: &'static str,
-        default: T,
-        min: T,
-    ) -> Result<T, ConfigError>
+    fn number<T>(&self, var: &'static str, default: T, min: T) -> Result<T, ConfigError>
     where
-        T: PartialOrd + fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
         self.parse(var, default, |s| {
             let value: T = s
@@ -228,8 +223,9 @@ impl Config {
     pub fn load(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let src = Source { lookup };
         let listen = src.parse("PICLOUD_LISTEN", ([127, 0, 0, 1], 8080).into(), |s| {
-            s.parse::<SocketAddr>()
-                .map_err(|_| format!("invalid value {s:?}: expected host:port, like 127.0.0.1:8080"))
+            s.parse::<SocketAddr>().map_err(|_| {
+                format!("invalid value {s:?}: expected host:port, like 127.0.0.1:8080")
+            })
         })?;
         let data_dir = src.parse("PICLOUD_DATA_DIR", PathBuf::from("./picloud-data"), |s| {
             Ok(PathBuf::from(s))
@@ -250,7 +246,9 @@ impl Config {
                 && s.split('.').all(|label| {
                     !label.is_empty()
                         && label.len() <= 63
-                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 });
             if ok {
                 Ok(s)
@@ -281,9 +279,7 @@ impl Config {
             "json" => Ok(LogFormat::Json),
             _ => Err(format!("invalid value {s:?}: expected pretty or json")),
         })?;
-        let log_filter = src
-            .raw("PICLOUD_LOG")
-            .unwrap_or_else(|| "info".to_owned());
+        let log_filter = src.raw("PICLOUD_LOG").unwrap_or_else(|| "info".to_owned());
         let max_request_body_bytes = src.number("PICLOUD_MAX_REQUEST_BODY_BYTES", 10 << 20, 1)?;
         let files_root = src.parse("PICLOUD_FILES_ROOT", data_dir.join("files"), |s| {
             Ok(PathBuf::from(s))
@@ -319,9 +315,8 @@ impl Config {
         };
         let session_ttl =
             Duration::from_secs(src.number("PICLOUD_SESSION_TTL_SECS", 86_400u64, 60)?);
-        let execution_retention = Duration::from_secs(
-            86_400 * src.number("PICLOUD_EXECUTION_RETENTION_DAYS", 7u64, 1)?,
-        );
+        let execution_retention =
+            Duration::from_secs(86_400 * src.number("PICLOUD_EXECUTION_RETENTION_DAYS", 7u64, 1)?);
 
         Ok(Self {
             listen,
@@ -393,10 +388,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = load(&[("PICLOUD_EXECUTOR_THREADS", "lots")]).err().expect("error");
+        let e = load(&[("PICLOUD_EXECUTOR_THREADS", "lots")])
+            .err()
+            .expect("error");
         assert_eq!(e.var, "PICLOUD_EXECUTOR_THREADS");
         assert!(!e.to_string().contains('\n'));
-        let e = load(&[("PICLOUD_SECRET_KEY", "short")]).err().expect("error");
+        let e = load(&[("PICLOUD_SECRET_KEY", "short")])
+            .err()
+            .expect("error");
         assert_eq!(e.var, "PICLOUD_SECRET_KEY");
         let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).err().expect("error");
         assert_eq!(e.var, "PICLOUD_DEV_MODE");
@@ -436,7 +435,10 @@ mod tests {
             None
         });
         for var in read.into_inner() {
-            assert!(SETTINGS.iter().any(|s| s.env == var), "{var} missing from SETTINGS");
+            assert!(
+                SETTINGS.iter().any(|s| s.env == var),
+                "{var} missing from SETTINGS"
+            );
         }
     }
 }

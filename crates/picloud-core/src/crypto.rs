@@ -171,7 +171,10 @@ mod tests {
     fn encryption_round_trip_and_tamper_detection() {
         let key = SecretKey::generate();
         let (nonce, mut ct) = key.encrypt(b"hello");
-        assert_eq!(key.decrypt(&nonce, &ct).ok().as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            key.decrypt(&nonce, &ct).ok().as_deref(),
+            Some(&b"hello"[..])
+        );
         ct[0] ^= 1;
         assert!(key.decrypt(&nonce, &ct).is_err());
         assert!(SecretKey::generate().decrypt(&nonce, &ct).is_err());

@@ -7,12 +7,15 @@ pub mod ids;
 pub mod model;
 pub mod route_pattern;
 
-pub use ids::{AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+pub use ids::{AppId, EventId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
 /// The current time, truncated to microseconds: the precision both databases keep, so
 /// a value written and read back compares equal.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::{DurationRound, TimeDelta};
     let now = chrono::Utc::now();
-    now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now)
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
 }
+
+pub mod access;

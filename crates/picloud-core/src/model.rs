@@ -154,7 +154,9 @@ mod tests {
         }
         assert!("get".parse::<RouteMethod>().is_err());
         assert_eq!(
-            serde_json::to_string(&ExecutionStatus::LimitExceeded).ok().as_deref(),
+            serde_json::to_string(&ExecutionStatus::LimitExceeded)
+                .ok()
+                .as_deref(),
             Some("\"limit_exceeded\"")
         );
     }

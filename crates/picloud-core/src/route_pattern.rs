@@ -34,9 +34,8 @@ fn valid_param_name(name: &str) -> bool {
 }
 
 fn valid_literal(text: &str) -> bool {
-    text.chars().all(|c| {
-        c.is_ascii_alphanumeric() || "-._~!$&'()+,;=:@%".contains(c)
-    })
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~!$&'()+,;=:@%".contains(c))
 }
 
 impl RoutePattern {
@@ -120,10 +119,13 @@ impl RoutePattern {
 
     /// Parameter names in the order `normalized()` numbers them, with their positions.
     pub fn params(&self) -> impl Iterator<Item = (usize, &str)> {
-        self.segments.iter().enumerate().filter_map(|(i, s)| match s {
-            Segment::Param(n) | Segment::Wildcard(n) => Some((i, n.as_str())),
-            Segment::Literal(_) => None,
-        })
+        self.segments
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Segment::Param(n) | Segment::Wildcard(n) => Some((i, n.as_str())),
+                Segment::Literal(_) => None,
+            })
     }
 
     /// Orders patterns by how specific they are, most specific first: segment by
@@ -152,7 +154,10 @@ mod tests {
         let p = RoutePattern::parse("/users/{id}/files/{*rest}").expect("valid");
         assert_eq!(p.normalized(), "/users/{p1}/files/{*p3}");
         assert_eq!(p.params().collect::<Vec<_>>(), vec![(1, "id"), (3, "rest")]);
-        assert_eq!(RoutePattern::parse("/").map(|p| p.normalized()), Ok("/".into()));
+        assert_eq!(
+            RoutePattern::parse("/").map(|p| p.normalized()),
+            Ok("/".into())
+        );
     }
 
     #[test]

@@ -90,7 +90,10 @@ fn to_json(value: &Dynamic, depth: usize) -> Result<Value, NotJson> {
         }
         return Ok(Value::Object(object));
     }
-    Err(NotJson(format!("a value of type {} has no JSON form", value.type_name())))
+    Err(NotJson(format!(
+        "a value of type {} has no JSON form",
+        value.type_name()
+    )))
 }
 
 #[cfg(test)]
@@ -114,7 +117,10 @@ mod tests {
     #[test]
     fn blobs_become_base64_and_nan_is_refused() {
         let blob: Blob = vec![1, 2, 3];
-        assert_eq!(dynamic_to_json(&Dynamic::from_blob(blob)), Ok(json!("AQID")));
+        assert_eq!(
+            dynamic_to_json(&Dynamic::from_blob(blob)),
+            Ok(json!("AQID"))
+        );
         assert!(dynamic_to_json(&Dynamic::from_float(FLOAT::NAN)).is_err());
     }
 

@@ -82,7 +82,9 @@ impl ScriptFailure {
                 None => "the script failed".into(),
             },
             FailureKind::Timeout => "the script ran past its time limit".into(),
-            FailureKind::LimitExceeded(limit) => format!("the script hit a limit: {}", limit.describe()),
+            FailureKind::LimitExceeded(limit) => {
+                format!("the script hit a limit: {}", limit.describe())
+            }
             FailureKind::Forbidden => self.message.clone(),
         }
     }

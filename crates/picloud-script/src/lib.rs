@@ -58,10 +58,13 @@ pub struct CacheKey<'a> {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Compiled scripts by id, each with the `updated_at` it was compiled from.
+type AstCache = LruCache<String, (DateTime<Utc>, Arc<AST>)>;
+
 pub struct ScriptEngine {
     engine: Engine,
     limits: ScriptLimits,
-    cache: Mutex<LruCache<String, (DateTime<Utc>, Arc<AST>)>>,
+    cache: Mutex<AstCache>,
 }
 
 impl ScriptEngine {

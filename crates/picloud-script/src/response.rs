@@ -67,7 +67,10 @@ pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure
     }
     if let Some(map) = value.read_lock::<Map>() {
         if is_response_map(&map) {
-            let status = map.get("status").and_then(|s| s.as_int().ok()).unwrap_or(200);
+            let status = map
+                .get("status")
+                .and_then(|s| s.as_int().ok())
+                .unwrap_or(200);
             let status = u16::try_from(status)
                 .ok()
                 .filter(|s| (100..=599).contains(s))

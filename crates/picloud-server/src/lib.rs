@@ -1,1 +1,135 @@
+//! PiCloud's HTTP surface: the admin API, auth, the data plane, operations endpoints
+//! and the OpenAPI document, all from one axum router.
 
+pub mod admin;
+pub mod auth;
+pub mod dataplane;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod ops;
+pub mod state;
+mod ui;
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get};
+use axum::Router;
+use tokio::net::TcpListener;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use state::{AppState, SetupToken};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "PiCloud", description = "Self-hosted serverless backend: admin API and platform endpoints."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth"), (name = "apps"), (name = "scripts"), (name = "routes"),
+        (name = "executions"), (name = "operations")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The documented routes: everything under `/api/v1` plus the operations endpoints.
+fn api_router() -> OpenApiRouter<AppState> {
+    use admin::{apps, executions, routes as rts, scripts};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::sdk))
+        .routes(routes!(auth::setup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(apps::create_app, apps::list_apps))
+        .routes(routes!(apps::get_app, apps::update_app, apps::delete_app))
+        .routes(routes!(scripts::create_script, scripts::list_scripts))
+        .routes(routes!(
+            scripts::get_script,
+            scripts::update_script,
+            scripts::delete_script
+        ))
+        .routes(routes!(
+            scripts::get_app_script,
+            scripts::update_app_script,
+            scripts::delete_app_script
+        ))
+        .routes(routes!(rts::create_route))
+        .routes(routes!(rts::list_routes))
+        .routes(routes!(rts::delete_route))
+        .routes(routes!(executions::list_executions))
+        .routes(routes!(executions::get_execution))
+}
+
+/// The OpenAPI document of this server.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The whole router: documented API, data plane (host and `/apps/` prefix), dashboard.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
+    let body_limit = state.config.max_request_body_bytes;
+    let mut router = api
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc_json.clone(),
+                )
+            }),
+        )
+        .route("/apps/{slug}", any(dataplane::by_prefix))
+        .route("/apps/{slug}/", any(dataplane::by_prefix))
+        .route("/apps/{slug}/{*rest}", any(dataplane::by_prefix))
+        .merge(ui::router())
+        .fallback(|| async { error::ApiError::not_found("page") });
+    if std::env::var_os("PICLOUD_BENCH_BASELINE").is_some() {
+        // A bare handler returning what the benchmark script returns, measured
+        // through the same stack, in the same process and run.
+        router = router.route(
+            "/__bench/baseline",
+            get(|| async { axum::Json(serde_json::json!({"hello": "world", "n": 42})) }),
+        );
+    }
+    router
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            dataplane::host_dispatch,
+        ))
+        .with_state(state)
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves; in-flight
+/// requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use picloud_store::{Backend, MetaStore, Store, StoreError, StoreResult};
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
@@ -65,10 +65,19 @@ impl PostgresStore {
 
     /// Connects without migrating.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(StoreError::other)?;
+        // The pool retries a refused connection until its acquire timeout and then
+        // reports only that it timed out; one direct attempt fails fast with the cause.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(StoreError::other)?
+            .close()
+            .await
+            .map_err(StoreError::other)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(StoreError::other)?;
         Ok(Self { pool })

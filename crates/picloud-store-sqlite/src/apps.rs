@@ -74,15 +74,14 @@ impl AppStore for SqliteStore {
     }
 
     async fn update_app(&self, id: &AppId, patch: AppPatch) -> StoreResult<App> {
-        let result = sqlx::query(
-            "UPDATE apps SET name = COALESCE(?, name), updated_at = ? WHERE id = ?",
-        )
-        .bind(patch.name)
-        .bind(ts(picloud_core::now()))
-        .bind(id.as_str())
-        .execute(&self.writer)
-        .await
-        .map_err(db_err)?;
+        let result =
+            sqlx::query("UPDATE apps SET name = COALESCE(?, name), updated_at = ? WHERE id = ?")
+                .bind(patch.name)
+                .bind(ts(picloud_core::now()))
+                .bind(id.as_str())
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?;
         expect_row(result.rows_affected())?;
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM apps WHERE id = ?"))
             .bind(id.as_str())

@@ -96,7 +96,10 @@ impl ExecutionStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let items = rows.iter().map(execution).collect::<StoreResult<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(execution)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_rows(items, page, |e| e.id.as_str()))
     }
 

@@ -5,7 +5,7 @@
 //! conformance suite (`picloud-testkit`) runs against every implementation.
 
 pub mod models;
-mod page;
+pub mod page;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -142,7 +142,15 @@ pub trait ExecutionStore {
 /// Everything PiCloud stores, behind one object picked at start-up.
 #[async_trait]
 pub trait Store:
-    MetaStore + AppStore + ScriptStore + RouteStore + UserStore + SessionStore + ExecutionStore + Send + Sync
+    MetaStore
+    + AppStore
+    + ScriptStore
+    + RouteStore
+    + UserStore
+    + SessionStore
+    + ExecutionStore
+    + Send
+    + Sync
 {
     fn backend(&self) -> Backend;
     /// Cheap round trip, for `/readyz`.
@@ -150,4 +158,3 @@ pub trait Store:
     /// Closes connections; pending work is finished first.
     async fn close(&self);
 }
-

@@ -158,4 +158,3 @@ pub struct ExecutionFilter {
     pub status: Option<ExecutionStatus>,
     pub source: Option<ExecutionSource>,
 }
-

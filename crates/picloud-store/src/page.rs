@@ -103,7 +103,10 @@ mod tests {
         let c = Cursor::after("app_123");
         assert_eq!(Cursor::decode(c.as_str()).as_deref(), Some("app_123"));
         assert_eq!(Cursor::decode("app_123"), None);
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("v1:x' OR 1=1")), None);
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode("v1:x' OR 1=1")),
+            None
+        );
     }
 
     #[test]

@@ -49,14 +49,25 @@ fn new_route(app: &AppId, script: &ScriptId, method: RouteMethod, path: &str) ->
     }
 }
 
-async fn route(store: &Arc<dyn Store>, app: &AppId, script: &ScriptId, m: RouteMethod, p: &str) -> Route {
+async fn route(
+    store: &Arc<dyn Store>,
+    app: &AppId,
+    script: &ScriptId,
+    m: RouteMethod,
+    p: &str,
+) -> Route {
     store
         .create_route(new_route(app, script, m, p))
         .await
         .expect("create route")
 }
 
-fn execution(app: &AppId, script: &ScriptId, status: ExecutionStatus, minutes_ago: i64) -> Execution {
+fn execution(
+    app: &AppId,
+    script: &ScriptId,
+    status: ExecutionStatus,
+    minutes_ago: i64,
+) -> Execution {
     Execution {
         id: ExecutionId::new(),
         app_id: app.clone(),
@@ -75,10 +86,19 @@ fn execution(app: &AppId, script: &ScriptId, status: ExecutionStatus, minutes_ag
     }
 }
 
+/// Ids order by creation time only across milliseconds (the rest is random), so cases
+/// that assert creation order wait for the clock between creations.
+async fn next_millisecond() {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+}
+
 fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, needle: &str) {
     match result {
         Err(StoreError::Conflict(message)) => {
-            assert!(message.contains(needle), "conflict message {message:?} lacks {needle:?}")
+            assert!(
+                message.contains(needle),
+                "conflict message {message:?} lacks {needle:?}"
+            )
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
@@ -132,6 +152,7 @@ pub async fn apps_paginate(store: Arc<dyn Store>) {
     let mut created = Vec::new();
     for i in 0..5 {
         created.push(app(&store, &format!("app-{i}")).await.id);
+        next_millisecond().await;
     }
     let mut seen = Vec::new();
     let mut page = PageRequest::first(2);
@@ -162,13 +183,28 @@ pub async fn delete_app_removes_everything_it_owns(store: Arc<dyn Store>) {
         .expect("insert");
     store.delete_app(&shop.id).await.expect("delete");
     assert_not_found(store.get_script(&s.id).await);
-    assert!(store.route_targets(&shop.id).await.expect("targets").is_empty());
+    assert!(store
+        .route_targets(&shop.id)
+        .await
+        .expect("targets")
+        .is_empty());
     let runs = store
-        .list_executions(&shop.id, &ExecutionFilter::default(), &PageRequest::default())
+        .list_executions(
+            &shop.id,
+            &ExecutionFilter::default(),
+            &PageRequest::default(),
+        )
         .await
         .expect("list");
     assert!(runs.items.is_empty());
-    assert_eq!(store.get_script(&keep.id).await.expect("other app's script").id, keep.id);
+    assert_eq!(
+        store
+            .get_script(&keep.id)
+            .await
+            .expect("other app's script")
+            .id,
+        keep.id
+    );
 }
 
 pub async fn scripts_crud(store: Arc<dyn Store>) {
@@ -253,7 +289,12 @@ pub async fn routes_clash_by_shape_and_method(store: Arc<dyn Store>) {
     // Same shape, other parameter name: still a clash.
     assert_conflict(
         store
-            .create_route(new_route(&shop.id, &s.id, RouteMethod::Get, "/users/{name}"))
+            .create_route(new_route(
+                &shop.id,
+                &s.id,
+                RouteMethod::Get,
+                "/users/{name}",
+            ))
             .await,
         "GET /users/{id}",
     );
@@ -268,7 +309,12 @@ pub async fn routes_clash_by_shape_and_method(store: Arc<dyn Store>) {
     route(&store, &shop.id, &s.id, RouteMethod::Any, "/files/{*rest}").await;
     assert_conflict(
         store
-            .create_route(new_route(&shop.id, &s.id, RouteMethod::Delete, "/files/{*path}"))
+            .create_route(new_route(
+                &shop.id,
+                &s.id,
+                RouteMethod::Delete,
+                "/files/{*path}",
+            ))
             .await,
         "ANY /files/{*rest}",
     );
@@ -280,7 +326,9 @@ pub async fn routes_clash_by_shape_and_method(store: Arc<dyn Store>) {
 
     let targets = store.route_targets(&shop.id).await.expect("targets");
     assert_eq!(targets.len(), 4);
-    assert!(targets.iter().all(|t| t.script.id == s.id && t.route.app_id == shop.id));
+    assert!(targets
+        .iter()
+        .all(|t| t.script.id == s.id && t.route.app_id == shop.id));
     let listed = store
         .list_routes(&shop.id, &PageRequest::first(3))
         .await
@@ -334,7 +382,13 @@ pub async fn users_and_first_user(store: Arc<dyn Store>) {
         .await
         .expect("bob");
     assert_eq!(store.count_users().await.expect("count"), 2);
-    assert_eq!(store.get_user_by_email("BOB@example.com").await.expect("by email"), bob);
+    assert_eq!(
+        store
+            .get_user_by_email("BOB@example.com")
+            .await
+            .expect("by email"),
+        bob
+    );
     let disabled = store
         .update_user(
             &bob.id,
@@ -347,7 +401,10 @@ pub async fn users_and_first_user(store: Arc<dyn Store>) {
         .expect("disable");
     assert!(disabled.disabled && !disabled.is_admin);
     assert_eq!(disabled.password_hash, "x");
-    let page = store.list_users(&PageRequest::first(1)).await.expect("list");
+    let page = store
+        .list_users(&PageRequest::first(1))
+        .await
+        .expect("list");
     assert_eq!(page.items.len(), 1);
     assert!(page.next_cursor.is_some());
     store.delete_user(&bob.id).await.expect("delete");
@@ -422,19 +479,27 @@ pub async fn executions_record_filter_and_expire(store: Arc<dyn Store>) {
     let other = app(&store, "other").await;
     let s = script(&store, &shop.id, "a").await;
     let t = script(&store, &shop.id, "b").await;
-    let mut batch = vec![
-        execution(&shop.id, &s.id, ExecutionStatus::Ok, 60 * 24 * 10),
-        execution(&shop.id, &s.id, ExecutionStatus::Error, 5),
-        execution(&shop.id, &t.id, ExecutionStatus::Timeout, 4),
-        execution(&shop.id, &t.id, ExecutionStatus::Ok, 3),
-    ];
+    let mut batch = Vec::new();
+    for (script, status, minutes_ago) in [
+        (&s.id, ExecutionStatus::Ok, 60 * 24 * 10),
+        (&s.id, ExecutionStatus::Error, 5),
+        (&t.id, ExecutionStatus::Timeout, 4),
+        (&t.id, ExecutionStatus::Ok, 3),
+    ] {
+        batch.push(execution(&shop.id, script, status, minutes_ago));
+        next_millisecond().await;
+    }
     // A record whose app was deleted meanwhile is dropped, not an error.
     batch.push(execution(&AppId::new(), &s.id, ExecutionStatus::Ok, 1));
     store.insert_executions(&batch).await.expect("insert batch");
     store.insert_executions(&[]).await.expect("empty batch");
 
     let all = store
-        .list_executions(&shop.id, &ExecutionFilter::default(), &PageRequest::default())
+        .list_executions(
+            &shop.id,
+            &ExecutionFilter::default(),
+            &PageRequest::default(),
+        )
         .await
         .expect("list");
     let ids: Vec<_> = all.items.iter().map(|e| e.id.clone()).collect();
@@ -486,20 +551,47 @@ pub async fn executions_record_filter_and_expire(store: Arc<dyn Store>) {
     assert_eq!(rest.items.len(), 1);
     assert_eq!(rest.items[0].id, batch[2].id);
 
-    assert_eq!(store.get_execution(&shop.id, &batch[1].id).await.expect("get"), batch[1]);
+    assert_eq!(
+        store
+            .get_execution(&shop.id, &batch[1].id)
+            .await
+            .expect("get"),
+        batch[1]
+    );
     assert_not_found(store.get_execution(&other.id, &batch[1].id).await);
 
     let cutoff = Utc::now() - Duration::days(7);
-    assert_eq!(store.delete_executions_before(cutoff, 100).await.expect("sweep"), 1);
-    assert_eq!(store.delete_executions_before(cutoff, 100).await.expect("sweep"), 0);
+    assert_eq!(
+        store
+            .delete_executions_before(cutoff, 100)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_executions_before(cutoff, 100)
+            .await
+            .expect("sweep"),
+        0
+    );
     let recent = Utc::now() + Duration::minutes(1);
-    assert_eq!(store.delete_executions_before(recent, 2).await.expect("batch"), 2);
+    assert_eq!(
+        store
+            .delete_executions_before(recent, 2)
+            .await
+            .expect("batch"),
+        2
+    );
 }
 
 pub async fn meta_first_value_wins(store: Arc<dyn Store>) {
     assert_eq!(store.get_meta("key_check").await.expect("get"), None);
     assert_eq!(store.init_meta("key_check", "a").await.expect("init"), "a");
     assert_eq!(store.init_meta("key_check", "b").await.expect("init"), "a");
-    assert_eq!(store.get_meta("key_check").await.expect("get").as_deref(), Some("a"));
+    assert_eq!(
+        store.get_meta("key_check").await.expect("get").as_deref(),
+        Some("a")
+    );
     store.ping().await.expect("ping");
 }

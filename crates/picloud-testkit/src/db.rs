@@ -116,9 +116,9 @@ fn with_database(url: &str, name: &str) -> String {
 /// `(admin_url, name, url)`.
 pub async fn fresh_postgres_database() -> Option<(String, String, String)> {
     let admin_url = postgres_admin_url()?;
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-        panic!("{POSTGRES_URL_VAR} is set but PostgreSQL is unreachable: {e}")
-    });
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but PostgreSQL is unreachable: {e}"));
     let template = format!("picloud_tpl_{}", PostgresStore::schema_fingerprint());
     // Test processes run in parallel: one lock serialises template creation and
     // cloning (CREATE DATABASE refuses a template that another session is copying).
@@ -134,10 +134,12 @@ pub async fn fresh_postgres_database() -> Option<(String, String, String)> {
             .expect("query pg_database");
     if !exists {
         let building = format!("{template}_building");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .expect("drop stale template");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("drop stale template");
         sqlx::query(&format!("CREATE DATABASE \"{building}\""))
             .execute(&mut admin)
             .await
@@ -147,16 +149,20 @@ pub async fn fresh_postgres_database() -> Option<(String, String, String)> {
             .expect("connect to template");
         store.migrate().await.expect("migrate template");
         store.close().await;
-        sqlx::query(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""))
-            .execute(&mut admin)
-            .await
-            .expect("publish template");
-    }
-    let name = format!("picloud_t_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+        sqlx::query(&format!(
+            "ALTER DATABASE \"{building}\" RENAME TO \"{template}\""
+        ))
         .execute(&mut admin)
         .await
-        .expect("clone template");
+        .expect("publish template");
+    }
+    let name = format!("picloud_t_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("clone template");
     sqlx::query("SELECT pg_advisory_unlock(7270001)")
         .execute(&mut admin)
         .await

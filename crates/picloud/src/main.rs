@@ -1,1 +1,185 @@
-fn main() {}
+//! `picloud serve | dev | migrate | user create`
+
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use picloud_core::config::{Config, LogFormat, SETTINGS};
+use picloud_core::crypto;
+use picloud_store::NewUser;
+
+fn cli() -> Command {
+    let mut cmd = Command::new("picloud")
+        .about("A self-hosted serverless backend in one binary")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommand(Command::new("serve").about("Run the server"))
+        .subcommand(Command::new("dev").about(
+            "Run the server in dev mode: ./picloud-data, the development key, a set-up link",
+        ))
+        .subcommand(Command::new("migrate").about("Apply database migrations and exit"))
+        .subcommand(Command::new("keygen").about("Print a new random PICLOUD_SECRET_KEY"))
+        .subcommand(
+            Command::new("user")
+                .about("Manage users")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("create")
+                        .about("Create a user")
+                        .arg(Arg::new("email").long("email").required(true))
+                        .arg(Arg::new("password").long("password").required(true))
+                        .arg(Arg::new("admin").long("admin").action(ArgAction::SetTrue)),
+                ),
+        );
+    // Every setting is also a flag: PICLOUD_MAX_REQUEST_BODY_BYTES → --max-request-body-bytes.
+    for setting in SETTINGS {
+        cmd = cmd.arg(
+            Arg::new(setting.env)
+                .long(setting.flag())
+                .value_name("VALUE")
+                .help(format!("{} [env: {}]", setting.help, setting.env))
+                .global(true),
+        );
+    }
+    cmd
+}
+
+fn load_config(matches: &ArgMatches, dev: bool) -> Result<Config, String> {
+    let lookup = |var: &str| -> Option<String> {
+        let flag = matches
+            .subcommand()
+            .and_then(|(_, sub)| sub.subcommand().map_or(Some(sub), |(_, s)| Some(s)))
+            .and_then(|m| m.try_get_one::<String>(var).ok().flatten().cloned());
+        flag.or_else(|| std::env::var(var).ok())
+            .or_else(|| (dev && var == "PICLOUD_DEV_MODE").then(|| "true".to_owned()))
+    };
+    let config = Config::load(&lookup).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    if config.dev_mode && config.secret_key.is_none() {
+        tracing::warn!(
+            "DEV MODE: using the deterministic development key. Anything encrypted is readable \
+             by anyone with the source code. Never use dev mode for real data."
+        );
+    }
+    let started = picloud::start(config).await.map_err(|e| e.to_string())?;
+    println!("listening on http://{}", started.addr);
+    if let Some(token) = &started.setup_token {
+        println!(
+            "no user exists yet: create the first admin at http://{}/_/?token={token}",
+            started.addr
+        );
+    }
+    started
+        .run_until(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+async fn create_user(config: Config, m: &ArgMatches) -> Result<(), String> {
+    let email = m.get_one::<String>("email").cloned().unwrap_or_default();
+    let password = m.get_one::<String>("password").cloned().unwrap_or_default();
+    if password.chars().count() < 8 {
+        return Err("--password: must be at least 8 characters".into());
+    }
+    if !email.contains('@') {
+        return Err("--email: not a valid email address".into());
+    }
+    let store = picloud::open_store(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&password))
+        .await
+        .map_err(|e| e.to_string())?;
+    let user = store
+        .create_user(NewUser {
+            email,
+            password_hash: hash,
+            is_admin: m.get_flag("admin"),
+        })
+        .await
+        .map_err(|e| format!("user create: {e}"))?;
+    store.close().await;
+    println!("created user {} ({})", user.id, user.email);
+    Ok(())
+}
+
+async fn run(matches: ArgMatches) -> Result<(), String> {
+    let (name, sub) = matches.subcommand().unwrap_or(("serve", &matches));
+    if name == "keygen" {
+        println!("{}", crypto::SecretKey::generate().to_base64());
+        return Ok(());
+    }
+    let config = load_config(&matches, name == "dev")?;
+    init_logging(&config);
+    match name {
+        "serve" | "dev" => serve(config).await,
+        "migrate" => {
+            let store = picloud::open_store(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        "user" => match sub.subcommand() {
+            Some(("create", m)) => create_user(config, m).await,
+            _ => Err("user: unknown subcommand".into()),
+        },
+        other => Err(format!("unknown command {other}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(matches)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(line) => {
+            eprintln!("error: {line}");
+            ExitCode::from(2)
+        }
+    }
+}

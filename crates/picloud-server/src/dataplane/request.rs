@@ -1,0 +1,150 @@
+//! Turning an HTTP request into the script's `ctx.request`.
+
+use axum::http::{header, HeaderMap};
+use picloud_script::RequestBody;
+
+use crate::auth::{is_picloud_token, SESSION_COOKIE};
+use crate::error::ApiError;
+
+/// Headers as scripts see them: lower-case names, repeats joined with ", ". Our own
+/// credentials are removed first: a script must never be handed the caller's PiCloud
+/// session or token, which would let it act as them on the admin API.
+pub fn script_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let Ok(value) = value.to_str() else { continue };
+        let value = match *name {
+            header::AUTHORIZATION => {
+                let credential = value
+                    .split_once(' ')
+                    .is_some_and(|(_, token)| is_picloud_token(token.trim()));
+                if credential {
+                    continue;
+                }
+                value.to_owned()
+            }
+            header::COOKIE => {
+                let kept: Vec<&str> = value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|c| {
+                        c.split_once('=')
+                            .is_none_or(|(name, _)| name.trim() != SESSION_COOKIE)
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    continue;
+                }
+                kept.join("; ")
+            }
+            _ => value.to_owned(),
+        };
+        match out.iter_mut().find(|(n, _)| n == name.as_str()) {
+            Some((_, existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            None => out.push((name.as_str().to_owned(), value)),
+        }
+    }
+    out
+}
+
+/// Query parameters; for a repeated key the last value wins.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match out.iter_mut().find(|(name, _)| *name == k) {
+            Some((_, existing)) => *existing = v.into_owned(),
+            None => out.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    out
+}
+
+/// `ctx.request.body` by content type. Invalid JSON sent as JSON is refused.
+pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<RequestBody, ApiError> {
+    if bytes.is_empty() {
+        return Ok(RequestBody::None);
+    }
+    let essence = content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(|ct| ct.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return serde_json::from_slice(bytes)
+            .map(RequestBody::Json)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")));
+    }
+    if essence.starts_with("text/") {
+        return Ok(RequestBody::Text(
+            String::from_utf8_lossy(bytes).into_owned(),
+        ));
+    }
+    if essence == "application/x-www-form-urlencoded" {
+        return Ok(RequestBody::Form(query_pairs(
+            std::str::from_utf8(bytes).ok(),
+        )));
+    }
+    Ok(RequestBody::None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn strips_our_credentials_only() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer pcs_secret"),
+        );
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; picloud_session=abc; lang=en"),
+        );
+        h.append("x-tag", HeaderValue::from_static("a"));
+        h.append("x-tag", HeaderValue::from_static("b"));
+        let out = script_headers(&h);
+        assert!(!out.iter().any(|(n, _)| n == "authorization"));
+        assert!(out.contains(&("cookie".into(), "theme=dark; lang=en".into())));
+        assert!(out.contains(&("x-tag".into(), "a, b".into())));
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer third-party-jwt"),
+        );
+        assert_eq!(
+            script_headers(&h),
+            vec![("authorization".into(), "Bearer third-party-jwt".into())]
+        );
+    }
+
+    #[test]
+    fn bodies_by_content_type() {
+        assert!(matches!(
+            parse_body(Some("application/json"), b"{\"a\":1}"),
+            Ok(RequestBody::Json(_))
+        ));
+        assert!(parse_body(Some("application/json; charset=utf-8"), b"{nope").is_err());
+        assert!(matches!(
+            parse_body(Some("application/json"), b""),
+            Ok(RequestBody::None)
+        ));
+        assert!(
+            matches!(parse_body(Some("text/plain"), b"hi"), Ok(RequestBody::Text(t)) if t == "hi")
+        );
+        assert!(matches!(
+            parse_body(Some("application/x-www-form-urlencoded"), b"a=1&b=x+y"),
+            Ok(RequestBody::Form(f)) if f == vec![("a".into(), "1".into()), ("b".into(), "x y".into())]
+        ));
+        assert!(matches!(
+            parse_body(Some("image/png"), b"\x89PNG"),
+            Ok(RequestBody::None)
+        ));
+        assert!(matches!(parse_body(None, b"raw"), Ok(RequestBody::None)));
+    }
+}

@@ -1,0 +1,54 @@
+//! Shared server state: `Arc`s of the services handlers call.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use picloud_core::config::Config;
+use picloud_core::crypto;
+use picloud_runtime::{ExecutionRecorder, Executor};
+use picloud_script::ScriptEngine;
+use picloud_store::Store;
+
+use crate::dataplane::routing::Routing;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<ScriptEngine>,
+    pub executor: Arc<Executor>,
+    pub recorder: Arc<ExecutionRecorder>,
+    pub routing: Arc<Routing>,
+    pub metrics: Arc<Metrics>,
+    pub setup: Arc<SetupToken>,
+}
+
+/// The one-time token that lets the first user be created through the API. Only its
+/// hash is kept; it dies when used.
+#[derive(Default)]
+pub struct SetupToken {
+    hash: Mutex<Option<String>>,
+}
+
+impl SetupToken {
+    /// Creates a fresh token and returns it (to be printed once).
+    pub fn issue(&self) -> String {
+        let token = crypto::generate_token("pst_");
+        *self.hash.lock() = Some(crypto::hash_token(&token));
+        token
+    }
+
+    pub fn matches(&self, token: &str) -> bool {
+        match self.hash.lock().as_deref() {
+            Some(hash) => {
+                crypto::constant_time_eq(hash.as_bytes(), crypto::hash_token(token).as_bytes())
+            }
+            None => false,
+        }
+    }
+
+    pub fn revoke(&self) {
+        *self.hash.lock() = None;
+    }
+}

@@ -1,0 +1,219 @@
+//! Starting a PiCloud server from a [`Config`]: open the store the URL names, check the
+//! master key against the data, bootstrap the first admin, wire the runtime, bind.
+//! The binary and the test harness both start servers through [`start`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use picloud_core::config::{Config, ConfigError};
+use picloud_core::crypto;
+use picloud_runtime::{sweeper, ExecutionRecorder, Executor};
+use picloud_script::ScriptEngine;
+use picloud_server::dataplane::routing::Routing;
+use picloud_server::metrics::Metrics;
+use picloud_server::{AppState, SetupToken};
+use picloud_store::{NewUser, Store, StoreError};
+use picloud_store_postgres::PostgresStore;
+use picloud_store_sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const KEY_CHECK: &str = "secret_key_check";
+
+/// Why the server did not start; `Display` is the one line printed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("PICLOUD_DATA_DIR: cannot create {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("PICLOUD_LISTEN: cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Opens (and migrates) the store `config` names: PostgreSQL for a `postgres://` URL,
+/// else SQLite in the data directory.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    match config.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresStore::open(url).await?))
+        }
+        Some(url) => {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            Ok(Arc::new(
+                SqliteStore::open(std::path::Path::new(path)).await?,
+            ))
+        }
+        None => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+            Ok(Arc::new(
+                SqliteStore::open(&config.data_dir.join("picloud.db")).await?,
+            ))
+        }
+    }
+}
+
+/// Refuses a key that differs from the one the data was first written under.
+async fn check_key(store: &dyn Store, config: &Config) -> Result<(), StartError> {
+    let key = config.effective_secret_key()?;
+    let stored = store.init_meta(KEY_CHECK, &key.check_value()).await?;
+    if key.matches_check_value(&stored) {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            var: "PICLOUD_SECRET_KEY",
+            message: "differs from the key this instance's data was written with; \
+                      start with the original key"
+                .into(),
+        }
+        .into())
+    }
+}
+
+/// Creates the `PICLOUD_ADMIN_*` admin when no user exists.
+async fn bootstrap_admin(store: &dyn Store, config: &Config) -> Result<(), StartError> {
+    let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) else {
+        return Ok(());
+    };
+    if store.count_users().await? > 0 {
+        return Ok(());
+    }
+    let password = password.clone();
+    let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&password))
+        .await
+        .map_err(|e| StoreError::other(std::io::Error::other(e.to_string())))?;
+    match store
+        .create_first_user(NewUser {
+            email: email.trim().to_lowercase(),
+            password_hash: hash,
+            is_admin: true,
+        })
+        .await
+    {
+        Ok(user) => {
+            tracing::info!(user = %user.id, "instance admin created from PICLOUD_ADMIN_EMAIL");
+            Ok(())
+        }
+        // Another node won the race.
+        Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A running server.
+pub struct Started {
+    pub addr: SocketAddr,
+    /// Set when no user exists yet: the token for `POST /api/v1/auth/setup`.
+    pub setup_token: Option<String>,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Started {
+    /// Stops accepting, lets in-flight requests finish, writes pending execution
+    /// records and closes the database.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        self.finish().await
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        signal.await;
+        self.shutdown().await
+    }
+
+    async fn finish(self) -> std::io::Result<()> {
+        let served = self
+            .task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        self.state.executor.close();
+        self.state.recorder.flush().await;
+        self.state.store.close().await;
+        served
+    }
+}
+
+/// Starts a server: store, key check, admin bootstrap, runtime, listener.
+pub async fn start(config: Config) -> Result<Started, StartError> {
+    // Fail on a missing key before anything is created on disk.
+    config.effective_secret_key()?;
+    let store = open_store(&config).await?;
+    check_key(store.as_ref(), &config).await?;
+    bootstrap_admin(store.as_ref(), &config).await?;
+
+    let setup = Arc::new(SetupToken::default());
+    let setup_token = if store.count_users().await? == 0 {
+        Some(setup.issue())
+    } else {
+        None
+    };
+
+    let engine = Arc::new(ScriptEngine::new(
+        config.limits.clone(),
+        config.executor.script_cache_size,
+    ));
+    let executor = Executor::start(&config.executor);
+    let recorder = ExecutionRecorder::start(store.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let (stop, stopped) = watch::channel(false);
+    sweeper::spawn(
+        store.clone(),
+        sweeper::SweeperConfig {
+            execution_retention: config.execution_retention,
+            interval: Duration::from_secs(3600),
+        },
+        stopped.clone(),
+    );
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        engine,
+        executor,
+        recorder,
+        routing: Arc::new(Routing::default()),
+        metrics: Arc::new(Metrics::default()),
+        setup,
+    };
+    let mut stop_signal = stopped;
+    let task = tokio::spawn(picloud_server::serve(listener, state.clone(), async move {
+        let _ = stop_signal.wait_for(|stop| *stop).await;
+    }));
+    Ok(Started {
+        addr,
+        setup_token,
+        state,
+        stop,
+        task,
+    })
+}
