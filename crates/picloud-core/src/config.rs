@@ -389,15 +389,13 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         let e = load(&[("PICLOUD_EXECUTOR_THREADS", "lots")])
-            .err()
-            .expect("error");
+            .expect_err("error");
         assert_eq!(e.var, "PICLOUD_EXECUTOR_THREADS");
         assert!(!e.to_string().contains('\n'));
         let e = load(&[("PICLOUD_SECRET_KEY", "short")])
-            .err()
-            .expect("error");
+            .expect_err("error");
         assert_eq!(e.var, "PICLOUD_SECRET_KEY");
-        let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).err().expect("error");
+        let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).expect_err("error");
         assert_eq!(e.var, "PICLOUD_DEV_MODE");
         assert!(load(&[("PICLOUD_ADMIN_EMAIL", "a@b.c")]).is_err());
     }
