@@ -388,12 +388,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = load(&[("PICLOUD_EXECUTOR_THREADS", "lots")])
-            .expect_err("error");
+        let e = load(&[("PICLOUD_EXECUTOR_THREADS", "lots")]).expect_err("error");
         assert_eq!(e.var, "PICLOUD_EXECUTOR_THREADS");
         assert!(!e.to_string().contains('\n'));
-        let e = load(&[("PICLOUD_SECRET_KEY", "short")])
-            .expect_err("error");
+        let e = load(&[("PICLOUD_SECRET_KEY", "short")]).expect_err("error");
         assert_eq!(e.var, "PICLOUD_SECRET_KEY");
         let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).expect_err("error");
         assert_eq!(e.var, "PICLOUD_DEV_MODE");

@@ -6,8 +6,11 @@
 //!   [`store_conformance!`].
 #![allow(clippy::unwrap_used)]
 
+pub mod app;
 pub mod conformance;
 pub mod db;
+
+pub use app::{Backend, TestApp};
 
 /// Generates one `#[tokio::test]` per conformance case and backend:
 /// `sqlite::<case>` and `postgres::<case>`.

@@ -308,7 +308,7 @@ async fn run_sync(
     };
     let response = match &report.outcome {
         Ok(route_response) => build_response(route_response),
-        Err(failure) => failure_response(failure),
+        Err(failure) => failure_response(failure, &execution_id),
     };
     record(state, app, &script, &execution_id, started_at, report).await;
     with_execution_header(response, &execution_id)
@@ -374,14 +374,16 @@ fn build_response(r: &RouteResponse) -> Response {
     response
 }
 
-fn failure_response(failure: &ScriptFailure) -> Response {
+fn failure_response(failure: &ScriptFailure, execution_id: &ExecutionId) -> Response {
     let (status, code) = match failure.kind {
         FailureKind::Error => (StatusCode::INTERNAL_SERVER_ERROR, "script_error"),
         FailureKind::LimitExceeded(_) => (StatusCode::INTERNAL_SERVER_ERROR, "limit_exceeded"),
         FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         FailureKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
     };
-    ApiError::new(status, code, failure.public_message()).into_response()
+    ApiError::new(status, code, failure.public_message())
+        .with_execution(execution_id.as_str())
+        .into_response()
 }
 
 fn status_of(outcome: &Result<RouteResponse, ScriptFailure>) -> ExecutionStatus {
