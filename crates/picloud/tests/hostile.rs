@@ -1,0 +1,323 @@
+//! Hostile scripts and requests: each gets its documented error, and the server keeps
+//! answering normal requests right after.
+
+use std::time::{Duration, Instant};
+
+use picloud_testkit::{Backend, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn error_code(r: reqwest::Response) -> (u16, String, Value) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("json error body");
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        body,
+    )
+}
+
+/// After every hostile request, a plain one still answers 200.
+async fn still_healthy(app: &TestApp) {
+    let r = app
+        .on_host("shop", Method::GET, "/ok")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200, "server still answers");
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200);
+}
+
+async fn runaway_scripts(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.limits.route_timeout = Duration::from_millis(1500);
+    })
+    .await
+    .expect("server");
+    app.deploy("shop", "GET", "/ok", r#""ok""#).await;
+
+    // Operation limit: a tight loop exhausts 10M operations.
+    app.deploy("shop", "GET", "/spin", "loop {}").await;
+    let (status, code, _) = error_code(
+        app.on_host("shop", Method::GET, "/spin")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert!(
+        (status, code.as_str()) == (500, "limit_exceeded")
+            || (status, code.as_str()) == (504, "timeout"),
+        "loop stops at a limit: {status} {code}"
+    );
+    still_healthy(&app).await;
+
+    // Unbounded recursion meets the call-depth limit, never the native stack.
+    app.deploy("shop", "GET", "/recurse", "fn f(n) { f(n + 1) } f(0)")
+        .await;
+    let (status, code, body) = error_code(
+        app.on_host("shop", Method::GET, "/recurse")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "limit_exceeded"), "{body}");
+    // Recursion through method-style calls and closures, too.
+    app.deploy(
+        "shop",
+        "GET",
+        "/recurse2",
+        "fn g(n) { let h = |x| g(x); h.call(n + 1) } g(0)",
+    )
+    .await;
+    let (status, code, _) = error_code(
+        app.on_host("shop", Method::GET, "/recurse2")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "limit_exceeded"));
+    still_healthy(&app).await;
+
+    // A 2 MiB string built in a loop hits the 1 MiB string limit.
+    app.deploy(
+        "shop",
+        "GET",
+        "/big-string",
+        r#"let s = "x"; while true { s += s; } s"#,
+    )
+    .await;
+    let (status, code, _) = error_code(
+        app.on_host("shop", Method::GET, "/big-string")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "limit_exceeded"));
+    app.deploy(
+        "shop",
+        "GET",
+        "/big-array",
+        "let a = []; a.pad(200000, 0); a",
+    )
+    .await;
+    let (status, code, _) = error_code(
+        app.on_host("shop", Method::GET, "/big-array")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "limit_exceeded"));
+    // Deeply nested values cannot blow the stack either.
+    app.deploy(
+        "shop",
+        "GET",
+        "/nest",
+        "let a = []; for i in 0..200000 { a = [a]; } 1",
+    )
+    .await;
+    let (status, code, body) = error_code(
+        app.on_host("shop", Method::GET, "/nest")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert!(
+        (status, code.as_str()) == (500, "limit_exceeded")
+            || (status, code.as_str()) == (504, "timeout"),
+        "{body}"
+    );
+    still_healthy(&app).await;
+
+    let runs = app.executions("shop", 6).await;
+    let statuses: Vec<&str> = runs
+        .iter()
+        .map(|r| r["status"].as_str().expect("status"))
+        .collect();
+    assert!(statuses.contains(&"limit_exceeded"));
+    app.shutdown().await;
+}
+
+async fn wall_clock_limit(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.limits.route_timeout = Duration::from_millis(800);
+        // Make the clock, not the operation count, the limit that trips.
+        c.limits.max_operations = u64::MAX / 2;
+    })
+    .await
+    .expect("server");
+    app.deploy("shop", "GET", "/ok", r#""ok""#).await;
+    app.deploy("shop", "GET", "/spin", "loop {}").await;
+    let started = Instant::now();
+    let (status, code, body) = error_code(
+        app.on_host("shop", Method::GET, "/spin")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (504, "timeout"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped in time: {:?}",
+        started.elapsed()
+    );
+    assert!(body["error"]["execution_id"].as_str().is_some());
+    still_healthy(&app).await;
+    let runs = app.executions("shop", 2).await;
+    assert!(runs.iter().any(|r| r["status"] == "timeout"));
+    app.shutdown().await;
+}
+
+async fn hostile_requests(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.deploy("shop", "GET", "/ok", r#""ok""#).await;
+    app.deploy("shop", "POST", "/echo", "ctx.request.body_raw")
+        .await;
+    app.deploy("shop", "POST", "/json", "ctx.request.body")
+        .await;
+
+    // 20 MiB body: 413, before any script runs.
+    let big = vec![b'a'; 20 << 20];
+    let r = app
+        .on_host("shop", Method::POST, "/echo")
+        .body(big)
+        .send()
+        .await
+        .expect("r");
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (413, "payload_too_large"));
+    still_healthy(&app).await;
+
+    // 5 MiB is within the body cap: the script can read and return it.
+    let five = vec![7u8; 5 << 20];
+    let r = app
+        .on_host("shop", Method::POST, "/echo")
+        .header("content-type", "application/octet-stream")
+        .body(five.clone())
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.expect("body").len(), five.len());
+
+    // Malformed JSON sent as JSON: 400 without running the script.
+    let r = app
+        .on_host("shop", Method::POST, "/json")
+        .header("content-type", "application/json")
+        .body("{\"a\": ")
+        .send()
+        .await
+        .expect("r");
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (400, "bad_request"));
+    still_healthy(&app).await;
+    let runs = app.executions("shop", 3).await;
+    assert_eq!(runs.len(), 3, "neither refused request ran a script");
+
+    // A script that does not compile is refused at save time, with its position.
+    let r = app
+        .admin(
+            Method::POST,
+            "/api/v1/admin/apps/shop/scripts",
+            Some(json!({"name": "broken", "source": "let x = 1;\nlet y = ;\n"})),
+        )
+        .await;
+    let (status, code, body) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (422, "invalid"));
+    assert_eq!(body["error"]["line"], 2);
+    assert!(body["error"]["column"].as_u64().is_some());
+    // Nesting deeper than the expression limit is a compile error, not a crash.
+    let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
+    let r = app
+        .admin(
+            Method::POST,
+            "/api/v1/admin/apps/shop/scripts",
+            Some(json!({"name": "deep", "source": deep})),
+        )
+        .await;
+    assert_eq!(error_code(r).await.0, 422);
+    // eval is not available, nor is the file system.
+    let r = app
+        .admin(
+            Method::POST,
+            "/api/v1/admin/apps/shop/scripts",
+            Some(json!({"name": "ev", "source": "eval(\"1\")"})),
+        )
+        .await;
+    assert_eq!(error_code(r).await.0, 422);
+    app.deploy("shop", "GET", "/import", "import \"/etc/passwd\" as p; 1")
+        .await;
+    let (status, code, _) = error_code(
+        app.on_host("shop", Method::GET, "/import")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "script_error"));
+    still_healthy(&app).await;
+
+    // A script id of another app, used under this app's URL: 404, as if absent.
+    app.create_app("other").await;
+    let theirs = app.create_script("other", "secret", "\"theirs\"").await;
+    let theirs_id = theirs["id"].as_str().expect("id");
+    for method in [Method::GET, Method::DELETE] {
+        let r = app
+            .admin(
+                method,
+                &format!("/api/v1/admin/apps/shop/scripts/{theirs_id}"),
+                None,
+            )
+            .await;
+        let (status, code, _) = error_code(r).await;
+        assert_eq!((status, code.as_str()), (404, "not_found"));
+    }
+    let r = app
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/admin/apps/shop/scripts/{theirs_id}"),
+            Some(json!({"source": "1"})),
+        )
+        .await;
+    assert_eq!(error_code(r).await.0, 404);
+    let r = app
+        .admin(
+            Method::GET,
+            &format!("/api/v1/admin/apps/shop/executions?script_id={theirs_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(error_code(r).await.0, 404);
+    let still_theirs = app
+        .admin_ok(
+            Method::GET,
+            &format!("/api/v1/admin/scripts/{theirs_id}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(still_theirs["source"], "\"theirs\"");
+    still_healthy(&app).await;
+    app.shutdown().await;
+}
+
+picloud_testkit::backend_tests!(
+    runaway_scripts_stop_at_limits => runaway_scripts,
+    wall_clock_limit_stops_loops => wall_clock_limit,
+    hostile_requests_get_documented_errors => hostile_requests,
+);
