@@ -1,1 +1,139 @@
-fn main() {}
+//! `picloud-bench`: spawns the `picloud` binary, sets up a one-line script route and
+//! measures it against a bare handler in the same server; also the executor-pool
+//! size, execution-record throughput, idle memory and start-up time. Prints markdown.
+
+mod api;
+mod bench;
+mod load;
+mod pg;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Arg, ArgMatches, Command};
+
+use crate::bench::Options;
+use crate::load::LoadConfig;
+
+/// (flag, environment variable, default, help)
+const SETTINGS: &[(&str, &str, &str, &str)] = &[
+    (
+        "picloud",
+        "PICLOUD_BENCH_BINARY",
+        "target/release/picloud",
+        "the picloud binary to run",
+    ),
+    (
+        "connections",
+        "PICLOUD_BENCH_CONNECTIONS",
+        "32",
+        "concurrent keep-alive connections",
+    ),
+    (
+        "duration",
+        "PICLOUD_BENCH_DURATION",
+        "10",
+        "measured seconds per scenario",
+    ),
+    (
+        "warmup",
+        "PICLOUD_BENCH_WARMUP",
+        "2",
+        "warm-up seconds per scenario",
+    ),
+    (
+        "threads",
+        "PICLOUD_BENCH_THREADS",
+        "2,4,8,16",
+        "executor thread counts to sweep (empty: none)",
+    ),
+    (
+        "startup-runs",
+        "PICLOUD_BENCH_STARTUP_RUNS",
+        "5",
+        "start-ups per data-dir kind",
+    ),
+    (
+        "postgres",
+        "PICLOUD_BENCH_POSTGRES_URL",
+        "",
+        "postgres://… server: also run on PostgreSQL",
+    ),
+];
+
+fn cli() -> Command {
+    SETTINGS.iter().fold(
+        Command::new("picloud-bench").about("Benchmarks the picloud binary; prints markdown"),
+        |cmd, &(flag, env, default, help)| {
+            let help = if default.is_empty() {
+                format!("{help} [env: {env}]")
+            } else {
+                format!("{help} [env: {env}] [default: {default}]")
+            };
+            cmd.arg(Arg::new(flag).long(flag).value_name("VALUE").help(help))
+        },
+    )
+}
+
+/// The flag, else the environment variable, else the default.
+fn setting(m: &ArgMatches, flag: &str) -> String {
+    let (_, env, default, _) = SETTINGS
+        .iter()
+        .find(|s| s.0 == flag)
+        .copied()
+        .unwrap_or_default();
+    m.get_one::<String>(flag)
+        .cloned()
+        .or_else(|| std::env::var(env).ok())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn number<T: std::str::FromStr>(m: &ArgMatches, flag: &str) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let raw = setting(m, flag);
+    raw.trim()
+        .parse()
+        .with_context(|| format!("--{flag}: not a number: {raw:?}"))
+}
+
+fn seconds(m: &ArgMatches, flag: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(number(m, flag)?)
+        .with_context(|| format!("--{flag}: not a duration"))
+}
+
+fn options(m: &ArgMatches) -> Result<Options> {
+    let threads = setting(m, "threads")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().with_context(|| format!("--threads: {s:?}")))
+        .collect::<Result<Vec<usize>>>()?;
+    let postgres_url = Some(setting(m, "postgres")).filter(|s| !s.trim().is_empty());
+    Ok(Options {
+        picloud: PathBuf::from(setting(m, "picloud")),
+        load: LoadConfig {
+            connections: number::<usize>(m, "connections")?.max(1),
+            warmup: seconds(m, "warmup")?,
+            duration: seconds(m, "duration")?.max(Duration::from_millis(100)),
+        },
+        threads,
+        startup_runs: number::<usize>(m, "startup-runs")?.max(1),
+        idle: Duration::from_secs(2),
+        postgres_url,
+    })
+}
+
+fn main() -> Result<()> {
+    let opts = options(&cli().get_matches())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(bench::run(&opts))?;
+    print!("{}", report::markdown(&results, &opts));
+    Ok(())
+}

@@ -85,6 +85,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// Largest configurable array/map size. Rhai measures nested values recursively, so
+/// nesting depth (bounded by these sizes) must stay within the script threads' stack:
+/// measured at ~80 bytes of stack per level, 1,000,000 levels fit well inside 256 MiB.
+/// Call and expression depth are capped at 256 each for the same reason (a call level
+/// holding a maximally nested expression measured at ~125 KiB).
+pub const MAX_COLLECTION_LEN: usize = 1_000_000;
+
 /// The sandbox of every run.
 #[derive(Debug, Clone)]
 pub struct ScriptLimits {
@@ -204,6 +211,21 @@ impl Source<'_> {
         })
     }
 
+    /// A number with an upper bound as well.
+    fn bounded<T>(&self, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let value = self.number(var, default, min)?;
+        if value > max {
+            return Err(ConfigError {
+                var,
+                message: format!("invalid value {value}: must be at most {max}"),
+            });
+        }
+        Ok(value)
+    }
+
     fn millis(&self, var: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
         self.number(var, default_ms, 1).map(Duration::from_millis)
     }
@@ -302,15 +324,37 @@ impl Config {
             max_operations: src.number("PICLOUD_SCRIPT_MAX_OPERATIONS", d.max_operations, 1)?,
             route_timeout: src.millis("PICLOUD_SCRIPT_TIMEOUT_MS", 5_000)?,
             trigger_timeout: src.millis("PICLOUD_TRIGGER_TIMEOUT_MS", 30_000)?,
-            max_call_depth: src.number("PICLOUD_SCRIPT_MAX_CALL_DEPTH", d.max_call_depth, 1)?,
-            max_expr_depth: src.number("PICLOUD_SCRIPT_MAX_EXPR_DEPTH", d.max_expr_depth, 1)?,
+            max_call_depth: src.bounded(
+                "PICLOUD_SCRIPT_MAX_CALL_DEPTH",
+                d.max_call_depth,
+                1,
+                256,
+            )?,
+            max_expr_depth: src.bounded(
+                "PICLOUD_SCRIPT_MAX_EXPR_DEPTH",
+                d.max_expr_depth,
+                1,
+                256,
+            )?,
             max_string_bytes: src.number(
                 "PICLOUD_SCRIPT_MAX_STRING_BYTES",
                 d.max_string_bytes,
                 1,
             )?,
-            max_array_len: src.number("PICLOUD_SCRIPT_MAX_ARRAY_LEN", d.max_array_len, 1)?,
-            max_map_len: src.number("PICLOUD_SCRIPT_MAX_MAP_LEN", d.max_map_len, 1)?,
+            // Values nest as deep as these allow, and Rhai walks nesting recursively:
+            // the caps keep that within the script threads' stack.
+            max_array_len: src.bounded(
+                "PICLOUD_SCRIPT_MAX_ARRAY_LEN",
+                d.max_array_len,
+                1,
+                MAX_COLLECTION_LEN,
+            )?,
+            max_map_len: src.bounded(
+                "PICLOUD_SCRIPT_MAX_MAP_LEN",
+                d.max_map_len,
+                1,
+                MAX_COLLECTION_LEN,
+            )?,
             max_log_lines: src.number("PICLOUD_EXECUTION_LOG_MAX_LINES", d.max_log_lines, 0)?,
         };
         let session_ttl =

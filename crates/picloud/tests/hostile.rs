@@ -88,6 +88,22 @@ async fn runaway_scripts(backend: Backend) {
     )
     .await;
     assert_eq!((status, code.as_str()), (500, "limit_exceeded"));
+    // The worst case for the native stack: every call level as deep an expression as
+    // the parser allows. Still the call-depth limit that stops it.
+    let nested = format!(
+        "fn f(n) {{ if n <= 0 {{ return 0; }} {}f(n - 1){} }} f(100000)",
+        "(1 + ".repeat(40),
+        ")".repeat(40)
+    );
+    app.deploy("shop", "GET", "/deep-recurse", &nested).await;
+    let (status, code, body) = error_code(
+        app.on_host("shop", Method::GET, "/deep-recurse")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "limit_exceeded"), "{body}");
     still_healthy(&app).await;
 
     // A 2 MiB string built in a loop hits the 1 MiB string limit.

@@ -1,0 +1,190 @@
+//! A small HTTP client for everything but the load itself: readiness, the admin API,
+//! execution records, metrics.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{header, HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+/// The header carrying a data-plane run's execution id.
+pub const EXECUTION_HEADER: &str = "x-picloud-execution-id";
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.body).context("response is not JSON")
+    }
+
+    fn expect_success(self, what: &str) -> Result<Self> {
+        if !self.status.is_success() {
+            bail!(
+                "{what}: HTTP {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            );
+        }
+        Ok(self)
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Self {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Self {
+            client,
+            base: format!("http://{addr}"),
+            token: None,
+        }
+    }
+
+    /// Sends one request; `host` overrides the `Host` header.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        host: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Reply> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(host) = host {
+            req = req.header(header::HOST, host);
+        }
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let payload = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v)?)
+            }
+            None => Bytes::new(),
+        };
+        let response = self.client.request(req.body(Full::new(payload))?).await?;
+        let (parts, body) = response.into_parts();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await?.to_bytes(),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply> {
+        self.send(Method::GET, path, None, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.send(Method::POST, path, None, Some(&body))
+            .await?
+            .expect_success(&format!("POST {path}"))?
+            .json()
+    }
+
+    /// Logs in and keeps the session token for the admin calls that follow.
+    pub async fn login(&mut self, email: &str, password: &str) -> Result<()> {
+        let reply = self
+            .post(
+                "/api/v1/auth/login",
+                json!({"email": email, "password": password}),
+            )
+            .await?;
+        let token = reply["token"].as_str().context("login: no token")?;
+        self.token = Some(token.to_owned());
+        Ok(())
+    }
+
+    pub async fn create_app(&self, slug: &str) -> Result<()> {
+        self.post("/api/v1/admin/apps", json!({"slug": slug}))
+            .await
+            .map(drop)
+    }
+
+    /// Creates a script and routes `GET path` to it; returns the script id.
+    pub async fn create_route(
+        &self,
+        app: &str,
+        name: &str,
+        source: &str,
+        path: &str,
+    ) -> Result<String> {
+        let script = self
+            .post(
+                &format!("/api/v1/admin/apps/{app}/scripts"),
+                json!({"name": name, "source": source}),
+            )
+            .await?;
+        let id = script["id"].as_str().context("script: no id")?.to_owned();
+        self.post(
+            &format!("/api/v1/admin/scripts/{id}/routes"),
+            json!({"method": "GET", "path": path}),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Whether an execution record is visible yet.
+    pub async fn execution_exists(&self, app: &str, id: &str) -> Result<bool> {
+        let reply = self
+            .get(&format!("/api/v1/admin/apps/{app}/executions/{id}"))
+            .await?;
+        match reply.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => bail!("GET execution {id}: HTTP {s}"),
+        }
+    }
+
+    /// Counts an app's execution records by paging through all of them.
+    pub async fn count_executions(&self, app: &str) -> Result<u64> {
+        let mut count = 0u64;
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/admin/apps/{app}/executions?limit=500");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self
+                .get(&path)
+                .await?
+                .expect_success("list executions")?
+                .json()?;
+            let items = page["items"].as_array().context("executions: no items")?;
+            count += items.len() as u64;
+            match page["next_cursor"].as_str() {
+                Some(next) if !items.is_empty() => cursor = Some(next.to_owned()),
+                _ => return Ok(count),
+            }
+        }
+    }
+
+    /// The sum of every `picloud_executions_total` series in `/metrics`.
+    pub async fn executions_total_metric(&self) -> Result<u64> {
+        let reply = self.get("/metrics").await?.expect_success("metrics")?;
+        let text = String::from_utf8_lossy(&reply.body);
+        let total = text
+            .lines()
+            .filter(|l| l.starts_with("picloud_executions_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        Ok(total as u64)
+    }
+}

@@ -1,0 +1,360 @@
+//! The scenarios, in order, each against a freshly spawned server.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::api::{Api, EXECUTION_HEADER};
+use crate::load::{self, LoadConfig, LoadResult, Target};
+use crate::pg::ScratchDatabase;
+use crate::server::{Binary, Launch, Server, ADMIN_EMAIL, ADMIN_PASSWORD};
+
+pub const APP: &str = "bench";
+pub const APP_HOST: &str = "bench.localhost";
+const SCRIPT: &str = r#"#{hello: "world", n: 42}"#;
+const ROUTE: &str = "/hello";
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Options {
+    pub picloud: PathBuf,
+    pub load: LoadConfig,
+    pub threads: Vec<usize>,
+    pub startup_runs: usize,
+    pub idle: Duration,
+    pub postgres_url: Option<String>,
+}
+
+/// One load run, and for script routes how the execution records kept up.
+pub struct Row {
+    pub label: String,
+    pub load: LoadResult,
+    pub drain: Option<Drain>,
+}
+
+pub struct Drain {
+    /// From the end of the load until a run started after it is listed.
+    pub visible_after: Duration,
+    /// Records of the run (warm-up included) over load time plus drain time.
+    pub records_per_sec: f64,
+}
+
+/// Records listed against runs counted, on the main SQLite server.
+pub struct RecordCheck {
+    pub served: u64,
+    pub metric: u64,
+    pub listed: u64,
+    pub listing_took: Duration,
+}
+
+#[derive(Clone, Copy)]
+pub struct StartSample {
+    pub listening: Duration,
+    pub ready: Duration,
+}
+
+pub struct Memory {
+    pub idle_rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+pub struct Results {
+    pub baseline: Row,
+    pub host: Row,
+    pub path: Row,
+    pub memory: Memory,
+    pub records: RecordCheck,
+    pub sweep: Vec<(usize, Row)>,
+    pub postgres: Option<(Row, Row)>,
+    pub start_fresh: Vec<StartSample>,
+    pub start_existing: Vec<StartSample>,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+}
+
+/// A running server with the bench app set up and an admin session.
+struct Session {
+    server: Server,
+    api: Api,
+    _dir: TempDir,
+}
+
+impl Session {
+    async fn open(
+        bin: &Binary,
+        database_url: Option<String>,
+        threads: Option<usize>,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let launch = Launch {
+            data_dir: dir.path().to_owned(),
+            database_url,
+            executor_threads: threads,
+            bench_mode: true,
+        };
+        let server = bin.spawn(&launch).await?;
+        server.wait_ready().await?;
+        let mut api = Api::new(server.addr);
+        api.login(ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+        api.create_app(APP).await?;
+        api.create_route(APP, "hello", SCRIPT, ROUTE).await?;
+        let session = Self {
+            server,
+            api,
+            _dir: dir,
+        };
+        session.check_answers().await?;
+        Ok(session)
+    }
+
+    /// The baseline and both forms of the script route answer the same JSON.
+    async fn check_answers(&self) -> Result<()> {
+        let expected = json!({"hello": "world", "n": 42});
+        for target in [self.baseline(), self.by_host(), self.by_path()] {
+            let reply = self
+                .api
+                .send(Method::GET, &target.path, Some(&target.host), None)
+                .await?;
+            ensure!(
+                reply.status == StatusCode::OK,
+                "GET {} (Host {}): HTTP {}",
+                target.path,
+                target.host,
+                reply.status
+            );
+            let body: Value = reply.json()?;
+            ensure!(
+                body == expected,
+                "GET {}: unexpected body {body}",
+                target.path
+            );
+        }
+        Ok(())
+    }
+
+    fn target(&self, host: &str, path: &str) -> Target {
+        Target {
+            addr: self.server.addr,
+            host: host.to_owned(),
+            path: path.to_owned(),
+        }
+    }
+
+    fn baseline(&self) -> Target {
+        self.target(&self.server.addr.to_string(), "/__bench/baseline")
+    }
+
+    fn by_host(&self) -> Target {
+        self.target(APP_HOST, ROUTE)
+    }
+
+    fn by_path(&self) -> Target {
+        self.target(
+            &self.server.addr.to_string(),
+            &format!("/apps/{APP}{ROUTE}"),
+        )
+    }
+
+    async fn measure(
+        &self,
+        label: &str,
+        target: &Target,
+        config: LoadConfig,
+        script: bool,
+    ) -> Result<Row> {
+        eprintln!(
+            "  {label}: {} connections, {:?} warm-up + {:?}",
+            config.connections, config.warmup, config.duration
+        );
+        let load = load::run(target, config).await?;
+        let drain = if script {
+            Some(self.drain(&load).await?)
+        } else {
+            None
+        };
+        Ok(Row {
+            label: label.to_owned(),
+            load,
+            drain,
+        })
+    }
+
+    /// Sends one more run and waits until its record is listed: the writer is FIFO,
+    /// so every record of the load before it is written too.
+    async fn drain(&self, load: &LoadResult) -> Result<Drain> {
+        let reply = self
+            .api
+            .send(Method::GET, ROUTE, Some(APP_HOST), None)
+            .await?;
+        let id = reply
+            .headers
+            .get(EXECUTION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .context("no execution id header")?
+            .to_owned();
+        while !self.api.execution_exists(APP, &id).await? {
+            if load.ended.elapsed() > DRAIN_TIMEOUT {
+                bail!("execution {id} not listed after {DRAIN_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let visible_after = load.ended.elapsed();
+        let records = (load.total_responses + 1) as f64;
+        Ok(Drain {
+            visible_after,
+            records_per_sec: records / (load.elapsed + visible_after).as_secs_f64(),
+        })
+    }
+
+    async fn check_records(&self, served: u64) -> Result<RecordCheck> {
+        let metric = self.api.executions_total_metric().await?;
+        let started = Instant::now();
+        let listed = self.api.count_executions(APP).await?;
+        Ok(RecordCheck {
+            served,
+            metric,
+            listed,
+            listing_took: started.elapsed(),
+        })
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+pub async fn run(opts: &Options) -> Result<Results> {
+    let loadavg_before = loadavg();
+    let bin = Binary::new(&opts.picloud).await?;
+    eprintln!(
+        "start-up, {} runs each (fresh, existing data dir)",
+        opts.startup_runs
+    );
+    let (start_fresh, start_existing) = startup(&bin, opts.startup_runs).await?;
+
+    eprintln!("SQLite, default executor threads");
+    let (baseline, host, path, memory, records) = main_server(&bin, opts).await?;
+
+    let mut sweep = Vec::new();
+    for &threads in &opts.threads {
+        eprintln!("SQLite, PICLOUD_EXECUTOR_THREADS={threads}");
+        let session = Session::open(&bin, None, Some(threads)).await?;
+        let row = session
+            .measure(
+                &format!("threads={threads}"),
+                &session.by_host(),
+                opts.load,
+                true,
+            )
+            .await?;
+        session.server.stop().await?;
+        sweep.push((threads, row));
+    }
+
+    let postgres = match &opts.postgres_url {
+        Some(url) => Some(postgres(&bin, opts, url).await?),
+        None => None,
+    };
+    Ok(Results {
+        baseline,
+        host,
+        path,
+        memory,
+        records,
+        sweep,
+        postgres,
+        start_fresh,
+        start_existing,
+        loadavg_before,
+        loadavg_after: loadavg(),
+    })
+}
+
+async fn main_server(bin: &Binary, opts: &Options) -> Result<(Row, Row, Row, Memory, RecordCheck)> {
+    let session = Session::open(bin, None, None).await?;
+    tokio::time::sleep(opts.idle).await;
+    let (idle_rss_kib, _) = session.server.memory_kib()?;
+    let baseline = session
+        .measure("baseline", &session.baseline(), opts.load, false)
+        .await?;
+    let host = session
+        .measure("script, Host header", &session.by_host(), opts.load, true)
+        .await?;
+    let path = session
+        .measure("script, /apps/ path", &session.by_path(), opts.load, true)
+        .await?;
+    let (_, peak_rss_kib) = session.server.memory_kib()?;
+    // Two answer checks in set-up, one drain marker per script run.
+    let served = 2 + host.load.total_ok + path.load.total_ok + 2;
+    let records = session.check_records(served).await?;
+    session.server.stop().await?;
+    let memory = Memory {
+        idle_rss_kib,
+        peak_rss_kib,
+    };
+    Ok((baseline, host, path, memory, records))
+}
+
+async fn postgres(bin: &Binary, opts: &Options, url: &str) -> Result<(Row, Row)> {
+    let db = ScratchDatabase::create(url).await?;
+    eprintln!("PostgreSQL ({})", db.name);
+    let outcome = async {
+        let session = Session::open(bin, Some(db.url.clone()), None).await?;
+        let baseline = session
+            .measure(
+                "baseline (PostgreSQL)",
+                &session.baseline(),
+                opts.load,
+                false,
+            )
+            .await?;
+        let script = session
+            .measure(
+                "script, Host header (PostgreSQL)",
+                &session.by_host(),
+                opts.load,
+                true,
+            )
+            .await?;
+        session.server.stop().await?;
+        Ok((baseline, script))
+    }
+    .await;
+    db.drop_database().await?;
+    outcome
+}
+
+async fn startup(bin: &Binary, runs: usize) -> Result<(Vec<StartSample>, Vec<StartSample>)> {
+    let mut fresh = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let dir = tempfile::tempdir()?;
+        fresh.push(start_once(bin, &dir).await?);
+    }
+    let dir = tempfile::tempdir()?;
+    start_once(bin, &dir).await?; // creates and migrates the database
+    let mut existing = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        existing.push(start_once(bin, &dir).await?);
+    }
+    Ok((fresh, existing))
+}
+
+async fn start_once(bin: &Binary, dir: &TempDir) -> Result<StartSample> {
+    let launch = Launch {
+        data_dir: dir.path().to_owned(),
+        ..Launch::default()
+    };
+    let server = bin.spawn(&launch).await?;
+    let ready = server.wait_ready().await?;
+    let sample = StartSample {
+        listening: server.listening,
+        ready,
+    };
+    server.stop().await?;
+    Ok(sample)
+}
