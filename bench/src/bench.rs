@@ -32,6 +32,9 @@ pub struct Options {
 pub struct Row {
     pub label: String,
     pub load: LoadResult,
+    /// Server CPU seconds (all threads) per response, warm-up (and for script
+    /// routes, the record drain) included.
+    pub cpu_per_request: f64,
     pub drain: Option<Drain>,
 }
 
@@ -169,15 +172,20 @@ impl Session {
             "  {label}: {} connections, {:?} warm-up + {:?}",
             config.connections, config.warmup, config.duration
         );
+        let cpu_before = self.server.cpu_time()?;
         let load = load::run(target, config).await?;
+        // For script routes, the records written after the load belong to it too.
         let drain = if script {
             Some(self.drain(&load).await?)
         } else {
             None
         };
+        let cpu = self.server.cpu_time()?.saturating_sub(cpu_before);
+        let cpu_per_request = cpu.as_secs_f64() / load.total_responses.max(1) as f64;
         Ok(Row {
             label: label.to_owned(),
             load,
+            cpu_per_request,
             drain,
         })
     }

@@ -62,10 +62,11 @@ fn latency_row(out: &mut String, row: &Row, baseline: &Row) {
     let l = &row.load;
     let _ = writeln!(
         out,
-        "| {} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+        "| {} | {:.0} | {:.2}× | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
         row.label,
         l.throughput(),
         ratio(row, baseline),
+        row.cpu_per_request * 1e6,
         l.quantile_ms(0.5),
         l.quantile_ms(0.99),
         l.quantile_ms(0.999),
@@ -89,7 +90,10 @@ fn latency_table(out: &mut String, r: &Results) {
     }
     out.push_str(
         "\n\"vs baseline\": throughput over the bare handler's in the same server process \
-         (the PostgreSQL rows: over the PostgreSQL server's own baseline).\n\n",
+         (the PostgreSQL rows: over the PostgreSQL server's own baseline). \"Server CPU\": \
+         the server's user + system time, all threads, per response (for script routes \
+         including writing their execution records); unlike throughput it hardly depends \
+         on what else the machine is running.\n\n",
     );
 }
 
@@ -100,16 +104,17 @@ fn sweep_table(out: &mut String, r: &Results) {
     out.push_str(
         "### Executor threads (script route by Host header, SQLite, one server per value)\n\n",
     );
-    out.push_str("| PICLOUD_EXECUTOR_THREADS | per-app limit | req/s | vs baseline | p50 ms | p99 ms | p99.9 ms | errors |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| PICLOUD_EXECUTOR_THREADS | per-app limit | req/s | vs baseline | server CPU µs/req | p50 ms | p99 ms | p99.9 ms | errors |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (threads, row) in &r.sweep {
         let l = &row.load;
         let _ = writeln!(
             out,
-            "| {threads} | {} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.2} | {} |",
+            "| {threads} | {} | {:.0} | {:.2}× | {:.1} | {:.2} | {:.2} | {:.2} | {} |",
             (threads / 2).max(1),
             l.throughput(),
             ratio(row, &r.baseline),
+            row.cpu_per_request * 1e6,
             l.quantile_ms(0.5),
             l.quantile_ms(0.99),
             l.quantile_ms(0.999),

@@ -32,6 +32,7 @@ pub struct Launch {
 pub struct Binary {
     path: PathBuf,
     secret_key: String,
+    clock_ticks_per_sec: u64,
 }
 
 impl Binary {
@@ -49,6 +50,7 @@ impl Binary {
         Ok(Self {
             path: path.to_owned(),
             secret_key,
+            clock_ticks_per_sec: clock_ticks_per_sec().await,
         })
     }
 
@@ -102,8 +104,18 @@ impl Binary {
             addr,
             spawned,
             listening,
+            clock_ticks_per_sec: self.clock_ticks_per_sec,
         })
     }
+}
+
+/// `getconf CLK_TCK`: the unit of the CPU times in `/proc/PID/stat` (almost always 100).
+async fn clock_ticks_per_sec() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().await;
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(100)
 }
 
 async fn listening_addr(lines: &mut Lines<BufReader<ChildStdout>>) -> Result<SocketAddr> {
@@ -122,6 +134,7 @@ pub struct Server {
     spawned: Instant,
     /// From spawn to the `listening on` line.
     pub listening: Duration,
+    clock_ticks_per_sec: u64,
 }
 
 impl Server {
@@ -149,6 +162,24 @@ impl Server {
         Ok((
             status_field(&status, "VmRSS:")?,
             status_field(&status, "VmHWM:")?,
+        ))
+    }
+
+    /// CPU time the server has used so far, all threads, user plus system.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .context("reading /proc/PID/stat")?;
+        // Fields after the command name (which may contain spaces) and its `)`;
+        // utime and stime are fields 14 and 15 of the whole line.
+        let rest = stat.rsplit_once(')').context("bad /proc/PID/stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<u64> {
+            let field = fields.get(i).context("short /proc/PID/stat")?;
+            Ok(field.parse()?)
+        };
+        let total = ticks(11)? + ticks(12)?;
+        Ok(Duration::from_secs_f64(
+            total as f64 / self.clock_ticks_per_sec as f64,
         ))
     }
 

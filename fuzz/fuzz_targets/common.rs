@@ -18,8 +18,15 @@ use picloud_script::{
 /// the runtime crate would pull tokio and the stores into the fuzz build).
 pub const SCRIPT_THREAD_STACK_BYTES: usize = 256 << 20;
 
-/// Wall-clock budget of one fuzzed run (production routes get 5 s).
-pub const RUN_TIMEOUT: Duration = Duration::from_millis(200);
+/// Wall-clock budget of one fuzzed run: 200 ms, or `PICLOUD_FUZZ_TIMEOUT_MS` (for
+/// triage; production routes get 5 s).
+pub static RUN_TIMEOUT: LazyLock<Duration> = LazyLock::new(|| {
+    let ms = std::env::var("PICLOUD_FUZZ_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    Duration::from_millis(ms)
+});
 
 /// How far past its deadline a run may end before the harness calls it a finding: a
 /// native function that ignores the deadline holds a script thread that long. Generous,
@@ -131,10 +138,10 @@ pub fn check_report(report: &RunReport<RouteResponse>) {
         );
     }
     assert!(
-        report.duration <= RUN_TIMEOUT + *MAX_OVERRUN,
+        report.duration <= *RUN_TIMEOUT + *MAX_OVERRUN,
         "run took {:?}, deadline {:?}: something ignored the wall clock",
         report.duration,
-        RUN_TIMEOUT
+        *RUN_TIMEOUT
     );
     match &report.outcome {
         Ok(response) => check_response(response),

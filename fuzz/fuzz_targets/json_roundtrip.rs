@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
 
     let raw = data.to_vec();
     on_script_thread(move || {
-        let report = ENGINE.run_route(&ECHO, run_input(RequestBody::Json(json.clone()), raw.clone()), RUN_TIMEOUT);
+        let report = ENGINE.run_route(&ECHO, run_input(RequestBody::Json(json.clone()), raw.clone()), *RUN_TIMEOUT);
         check_report(&report);
         if !is_response_form(&json) {
             let response = report.outcome.expect("echoing a JSON body succeeds");
@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
 
-        let report = ENGINE.run_route(&REENCODE, run_input(RequestBody::Json(json), raw), RUN_TIMEOUT);
+        let report = ENGINE.run_route(&REENCODE, run_input(RequestBody::Json(json), raw), *RUN_TIMEOUT);
         check_report(&report);
         let response = report.outcome.expect("json::decode(json::encode(v)) succeeds");
         let sent: Value = serde_json::from_slice(&response.body).expect("the body is JSON");

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             }
         };
-        let report = ENGINE.run_route(&ast, default_run_input(), RUN_TIMEOUT);
+        let report = ENGINE.run_route(&ast, default_run_input(), *RUN_TIMEOUT);
         if *VERBOSE {
             eprintln!(
                 "{:?} in {:?}; logs: {:?}",

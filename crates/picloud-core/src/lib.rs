@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod ids;
 pub mod model;
 pub mod route_pattern;
+pub mod route_trie;
 
 pub use ids::{AppId, EventId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 

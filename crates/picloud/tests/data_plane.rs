@@ -4,10 +4,19 @@ use picloud_testkit::{Backend, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// (path, script, status, content type, body)
+type Case = (
+    &'static str,
+    &'static str,
+    u16,
+    Option<&'static str>,
+    &'static [u8],
+);
+
 /// Every row of SCRIPTING.md's return-value table.
 async fn return_values(backend: Backend) {
     let app = TestApp::start(backend).await.expect("server");
-    let cases: &[(&str, &str, u16, Option<&str>, &[u8])] = &[
+    let cases: &[Case] = &[
         ("/unit", "()", 204, None, b""),
         (
             "/string",

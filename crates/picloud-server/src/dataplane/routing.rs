@@ -8,19 +8,19 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use picloud_core::model::RouteMethod;
 use picloud_core::route_pattern::RoutePattern;
+use picloud_core::route_trie::RouteTrie;
 use picloud_core::AppId;
 use picloud_store::{App, Route, RouteTarget, Script, Store, StoreError, StoreResult};
 
 pub struct Entry {
     pub route: Route,
-    pub pattern: RoutePattern,
     pub script: Arc<Script>,
 }
 
-/// One app's routes, one matcher per method plus one for `ANY`.
+/// One app's routes: one trie per method, `ANY` included.
 #[derive(Default)]
 pub struct RouteTable {
-    by_method: HashMap<RouteMethod, matchit::Router<usize>>,
+    by_method: HashMap<RouteMethod, RouteTrie<usize>>,
     entries: Vec<Entry>,
 }
 
@@ -38,72 +38,45 @@ impl RouteTable {
                 continue;
             };
             let index = table.entries.len();
-            let router = table.by_method.entry(target.route.method).or_default();
-            if let Err(e) = router.insert(pattern.normalized(), index) {
-                tracing::warn!(route = %target.route.id, error = %e, "route clashes; skipped");
+            let trie = table.by_method.entry(target.route.method).or_default();
+            if trie.insert(pattern, index).is_err() {
+                tracing::warn!(route = %target.route.id, "route clashes with another; skipped");
                 continue;
             }
             table.entries.push(Entry {
                 route: target.route,
-                pattern,
                 script: Arc::new(target.script),
             });
         }
         table
     }
 
-    fn find(&self, method: RouteMethod, path: &str) -> Option<(usize, Vec<(String, String)>)> {
-        let matched = self.by_method.get(&method)?.at(path).ok()?;
-        let params = matched
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Some((*matched.value, params))
-    }
-
     /// The route for a request: among the routes whose method matches (the method
     /// itself, `GET` for `HEAD`, or `ANY`), the one with the most specific path;
     /// on equal shapes an exact method beats `ANY`.
     pub fn lookup(&self, method: &str, path: &str) -> Option<Matched<'_>> {
-        let exact = RouteMethod::from_request(method);
-        let mut candidates = Vec::with_capacity(3);
-        if let Some(m) = exact {
-            candidates.extend(self.find(m, path));
+        let mut methods = Vec::with_capacity(3);
+        if let Some(m) = RouteMethod::from_request(method) {
+            methods.push(m);
             if m == RouteMethod::Head {
-                candidates.extend(self.find(RouteMethod::Get, path));
+                methods.push(RouteMethod::Get);
             }
         }
-        candidates.extend(self.find(RouteMethod::Any, path));
-        let (index, raw) = candidates.into_iter().reduce(|best, next| {
-            match self.entries[next.0]
-                .pattern
-                .cmp_specificity(&self.entries[best.0].pattern)
-            {
-                Ordering::Less => next,
-                Ordering::Equal | Ordering::Greater => best,
-            }
-        })?;
-        let entry = &self.entries[index];
-        let params = entry
-            .pattern
-            .params()
-            .filter_map(|(position, name)| {
-                let key = format!("p{position}");
-                raw.iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| (name.to_owned(), percent_decode(v)))
-            })
-            .collect();
-        Some(Matched { entry, params })
+        methods.push(RouteMethod::Any);
+        let best = methods
+            .into_iter()
+            .filter_map(|m| self.by_method.get(&m)?.lookup(path))
+            .reduce(
+                |best, next| match next.pattern.cmp_specificity(best.pattern) {
+                    Ordering::Less => next,
+                    Ordering::Equal | Ordering::Greater => best,
+                },
+            )?;
+        Some(Matched {
+            entry: &self.entries[*best.value],
+            params: best.params,
+        })
     }
-}
-
-/// Path segments are percent-encoded; `+` is a literal plus in a path.
-fn percent_decode(raw: &str) -> String {
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 /// Caches of apps (by slug and id) and their route tables.
@@ -234,12 +207,5 @@ mod tests {
         );
         assert!(routed(&table, "GET", "/nothing").is_none());
         assert!(routed(&table, "GET", "/users").is_none());
-    }
-
-    #[test]
-    fn decodes_params_but_keeps_plus() {
-        let table = RouteTable::build(vec![target(RouteMethod::Get, "/hello/{name}")]);
-        let (_, params) = routed(&table, "GET", "/hello/a+b%2Fc").expect("match");
-        assert_eq!(params[0].1, "a+b/c");
     }
 }
