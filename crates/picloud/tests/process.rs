@@ -38,17 +38,31 @@ struct Server {
     lines: Vec<String>,
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already exited (the SIGTERM test) makes both calls harmless no-ops.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts a server and waits for its `listening on` line (and, with
 /// `expect_setup_link`, the line after it).
 fn spawn(cmd: &mut Command, expect_setup_link: bool) -> Server {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn picloud");
-    let stdout = child.stdout.take().expect("stdout");
+    // From here on the guard reaps the child, whatever happens.
+    let mut server = Server {
+        child,
+        base: String::new(),
+        lines: Vec::new(),
+    };
+    let stdout = server.child.stdout.take().expect("stdout");
     let mut reader = BufReader::new(stdout);
-    let mut lines = Vec::new();
+    let lines = &mut server.lines;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut line = String::new();
@@ -72,7 +86,8 @@ fn spawn(cmd: &mut Command, expect_setup_link: bool) -> Server {
                     sink.clear();
                 }
             });
-            return Server { child, base, lines };
+            server.base = base;
+            return server;
         }
     }
 }
