@@ -72,6 +72,15 @@ impl SecretKey {
         constant_time_eq(self.check_value().as_bytes(), stored.as_bytes())
     }
 
+    /// A 32-byte sub-key for one purpose (`label`), so no two uses share key material.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(b"picloud derive v1:");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// AES-256-GCM with a random 96-bit nonce; returns `(nonce, ciphertext||tag)`.
     pub fn encrypt(&self, plaintext: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let cipher = Aes256Gcm::new((&self.0).into());

@@ -135,6 +135,8 @@ define_id!(ExecutionId, "exe", "execution");
 define_id!(UserId, "usr", "user");
 define_id!(SessionId, "ses", "session");
 define_id!(EventId, "evt", "event");
+define_id!(ApiKeyId, "key", "API key");
+define_id!(AuditId, "aud", "audit entry");
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,9 @@ pub mod model;
 pub mod route_pattern;
 pub mod route_trie;
 
-pub use ids::{AppId, EventId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+pub use ids::{
+    ApiKeyId, AppId, AuditId, EventId, ExecutionId, RouteId, ScriptId, SessionId, UserId,
+};
 
 /// The current time, truncated to microseconds: the precision both databases keep, so
 /// a value written and read back compares equal.

@@ -29,8 +29,9 @@ pub use state::{AppState, SetupToken};
     info(title = "PiCloud", description = "Self-hosted serverless backend: admin API and platform endpoints."),
     modifiers(&BearerAuth),
     tags(
-        (name = "auth"), (name = "apps"), (name = "scripts"), (name = "routes"),
-        (name = "executions"), (name = "operations")
+        (name = "auth"), (name = "users"), (name = "api-keys"), (name = "apps"),
+        (name = "members"), (name = "scripts"), (name = "routes"), (name = "executions"),
+        (name = "audit"), (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -49,16 +50,28 @@ impl Modify for BearerAuth {
 
 /// The documented routes: everything under `/api/v1` plus the operations endpoints.
 fn api_router() -> OpenApiRouter<AppState> {
-    use admin::{apps, executions, routes as rts, scripts};
+    use admin::{apps, audit, executions, keys, members, routes as rts, scripts, users};
+    use auth::session;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::sdk))
-        .routes(routes!(auth::setup))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::me))
+        .routes(routes!(session::setup))
+        .routes(routes!(session::login))
+        .routes(routes!(session::logout))
+        .routes(routes!(session::me))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::delete_key))
+        .routes(routes!(members::list_members))
+        .routes(routes!(members::set_member, members::remove_member))
+        .routes(routes!(audit::list_audit))
         .routes(routes!(apps::create_app, apps::list_apps))
         .routes(routes!(apps::get_app, apps::update_app, apps::delete_app))
         .routes(routes!(scripts::create_script, scripts::list_scripts))
@@ -113,6 +126,10 @@ pub fn router(state: AppState) -> Router {
         );
     }
     router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::audit::record,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -128,7 +145,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

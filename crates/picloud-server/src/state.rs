@@ -9,6 +9,7 @@ use picloud_runtime::{ExecutionRecorder, Executor};
 use picloud_script::ScriptEngine;
 use picloud_store::Store;
 
+use crate::auth::ratelimit::LoginLimiter;
 use crate::dataplane::routing::Routing;
 use crate::metrics::Metrics;
 
@@ -22,6 +23,15 @@ pub struct AppState {
     pub routing: Arc<Routing>,
     pub metrics: Arc<Metrics>,
     pub setup: Arc<SetupToken>,
+    /// Key of the CSRF tokens of cookie sessions (derived from the master key).
+    pub csrf_key: Arc<[u8; 32]>,
+    pub login_limiter: Arc<LoginLimiter>,
+}
+
+impl AppState {
+    pub fn session_ttl(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.session_ttl).unwrap_or(chrono::Duration::days(1))
+    }
 }
 
 /// The one-time token that lets the first user be created through the API. Only its

@@ -11,7 +11,7 @@ use crate::{col, db_err, expect_row, map_err, PostgresStore};
 
 const COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at, updated_at";
 
-fn user_with_prefix(row: &PgRow, p: &str) -> StoreResult<User> {
+pub(crate) fn user_with_prefix(row: &PgRow, p: &str) -> StoreResult<User> {
     Ok(User {
         id: UserId::from_trusted(col(row, &format!("{p}id"))?),
         email: col(row, &format!("{p}email"))?,
@@ -243,6 +243,15 @@ impl SessionStore for PostgresStore {
             .await
             .map_err(db_err)
             .and_then(|r| expect_row(r.rows_affected()))
+    }
+
+    async fn delete_user_sessions(&self, user: &UserId) -> StoreResult<u64> {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db_err)
     }
 
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {

@@ -5,7 +5,10 @@
 //! pool and never wait for writers.
 
 mod apps;
+mod audit;
 mod executions;
+mod keys;
+mod members;
 mod routes;
 mod scripts;
 mod users;
@@ -25,11 +28,18 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "identity",
+        include_str!("../migrations/0002_identity.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     let migrations = MIGRATIONS
@@ -115,6 +125,16 @@ where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
     row.try_get(name).map_err(StoreError::other)
+}
+
+pub(crate) fn col_opt_ts(row: &SqliteRow, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    let text: Option<String> = row.try_get(col).map_err(StoreError::other)?;
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(StoreError::other)
+    })
+    .transpose()
 }
 
 pub(crate) fn col_enum<T: FromStr>(row: &SqliteRow, name: &str) -> StoreResult<T>

@@ -9,7 +9,8 @@ pub mod page;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_core::{AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+use picloud_core::access::Role;
+use picloud_core::{ApiKeyId, AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
 pub use models::*;
 pub use page::{Cursor, Page, PageRequest};
@@ -118,6 +119,8 @@ pub trait SessionStore {
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn delete_session(&self, id: &SessionId) -> StoreResult<()>;
+    /// Ends every session of a user (a password change); returns how many.
+    async fn delete_user_sessions(&self, user: &UserId) -> StoreResult<u64>;
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 }
 
@@ -139,6 +142,47 @@ pub trait ExecutionStore {
         -> StoreResult<u64>;
 }
 
+#[async_trait]
+pub trait MemberStore {
+    /// Adds the user to the app or changes their role. `NotFound` if either is missing.
+    async fn set_member(&self, app: &AppId, user: &UserId, role: Role) -> StoreResult<Membership>;
+    async fn remove_member(&self, app: &AppId, user: &UserId) -> StoreResult<()>;
+    async fn list_members(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Membership>>;
+    async fn memberships_of(&self, user: &UserId) -> StoreResult<Vec<Membership>>;
+    async fn member_role(&self, app: &AppId, user: &UserId) -> StoreResult<Option<Role>>;
+}
+
+#[async_trait]
+pub trait ApiKeyStore {
+    async fn create_api_key(&self, new: NewApiKey) -> StoreResult<ApiKey>;
+    /// The unexpired key with this hash, and its owner.
+    async fn api_key_by_hash(
+        &self,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(ApiKey, User)>;
+    async fn get_api_key(&self, id: &ApiKeyId) -> StoreResult<ApiKey>;
+    /// Keys of one user, or of everyone with `None`; newest first.
+    async fn list_api_keys(
+        &self,
+        user: Option<&UserId>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKey>>;
+    async fn touch_api_key(&self, id: &ApiKeyId, used_at: DateTime<Utc>) -> StoreResult<()>;
+    async fn delete_api_key(&self, id: &ApiKeyId) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait AuditStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Newest first; only the app's entries when `app` is given.
+    async fn list_audit(
+        &self,
+        app: Option<&AppId>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEntry>>;
+}
+
 /// Everything PiCloud stores, behind one object picked at start-up.
 #[async_trait]
 pub trait Store:
@@ -149,6 +193,9 @@ pub trait Store:
     + UserStore
     + SessionStore
     + ExecutionStore
+    + MemberStore
+    + ApiKeyStore
+    + AuditStore
     + Send
     + Sync
 {

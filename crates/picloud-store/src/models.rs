@@ -1,10 +1,11 @@
 //! Rows as the rest of PiCloud sees them, independent of any SQL dialect.
 
 use chrono::{DateTime, Utc};
+use picloud_core::access::{Role, Scope};
 use picloud_core::model::{
     DispatchMode, ExecutionSource, ExecutionStatus, LogLevel, RouteAuth, RouteMethod, ScriptKind,
 };
-use picloud_core::{AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+use picloud_core::{ApiKeyId, AppId, AuditId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,4 +158,54 @@ pub struct ExecutionFilter {
     pub script_id: Option<ScriptId>,
     pub status: Option<ExecutionStatus>,
     pub source: Option<ExecutionSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub user_id: UserId,
+    pub name: String,
+    /// The first characters of the key, so a user can tell keys apart.
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub app_id: Option<AppId>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub user_id: UserId,
+    pub name: String,
+    /// SHA-256 of the key; the key itself is never stored.
+    pub key_hash: String,
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub app_id: Option<AppId>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One admin mutation: who, what, which app, when, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: AuditId,
+    pub at: DateTime<Utc>,
+    pub user_id: Option<UserId>,
+    pub key_id: Option<ApiKeyId>,
+    /// e.g. `POST /api/v1/admin/apps/{app}/scripts`
+    pub action: String,
+    pub app_id: Option<AppId>,
+    /// The object acted on, e.g. a script id.
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub status: u16,
 }

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+use picloud_core::access::{Role, Scope};
 use picloud_core::model::{
     DispatchMode, ExecutionSource, ExecutionStatus, LogLevel, RouteAuth, RouteMethod, ScriptKind,
 };
 use picloud_core::route_pattern::RoutePattern;
-use picloud_core::{AppId, ExecutionId, ScriptId, UserId};
+use picloud_core::{AppId, AuditId, ExecutionId, ScriptId, UserId};
 use picloud_store::{
-    App, AppPatch, Execution, ExecutionFilter, LogLine, NewApp, NewRoute, NewScript, NewSession,
-    NewUser, PageRequest, Route, Script, ScriptPatch, Store, StoreError, UserPatch,
+    App, AppPatch, AuditEntry, Execution, ExecutionFilter, LogLine, NewApiKey, NewApp, NewRoute,
+    NewScript, NewSession, NewUser, PageRequest, Route, Script, ScriptPatch, Store, StoreError,
+    UserPatch,
 };
 
 async fn app(store: &Arc<dyn Store>, slug: &str) -> App {
@@ -459,7 +461,26 @@ pub async fn sessions_expire_and_slide(store: Arc<dyn Store>) {
         .await
         .expect("expired session");
     assert_eq!(store.delete_expired_sessions(now).await.expect("sweep"), 1);
+    let second = store
+        .create_session(NewSession {
+            user_id: user.id.clone(),
+            token_hash: "hash-2b".into(),
+            expires_at: now + Duration::hours(1),
+        })
+        .await
+        .expect("second session");
     store.delete_session(&session.id).await.expect("logout");
+    store
+        .session_by_token_hash("hash-2b", now)
+        .await
+        .expect("other session lives");
+    assert_eq!(store.delete_user_sessions(&user.id).await.expect("all"), 1);
+    assert_not_found(
+        store
+            .session_by_token_hash(&"hash-2b".to_owned(), now)
+            .await,
+    );
+    let _ = second;
     assert_not_found(store.session_by_token_hash("hash-1", now).await);
     // Deleting a user ends their sessions.
     store
@@ -594,4 +615,219 @@ pub async fn meta_first_value_wins(store: Arc<dyn Store>) {
         Some("a")
     );
     store.ping().await.expect("ping");
+}
+
+async fn user(store: &Arc<dyn Store>, email: &str) -> picloud_store::User {
+    store
+        .create_user(NewUser {
+            email: email.into(),
+            password_hash: "x".into(),
+            is_admin: false,
+        })
+        .await
+        .expect("user")
+}
+
+pub async fn members_roles(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let other = app(&store, "other").await;
+    let alice = user(&store, "alice@example.com").await;
+    let bob = user(&store, "bob@example.com").await;
+    assert_eq!(
+        store.member_role(&shop.id, &alice.id).await.expect("role"),
+        None
+    );
+    let m = store
+        .set_member(&shop.id, &alice.id, Role::Viewer)
+        .await
+        .expect("add");
+    assert_eq!(m.role, Role::Viewer);
+    let m = store
+        .set_member(&shop.id, &alice.id, Role::Admin)
+        .await
+        .expect("change");
+    assert_eq!(m.role, Role::Admin);
+    store
+        .set_member(&shop.id, &bob.id, Role::Editor)
+        .await
+        .expect("add bob");
+    store
+        .set_member(&other.id, &alice.id, Role::Editor)
+        .await
+        .expect("other app");
+    assert_eq!(
+        store.member_role(&shop.id, &alice.id).await.expect("role"),
+        Some(Role::Admin)
+    );
+    let listed = store
+        .list_members(&shop.id, &PageRequest::first(1))
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 1);
+    assert!(listed.next_cursor.is_some());
+    let mine = store.memberships_of(&alice.id).await.expect("mine");
+    assert_eq!(mine.len(), 2);
+    assert_not_found(
+        store
+            .set_member(&AppId::new(), &alice.id, Role::Viewer)
+            .await,
+    );
+    assert_not_found(
+        store
+            .set_member(&shop.id, &UserId::new(), Role::Viewer)
+            .await,
+    );
+    store
+        .remove_member(&shop.id, &bob.id)
+        .await
+        .expect("remove");
+    assert_not_found(store.remove_member(&shop.id, &bob.id).await);
+    // Deleting the app or the user removes their memberships.
+    store.delete_app(&other.id).await.expect("delete app");
+    assert_eq!(
+        store.memberships_of(&alice.id).await.expect("mine").len(),
+        1
+    );
+    store.delete_user(&alice.id).await.expect("delete user");
+    assert!(store
+        .list_members(&shop.id, &PageRequest::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+}
+
+pub async fn api_keys_lifecycle(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let alice = user(&store, "alice@example.com").await;
+    let bob = user(&store, "bob@example.com").await;
+    let now = picloud_core::now();
+    let key = store
+        .create_api_key(NewApiKey {
+            user_id: alice.id.clone(),
+            name: "ci".into(),
+            key_hash: "hash-a".into(),
+            prefix: "pk_abcd".into(),
+            scopes: vec![Scope::ScriptRead, Scope::ScriptInvoke],
+            app_id: Some(shop.id.clone()),
+            expires_at: Some(now + Duration::hours(1)),
+        })
+        .await
+        .expect("create");
+    let (found, owner) = store.api_key_by_hash("hash-a", now).await.expect("lookup");
+    assert_eq!(found, key);
+    assert_eq!(owner.id, alice.id);
+    assert_not_found(
+        store
+            .api_key_by_hash("hash-a", now + Duration::hours(2))
+            .await,
+    );
+    assert_not_found(store.api_key_by_hash("hash-x", now).await);
+    store
+        .create_api_key(NewApiKey {
+            user_id: bob.id.clone(),
+            name: "bob's".into(),
+            key_hash: "hash-b".into(),
+            prefix: "pk_efgh".into(),
+            scopes: vec![Scope::InstanceAdmin],
+            app_id: None,
+            expires_at: None,
+        })
+        .await
+        .expect("create");
+    assert_not_found(
+        store
+            .create_api_key(NewApiKey {
+                user_id: bob.id.clone(),
+                name: "ghost app".into(),
+                key_hash: "hash-c".into(),
+                prefix: "pk_ijkl".into(),
+                scopes: vec![],
+                app_id: Some(AppId::new()),
+                expires_at: None,
+            })
+            .await,
+    );
+    assert_eq!(
+        store
+            .list_api_keys(Some(&alice.id), &PageRequest::default())
+            .await
+            .expect("list")
+            .items,
+        vec![key.clone()]
+    );
+    let all = store
+        .list_api_keys(None, &PageRequest::default())
+        .await
+        .expect("all");
+    assert_eq!(all.items.len(), 2);
+    assert_eq!(all.items[1].id, key.id, "newest first");
+    store.touch_api_key(&key.id, now).await.expect("touch");
+    assert_eq!(
+        store.get_api_key(&key.id).await.expect("get").last_used_at,
+        Some(now)
+    );
+    store.delete_api_key(&key.id).await.expect("delete");
+    assert_not_found(store.api_key_by_hash("hash-a", now).await);
+    assert_not_found(store.delete_api_key(&key.id).await);
+    // A user's keys go with the user.
+    store.delete_user(&bob.id).await.expect("delete bob");
+    assert_not_found(store.api_key_by_hash("hash-b", now).await);
+}
+
+pub async fn audit_log_appends_and_filters(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let entry = |app_id: Option<AppId>, action: &str| AuditEntry {
+        id: AuditId::new(),
+        at: picloud_core::now(),
+        user_id: Some(UserId::new()),
+        key_id: None,
+        action: action.into(),
+        app_id,
+        target: Some("scr_x".into()),
+        ip: Some("127.0.0.1".into()),
+        status: 201,
+    };
+    let a = entry(
+        Some(shop.id.clone()),
+        "POST /api/v1/admin/apps/{app}/scripts",
+    );
+    let b = entry(None, "POST /api/v1/admin/users");
+    let c = entry(Some(shop.id.clone()), "DELETE /api/v1/admin/scripts/{id}");
+    for e in [&a, &b, &c] {
+        store.append_audit(e).await.expect("append");
+    }
+    let all = store
+        .list_audit(None, &PageRequest::default())
+        .await
+        .expect("all");
+    assert_eq!(all.items, vec![c.clone(), b.clone(), a.clone()]);
+    let of_shop = store
+        .list_audit(Some(&shop.id), &PageRequest::first(1))
+        .await
+        .expect("shop");
+    assert_eq!(of_shop.items, vec![c.clone()]);
+    let cursor = of_shop.next_cursor.expect("more");
+    let rest = store
+        .list_audit(
+            Some(&shop.id),
+            &PageRequest {
+                limit: 10,
+                after: picloud_store::Cursor::decode(cursor.as_str()),
+            },
+        )
+        .await
+        .expect("page 2");
+    assert_eq!(rest.items, vec![a]);
+    // The trail outlives the app.
+    store.delete_app(&shop.id).await.expect("delete");
+    assert_eq!(
+        store
+            .list_audit(Some(&shop.id), &PageRequest::default())
+            .await
+            .expect("kept")
+            .items
+            .len(),
+        2
+    );
 }

@@ -10,4 +10,7 @@ picloud_testkit::store_conformance!(
     sessions_expire_and_slide,
     executions_record_filter_and_expire,
     meta_first_value_wins,
+    members_roles,
+    api_keys_lifecycle,
+    audit_log_appends_and_filters,
 );

@@ -157,7 +157,7 @@ impl Started {
 /// Starts a server: store, key check, admin bootstrap, runtime, listener.
 pub async fn start(config: Config) -> Result<Started, StartError> {
     // Fail on a missing key before anything is created on disk.
-    config.effective_secret_key()?;
+    let key = config.effective_secret_key()?;
     let store = open_store(&config).await?;
     check_key(store.as_ref(), &config).await?;
     bootstrap_admin(store.as_ref(), &config).await?;
@@ -204,6 +204,8 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         routing: Arc::new(Routing::default()),
         metrics: Arc::new(Metrics::default()),
         setup,
+        csrf_key: Arc::new(key.derive("csrf")),
+        login_limiter: Arc::default(),
     };
     let mut stop_signal = stopped;
     let task = tokio::spawn(picloud_server::serve(listener, state.clone(), async move {

@@ -29,6 +29,7 @@ async fn admin_routes(app: &TestApp) -> Vec<(Method, String)> {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let filled = path
                 .replace("{app}", "shop")
+                .replace("{user_id}", "usr_01m8dm7ykee6t6nacm7pa7s3t7")
                 .replace("{id}", "scr_01m8dm7ykee6t6nacm7pa7s3t7");
             assert!(!filled.contains('{'), "unfilled parameter in {path}");
             routes.push((method, filled));
@@ -268,6 +269,17 @@ async fn setup_login_logout(backend: Backend) {
     assert_eq!(me_body["memberships"], json!([]));
     let r = app
         .call_as(&dev, Method::GET, "/api/v1/admin/apps", None)
+        .await;
+    assert_eq!(r.status(), 200, "anyone signed in lists the apps they see");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["items"], json!([]));
+    let r = app
+        .call_as(
+            &dev,
+            Method::POST,
+            "/api/v1/admin/apps",
+            Some(json!({"slug": "mine"})),
+        )
         .await;
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.expect("json");

@@ -2,13 +2,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use picloud_core::access::Capability;
 use picloud_core::model::validate_slug;
-use picloud_store::{App, AppPatch, NewApp};
+use picloud_core::AppId;
+use picloud_store::{App, AppPatch, NewApp, Page, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{load_app, List};
-use crate::auth::InstanceAdmin;
+use super::List;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiJson, ApiQuery, ListParams};
 use crate::state::AppState;
@@ -60,15 +62,17 @@ fn validate_name(name: &str) -> ApiResult<String> {
     Ok(name.to_owned())
 }
 
-/// Create an app.
+/// Create an app (instance admins).
 #[utoipa::path(post, path = "/api/v1/admin/apps", tag = "apps", request_body = CreateApp,
     responses((status = 201, body = AppDto), (status = 409, body = ErrorEnvelope),
-        (status = 422, body = ErrorEnvelope)), security(("bearer" = [])))]
+        (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.create"))))]
 pub async fn create_app(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     ApiJson(req): ApiJson<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<AppDto>)> {
+    caller.require(Capability::AppCreate)?;
     validate_slug(&req.slug).map_err(|m| ApiError::invalid("slug", m))?;
     let name = match req.name.as_deref() {
         Some(name) => validate_name(name)?,
@@ -81,18 +85,59 @@ pub async fn create_app(
             name,
         })
         .await?;
+    if let Some(slot) = &caller.audit {
+        slot.set_app(&app.id);
+    }
     Ok((StatusCode::CREATED, Json(app.into())))
 }
 
-/// List apps.
+/// List the apps the caller may see.
 #[utoipa::path(get, path = "/api/v1/admin/apps", tag = "apps", params(ListParams),
-    responses((status = 200, body = List<AppDto>)), security(("bearer" = [])))]
+    responses((status = 200, body = List<AppDto>)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("signed_in"))))]
 pub async fn list_apps(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<List<AppDto>>> {
-    let page = state.store.list_apps(&params.page()?).await?;
+    let page = params.page()?;
+    let key_app = caller.principal.key.as_ref().and_then(|k| k.app_id.clone());
+    if caller.principal.is_instance_admin && key_app.is_none() {
+        let apps = state.store.list_apps(&page).await?;
+        return Ok(Json(List::from_page(apps, AppDto::from)));
+    }
+    // A member's apps are few: read their ids, page here.
+    let mut ids: Vec<AppId> = match key_app {
+        Some(only) => vec![only],
+        None => state
+            .store
+            .memberships_of(&caller.user.id)
+            .await?
+            .into_iter()
+            .map(|m| m.app_id)
+            .collect(),
+    };
+    ids.sort();
+    ids.retain(|id| {
+        page.after
+            .as_deref()
+            .is_none_or(|after| id.as_str() > after)
+    });
+    let mut apps = Vec::new();
+    for id in ids {
+        if apps.len() > page.limit as usize {
+            break;
+        }
+        if !caller.sees(&state, &id).await? {
+            continue;
+        }
+        match state.store.get_app(&id).await {
+            Ok(app) => apps.push(app),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let page = Page::from_rows(apps, &page, |a| a.id.as_str());
     Ok(Json(List::from_page(page, AppDto::from)))
 }
 
@@ -100,27 +145,29 @@ pub async fn list_apps(
 #[utoipa::path(get, path = "/api/v1/admin/apps/{app}", tag = "apps",
     params(("app" = String, Path, description = "app id or slug")),
     responses((status = 200, body = AppDto), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.read"))))]
 pub async fn get_app(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(app): Path<String>,
 ) -> ApiResult<Json<AppDto>> {
-    Ok(Json(load_app(&state, &app).await?.into()))
+    Ok(Json(
+        caller.app(&state, &app, Capability::AppRead).await?.into(),
+    ))
 }
 
 /// Rename an app.
 #[utoipa::path(patch, path = "/api/v1/admin/apps/{app}", tag = "apps", request_body = UpdateApp,
     params(("app" = String, Path, description = "app id or slug")),
     responses((status = 200, body = AppDto), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.admin"))))]
 pub async fn update_app(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(app): Path<String>,
     ApiJson(req): ApiJson<UpdateApp>,
 ) -> ApiResult<Json<AppDto>> {
-    let app = load_app(&state, &app).await?;
+    let app = caller.app(&state, &app, Capability::AppAdmin).await?;
     let name = req.name.as_deref().map(validate_name).transpose()?;
     let updated = state
         .store
@@ -134,13 +181,14 @@ pub async fn update_app(
 /// Delete an app and everything it owns.
 #[utoipa::path(delete, path = "/api/v1/admin/apps/{app}", tag = "apps",
     params(("app" = String, Path, description = "app id or slug")),
-    responses((status = 204), (status = 404, body = ErrorEnvelope)), security(("bearer" = [])))]
+    responses((status = 204), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.admin"))))]
 pub async fn delete_app(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(app): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let app = load_app(&state, &app).await?;
+    let app = caller.app(&state, &app, Capability::AppAdmin).await?;
     state
         .store
         .delete_app(&app.id)

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::scripts::load_script;
-use super::{load_app, List};
-use crate::auth::InstanceAdmin;
+use super::List;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiQuery, ListParams};
 use crate::state::AppState;
+use picloud_core::access::Capability;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogLineDto {
@@ -78,16 +79,22 @@ pub struct ExecutionQuery {
     params(("app" = String, Path, description = "app id or slug"), ExecutionQuery),
     responses((status = 200, body = List<ExecutionDto>), (status = 400, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.read"))))]
 pub async fn list_executions(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(app): Path<String>,
     ApiQuery(q): ApiQuery<ExecutionQuery>,
 ) -> ApiResult<Json<List<ExecutionDto>>> {
-    let app = load_app(&state, &app).await?;
+    let app = caller.app(&state, &app, Capability::AppRead).await?;
     let script_id = match q.script_id.as_deref().filter(|s| !s.is_empty()) {
-        Some(id) => Some(load_script(&state, id, Some(app.id.as_str())).await?.id),
+        Some(id) => {
+            let script = load_script(&state, id).await?;
+            if script.app_id != app.id {
+                return Err(ApiError::not_found("script"));
+            }
+            Some(script.id)
+        }
         None => None,
     };
     let status = q
@@ -123,13 +130,13 @@ pub async fn list_executions(
     params(("app" = String, Path, description = "app id or slug"),
         ("id" = String, Path, description = "execution id")),
     responses((status = 200, body = ExecutionDto), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.read"))))]
 pub async fn get_execution(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path((app, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ExecutionDto>> {
-    let app = load_app(&state, &app).await?;
+    let app = caller.app(&state, &app, Capability::AppRead).await?;
     let id = ExecutionId::parse(&id).map_err(|_| ApiError::not_found("execution"))?;
     let run = state
         .store

@@ -1,12 +1,15 @@
-//! `/api/v1/admin/*`: one file per resource. Every handler takes an [`InstanceAdmin`]
-//! (for now; per-app roles come with the identity work).
-//!
-//! [`InstanceAdmin`]: crate::auth::InstanceAdmin
+//! `/api/v1/admin/*`: one file per resource. Every handler takes a
+//! [`Caller`](crate::auth::Caller), states the capability it needs (in code, and as
+//! `x-capability` in the OpenAPI document), and checks it before anything else.
 
 pub mod apps;
+pub mod audit;
 pub mod executions;
+pub mod keys;
+pub mod members;
 pub mod routes;
 pub mod scripts;
+pub mod users;
 
 use picloud_core::AppId;
 use picloud_store::{App, Page, StoreError};

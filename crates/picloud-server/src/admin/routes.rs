@@ -9,12 +9,13 @@ use picloud_store::{NewRoute, Route};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::scripts::load_script;
-use super::{load_app, List};
-use crate::auth::InstanceAdmin;
+use super::scripts::script_for;
+use super::List;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiJson, ApiQuery, ListParams};
 use crate::state::AppState;
+use picloud_core::access::Capability;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RouteDto {
@@ -63,14 +64,14 @@ pub struct CreateRoute {
         (status = 400, body = ErrorEnvelope, description = "the script is a module"),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("route.manage"))))]
 pub async fn create_route(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CreateRoute>,
 ) -> ApiResult<(StatusCode, Json<RouteDto>)> {
-    let script = load_script(&state, &id, None).await?;
+    let script = script_for(&state, &caller, &id, None, Capability::RouteManage).await?;
     if script.kind == ScriptKind::Module {
         return Err(ApiError::bad_request(
             "a module cannot answer a route; bind an endpoint script",
@@ -105,14 +106,14 @@ pub async fn create_route(
 #[utoipa::path(get, path = "/api/v1/admin/apps/{app}/routes", tag = "routes",
     params(("app" = String, Path, description = "app id or slug"), ListParams),
     responses((status = 200, body = List<RouteDto>), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.read"))))]
 pub async fn list_routes(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(app): Path<String>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<List<RouteDto>>> {
-    let app = load_app(&state, &app).await?;
+    let app = caller.app(&state, &app, Capability::AppRead).await?;
     let page = state.store.list_routes(&app.id, &params.page()?).await?;
     Ok(Json(List::from_page(page, RouteDto::from)))
 }
@@ -120,10 +121,11 @@ pub async fn list_routes(
 /// Delete a route.
 #[utoipa::path(delete, path = "/api/v1/admin/routes/{id}", tag = "routes",
     params(("id" = String, Path, description = "route id")),
-    responses((status = 204), (status = 404, body = ErrorEnvelope)), security(("bearer" = [])))]
+    responses((status = 204), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("route.manage"))))]
 pub async fn delete_route(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = RouteId::parse(&id).map_err(|_| ApiError::not_found("route"))?;
@@ -132,6 +134,9 @@ pub async fn delete_route(
         .get_route(&id)
         .await
         .map_err(|e| ApiError::from_store(e, "route"))?;
+    caller
+        .require_on(&state, &route.app_id, Capability::RouteManage, "route")
+        .await?;
     state
         .store
         .delete_route(&id)

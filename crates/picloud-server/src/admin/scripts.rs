@@ -2,14 +2,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use picloud_core::access::Capability;
 use picloud_core::model::ScriptKind;
 use picloud_core::ScriptId;
 use picloud_store::{NewScript, Script, ScriptPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{load_app, List};
-use crate::auth::InstanceAdmin;
+use super::List;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiJson, ApiQuery, ListParams};
 use crate::state::AppState;
@@ -141,20 +142,42 @@ async fn compile_check(state: &AppState, source: String) -> ApiResult<()> {
     })
 }
 
-/// Loads a script by id; with `app`, only if it belongs to that app.
-pub async fn load_script(state: &AppState, id: &str, app: Option<&str>) -> ApiResult<Script> {
+/// Loads a script by id (404 when there is none).
+pub async fn load_script(state: &AppState, id: &str) -> ApiResult<Script> {
     let id = ScriptId::parse(id).map_err(|_| ApiError::not_found("script"))?;
-    let script = state
+    state
         .store
         .get_script(&id)
         .await
-        .map_err(|e| ApiError::from_store(e, "script"))?;
-    if let Some(app) = app {
-        let app = load_app(state, app).await?;
-        if app.id != script.app_id {
-            return Err(ApiError::not_found("script"));
+        .map_err(|e| ApiError::from_store(e, "script"))
+}
+
+/// A script the caller holds `capability` on; with `app`, only if it belongs to that
+/// app. Scripts of apps the caller cannot see are reported missing.
+pub async fn script_for(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    app: Option<&str>,
+    capability: Capability,
+) -> ApiResult<Script> {
+    let script = match app {
+        Some(app) => {
+            let app = caller.app(state, app, capability).await?;
+            let script = load_script(state, id).await?;
+            if script.app_id != app.id {
+                return Err(ApiError::not_found("script"));
+            }
+            script
         }
-    }
+        None => {
+            let script = load_script(state, id).await?;
+            caller
+                .require_on(state, &script.app_id, capability, "script")
+                .await?;
+            script
+        }
+    };
     Ok(script)
 }
 
@@ -164,14 +187,14 @@ pub async fn load_script(state: &AppState, id: &str, app: Option<&str>) -> ApiRe
     request_body = CreateScript, params(("app" = String, Path, description = "app id or slug")),
     responses((status = 201, body = ScriptDto), (status = 404, body = ErrorEnvelope),
         (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.write"))))]
 pub async fn create_script(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(app): Path<String>,
     ApiJson(req): ApiJson<CreateScript>,
 ) -> ApiResult<(StatusCode, Json<ScriptDto>)> {
-    let app = load_app(&state, &app).await?;
+    let app = caller.app(&state, &app, Capability::ScriptWrite).await?;
     let kind = req.kind.unwrap_or(ScriptKind::Endpoint);
     validate_name(&req.name, kind)?;
     compile_check(&state, req.source.clone()).await?;
@@ -192,14 +215,14 @@ pub async fn create_script(
 #[utoipa::path(get, path = "/api/v1/admin/apps/{app}/scripts", tag = "scripts",
     params(("app" = String, Path, description = "app id or slug"), ListParams),
     responses((status = 200, body = List<ScriptDto>), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.read"))))]
 pub async fn list_scripts(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(app): Path<String>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<List<ScriptDto>>> {
-    let app = load_app(&state, &app).await?;
+    let app = caller.app(&state, &app, Capability::ScriptRead).await?;
     let page = state.store.list_scripts(&app.id, &params.page()?).await?;
     Ok(Json(List::from_page(page, ScriptDto::from)))
 }
@@ -208,13 +231,14 @@ pub async fn list_scripts(
 #[utoipa::path(get, path = "/api/v1/admin/scripts/{id}", tag = "scripts",
     params(("id" = String, Path, description = "script id")),
     responses((status = 200, body = ScriptDto), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.read"))))]
 pub async fn get_script(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ScriptDto>> {
-    Ok(Json(load_script(&state, &id, None).await?.into()))
+    let script = script_for(&state, &caller, &id, None, Capability::ScriptRead).await?;
+    Ok(Json(script.into()))
 }
 
 /// Read a script of this app (404 if the id belongs to another app).
@@ -222,13 +246,14 @@ pub async fn get_script(
     params(("app" = String, Path, description = "app id or slug"),
         ("id" = String, Path, description = "script id")),
     responses((status = 200, body = ScriptDto), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.read"))))]
 pub async fn get_app_script(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path((app, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ScriptDto>> {
-    Ok(Json(load_script(&state, &id, Some(&app)).await?.into()))
+    let script = script_for(&state, &caller, &id, Some(&app), Capability::ScriptRead).await?;
+    Ok(Json(script.into()))
 }
 
 async fn apply_update(
@@ -263,14 +288,14 @@ async fn apply_update(
     request_body = UpdateScript, params(("id" = String, Path, description = "script id")),
     responses((status = 200, body = ScriptDto), (status = 404, body = ErrorEnvelope),
         (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.write"))))]
 pub async fn update_script(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateScript>,
 ) -> ApiResult<Json<ScriptDto>> {
-    let script = load_script(&state, &id, None).await?;
+    let script = script_for(&state, &caller, &id, None, Capability::ScriptWrite).await?;
     apply_update(&state, script, req).await
 }
 
@@ -280,14 +305,14 @@ pub async fn update_script(
         ("id" = String, Path, description = "script id")),
     responses((status = 200, body = ScriptDto), (status = 404, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.write"))))]
 pub async fn update_app_script(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path((app, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<UpdateScript>,
 ) -> ApiResult<Json<ScriptDto>> {
-    let script = load_script(&state, &id, Some(&app)).await?;
+    let script = script_for(&state, &caller, &id, Some(&app), Capability::ScriptWrite).await?;
     apply_update(&state, script, req).await
 }
 
@@ -305,13 +330,14 @@ async fn remove(state: &AppState, script: Script) -> ApiResult<StatusCode> {
 /// Delete a script and its routes.
 #[utoipa::path(delete, path = "/api/v1/admin/scripts/{id}", tag = "scripts",
     params(("id" = String, Path, description = "script id")),
-    responses((status = 204), (status = 404, body = ErrorEnvelope)), security(("bearer" = [])))]
+    responses((status = 204), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.write"))))]
 pub async fn delete_script(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let script = load_script(&state, &id, None).await?;
+    let script = script_for(&state, &caller, &id, None, Capability::ScriptWrite).await?;
     remove(&state, script).await
 }
 
@@ -319,12 +345,13 @@ pub async fn delete_script(
 #[utoipa::path(delete, path = "/api/v1/admin/apps/{app}/scripts/{id}", tag = "scripts",
     params(("app" = String, Path, description = "app id or slug"),
         ("id" = String, Path, description = "script id")),
-    responses((status = 204), (status = 404, body = ErrorEnvelope)), security(("bearer" = [])))]
+    responses((status = 204), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("script.write"))))]
 pub async fn delete_app_script(
     State(state): State<AppState>,
-    _admin: InstanceAdmin,
+    caller: Caller,
     Path((app, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let script = load_script(&state, &id, Some(&app)).await?;
+    let script = script_for(&state, &caller, &id, Some(&app), Capability::ScriptWrite).await?;
     remove(&state, script).await
 }

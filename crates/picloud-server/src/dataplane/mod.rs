@@ -23,7 +23,7 @@ use picloud_script::{
 };
 use picloud_store::{App, Execution, LogLine, Script};
 
-use crate::auth::{authenticate_token, bearer, is_picloud_token, Authenticated};
+use crate::auth::{authenticate_token, bearer, is_picloud_token, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -143,15 +143,21 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
     drop(table);
 
     let caller = caller(state, req.headers()).await.map_err(with_app)?;
+    let scopes = match &caller {
+        Some(c) => {
+            let role = c.role_on(state, &app.id).await.map_err(with_app)?;
+            c.principal.scopes_on_app(&app.id, role)
+        }
+        None => Vec::new(),
+    };
     if route.auth == RouteAuth::Required {
-        match &caller {
-            None => return Err(with_app(ApiError::unauthorized())),
-            Some(c) if !c.principal.scopes_on_app().contains(&Scope::ScriptInvoke) => {
-                return Err(with_app(ApiError::forbidden(
-                    "this route needs script:invoke on the app",
-                )))
-            }
-            Some(_) => {}
+        if caller.is_none() {
+            return Err(with_app(ApiError::unauthorized()));
+        }
+        if !scopes.contains(&Scope::ScriptInvoke) {
+            return Err(with_app(ApiError::forbidden(
+                "this route needs script:invoke on the app",
+            )));
         }
     }
     let request = read_request(state, req, path, params)
@@ -168,15 +174,10 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
             name: script.name.clone(),
         },
         principal: caller.map(|c| PrincipalInput {
-            kind: c.principal.kind.as_str(),
+            kind: c.principal.kind().as_str(),
             user_id: c.principal.user_id.to_string(),
-            key_id: c.principal.key_id.clone(),
-            scopes: c
-                .principal
-                .scopes_on_app()
-                .into_iter()
-                .map(|s| s.as_str().to_owned())
-                .collect(),
+            key_id: c.principal.key.as_ref().map(|k| k.key_id.to_string()),
+            scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
         }),
         request: Some(request),
         event: None,
@@ -192,7 +193,7 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
 
 /// The PiCloud principal behind the request's bearer token. Tokens that are not
 /// ours are left to the script; ours must be valid.
-async fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Authenticated>> {
+async fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Caller>> {
     match bearer(headers) {
         Some(token) if is_picloud_token(token) => authenticate_token(state, token)
             .await?

@@ -1,0 +1,159 @@
+//! The audit log: every state-changing admin request by an authenticated caller is
+//! appended — who (user, key), what (method and route), which app, when, from where,
+//! and how it ended. Recorded by a middleware, so no handler can forget it; the
+//! caller extractor and the access guard fill in who and which app. Bodies are never
+//! recorded, so secrets and passwords cannot end up here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use picloud_core::access::{Capability, Principal};
+use picloud_core::{ApiKeyId, AppId, AuditId, UserId};
+use picloud_store::AuditEntry;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::List;
+use crate::auth::Caller;
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::extract::{ApiQuery, ListParams};
+use crate::state::AppState;
+
+#[derive(Debug, Default)]
+struct Collected {
+    user_id: Option<UserId>,
+    key_id: Option<ApiKeyId>,
+    app_id: Option<AppId>,
+}
+
+/// What one request did, filled in as the request is handled.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<Collected>>);
+
+impl AuditSlot {
+    pub fn set_actor(&self, principal: &Principal) {
+        let mut c = self.0.lock();
+        c.user_id = Some(principal.user_id.clone());
+        c.key_id = principal.key.as_ref().map(|k| k.key_id.clone());
+    }
+
+    pub fn set_app(&self, app: &AppId) {
+        self.0.lock().app_id = Some(app.clone());
+    }
+}
+
+fn is_mutation(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Middleware: records admin mutations.
+pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !is_mutation(req.method()) || !path.starts_with("/api/v1/admin/") {
+        return next.run(req).await;
+    }
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| path.clone(), |m| m.as_str().to_owned());
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let response = next.run(req).await;
+    let collected = std::mem::take(&mut *slot.0.lock());
+    // Requests that never authenticated are not mutations by anyone.
+    if collected.user_id.is_none() {
+        return response;
+    }
+    let entry = AuditEntry {
+        id: AuditId::new(),
+        at: picloud_core::now(),
+        user_id: collected.user_id,
+        key_id: collected.key_id,
+        action: format!("{method} {route}"),
+        app_id: collected.app_id,
+        target: Some(path),
+        ip,
+        status: response.status().as_u16(),
+    };
+    if let Err(e) = state.store.append_audit(&entry).await {
+        tracing::error!(error = %e, action = %entry.action, "audit entry could not be written");
+    }
+    response
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditDto {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub user_id: Option<String>,
+    pub key_id: Option<String>,
+    pub action: String,
+    pub app_id: Option<String>,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub status: u16,
+}
+
+impl From<AuditEntry> for AuditDto {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            id: e.id.into_string(),
+            at: e.at,
+            user_id: e.user_id.map(UserId::into_string),
+            key_id: e.key_id.map(ApiKeyId::into_string),
+            action: e.action,
+            app_id: e.app_id.map(AppId::into_string),
+            target: e.target,
+            ip: e.ip,
+            status: e.status,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// App id or slug: that app's entries (app admins). Without it, the whole
+    /// instance's (instance admins only).
+    pub app: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// Admin mutations, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = List<AuditDto>), (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("audit.read"))))]
+pub async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<List<AuditDto>>> {
+    let page = ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    let app = match q.app.as_deref().filter(|a| !a.is_empty()) {
+        Some(key) => Some(caller.app(&state, key, Capability::AuditRead).await?.id),
+        None => {
+            caller.require(Capability::InstanceAudit)?;
+            None
+        }
+    };
+    let entries = state.store.list_audit(app.as_ref(), &page).await?;
+    Ok(Json(List::from_page(entries, AuditDto::from)))
+}

@@ -1,0 +1,210 @@
+//! Users, for instance admins (`user:admin`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use picloud_core::access::Capability;
+use picloud_core::UserId;
+use picloud_store::{NewUser, PageRequest, StoreError, User, UserPatch};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::List;
+use crate::auth::session::{hash_password, validate_email, validate_password};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{ApiJson, ApiQuery, ListParams};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserDto {
+    pub id: String,
+    pub email: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<User> for UserDto {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.into_string(),
+            email: u.email,
+            is_admin: u.is_admin,
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub email: String,
+    pub password: String,
+    pub is_admin: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// A new password; every session of the user ends.
+    pub password: Option<String>,
+    pub is_admin: Option<bool>,
+    /// A disabled user's sessions and keys stop working at once.
+    pub disabled: Option<bool>,
+}
+
+async fn load_user(state: &AppState, id: &str) -> ApiResult<User> {
+    let id = UserId::parse(id).map_err(|_| ApiError::not_found("user"))?;
+    state
+        .store
+        .get_user(&id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "user"))
+}
+
+/// Refuses a change that would leave the instance without an enabled admin.
+async fn keep_an_admin(state: &AppState, user: &User) -> ApiResult<()> {
+    if !user.is_admin || user.disabled {
+        return Ok(());
+    }
+    let mut page = PageRequest::first(500);
+    loop {
+        let users = state.store.list_users(&page).await?;
+        if users
+            .items
+            .iter()
+            .any(|u| u.is_admin && !u.disabled && u.id != user.id)
+        {
+            return Ok(());
+        }
+        match users.next_cursor {
+            Some(c) => page.after = picloud_store::Cursor::decode(c.as_str()),
+            None => break,
+        }
+    }
+    Err(ApiError::conflict(
+        "this is the last enabled instance admin; make another admin first",
+    ))
+}
+
+/// List users.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "users", params(ListParams),
+    responses((status = 200, body = List<UserDto>), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("user.admin"))))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<List<UserDto>>> {
+    caller.require(Capability::UserAdmin)?;
+    let page = state.store.list_users(&params.page()?).await?;
+    Ok(Json(List::from_page(page, UserDto::from)))
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/api/v1/admin/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = UserDto), (status = 409, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("user.admin"))))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateUser>,
+) -> ApiResult<(StatusCode, Json<UserDto>)> {
+    caller.require(Capability::UserAdmin)?;
+    let email = validate_email(&req.email)?;
+    validate_password(&req.password)?;
+    let password_hash = hash_password(req.password).await?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            email,
+            password_hash,
+            is_admin: req.is_admin.unwrap_or(false),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// Read a user.
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "user id")),
+    responses((status = 200, body = UserDto), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("user.admin"))))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserDto>> {
+    caller.require(Capability::UserAdmin)?;
+    Ok(Json(load_user(&state, &id).await?.into()))
+}
+
+/// Change a user's password, admin flag or disabled flag.
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "users", request_body = UpdateUser,
+    params(("id" = String, Path, description = "user id")),
+    responses((status = 200, body = UserDto), (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope, description = "would remove the last admin")),
+    security(("bearer" = [])), extensions(("x-capability" = json!("user.admin"))))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateUser>,
+) -> ApiResult<Json<UserDto>> {
+    caller.require(Capability::UserAdmin)?;
+    let user = load_user(&state, &id).await?;
+    if req.is_admin == Some(false) || req.disabled == Some(true) {
+        keep_an_admin(&state, &user).await?;
+    }
+    let password_hash = match req.password {
+        Some(password) => {
+            validate_password(&password)?;
+            Some(hash_password(password).await?)
+        }
+        None => None,
+    };
+    let new_password = password_hash.is_some();
+    let updated = state
+        .store
+        .update_user(
+            &user.id,
+            UserPatch {
+                password_hash,
+                is_admin: req.is_admin,
+                disabled: req.disabled,
+            },
+        )
+        .await
+        .map_err(|e| ApiError::from_store(e, "user"))?;
+    if new_password {
+        state.store.delete_user_sessions(&user.id).await?;
+    }
+    Ok(Json(updated.into()))
+}
+
+/// Delete a user, with their sessions, keys and memberships.
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "user id")),
+    responses((status = 204), (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope, description = "the last admin")),
+    security(("bearer" = [])), extensions(("x-capability" = json!("user.admin"))))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Capability::UserAdmin)?;
+    let user = load_user(&state, &id).await?;
+    keep_an_admin(&state, &user).await?;
+    match state.store.delete_user(&user.id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,36 @@
+CREATE TABLE app_members (
+    app_id     TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role       TEXT NOT NULL CHECK (role IN ('viewer', 'editor', 'admin')),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (app_id, user_id)
+);
+CREATE INDEX app_members_user ON app_members (user_id);
+
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    key_hash     TEXT NOT NULL UNIQUE,
+    prefix       TEXT NOT NULL,
+    scopes       TEXT NOT NULL, -- space-separated scope names
+    app_id       TEXT REFERENCES apps(id) ON DELETE CASCADE,
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    expires_at   TEXT
+);
+CREATE INDEX api_keys_user ON api_keys (user_id, id);
+
+-- No foreign keys: the audit trail outlives the users, keys and apps it names.
+CREATE TABLE audit_log (
+    id      TEXT PRIMARY KEY,
+    at      TEXT NOT NULL,
+    user_id TEXT,
+    key_id  TEXT,
+    action  TEXT NOT NULL,
+    app_id  TEXT,
+    target  TEXT,
+    ip      TEXT,
+    status  INTEGER NOT NULL
+);
+CREATE INDEX audit_app ON audit_log (app_id, id);
