@@ -78,9 +78,9 @@ fn latency_row(out: &mut String, row: &Row, baseline: &Row) {
 fn latency_table(out: &mut String, r: &Results) {
     out.push_str("### Throughput and latency (SQLite, default executor threads)\n\n");
     out.push_str(
-        "| scenario | req/s | vs baseline | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n",
+        "| scenario | req/s | vs baseline | server CPU µs/req | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in [&r.baseline, &r.host, &r.path] {
         latency_row(out, row, &r.baseline);
     }
