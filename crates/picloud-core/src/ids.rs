@@ -20,12 +20,7 @@ static LAST: Mutex<u128> = Mutex::new(0);
 
 fn new_body() -> String {
     let millis = u128::try_from(chrono::Utc::now().timestamp_millis().max(0)).unwrap_or(0);
-    let mut random = [0u8; 10];
-    rand::thread_rng().fill_bytes(&mut random);
-    let mut value = (millis & ((1 << 48) - 1)) << 80;
-    for (i, byte) in random.iter().enumerate() {
-        value |= u128::from(*byte) << (8 * (9 - i));
-    }
+    let mut value = body_value(millis);
     {
         let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if value <= *last {
@@ -33,12 +28,31 @@ fn new_body() -> String {
         }
         *last = value;
     }
+    encode(value)
+}
+
+/// 48 bits of milliseconds, then 80 random bits.
+fn body_value(millis: u128) -> u128 {
+    let mut random = [0u8; 10];
+    rand::thread_rng().fill_bytes(&mut random);
+    let mut value = (millis & ((1 << 48) - 1)) << 80;
+    for (i, byte) in random.iter().enumerate() {
+        value |= u128::from(*byte) << (8 * (9 - i));
+    }
+    value
+}
+
+fn encode(mut value: u128) -> String {
     let mut out = [0u8; BODY_LEN];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(value & 31) as usize];
         value >>= 5;
     }
     out.iter().map(|b| char::from(*b)).collect()
+}
+
+fn millis_of(time: chrono::DateTime<chrono::Utc>) -> u128 {
+    u128::try_from(time.timestamp_millis().max(0)).unwrap_or(0)
 }
 
 fn valid_body(body: &str) -> bool {
@@ -66,6 +80,25 @@ macro_rules! define_id {
 
             pub fn new() -> Self {
                 Self(format!("{}_{}", $prefix, new_body()))
+            }
+
+            /// An id minted at `time` (for records made with a known start time).
+            pub fn at(time: chrono::DateTime<chrono::Utc>) -> Self {
+                Self(format!(
+                    "{}_{}",
+                    $prefix,
+                    encode(body_value(millis_of(time)))
+                ))
+            }
+
+            /// The smallest id of this kind minted at `time`: every id minted earlier
+            /// sorts below it, so ids double as a time index.
+            pub fn lower_bound(time: chrono::DateTime<chrono::Utc>) -> String {
+                format!(
+                    "{}_{}",
+                    $prefix,
+                    encode((millis_of(time) & ((1 << 48) - 1)) << 80)
+                )
             }
 
             /// Parses an id received from outside; rejects other kinds and garbage.
@@ -151,6 +184,18 @@ mod tests {
         assert!(ScriptId::parse(id.as_str()).is_err());
         assert!(AppId::parse("shop").is_err());
         assert!(AppId::parse("app_UPPERCASEISNOTALLOWED0000").is_err());
+    }
+
+    #[test]
+    fn ids_double_as_a_time_index() {
+        let t = chrono::Utc::now() - chrono::Duration::days(3);
+        let before = ExecutionId::at(t - chrono::Duration::milliseconds(1));
+        let bound = ExecutionId::lower_bound(t);
+        let at = ExecutionId::at(t);
+        assert!(before.as_str() < bound.as_str());
+        assert!(bound.as_str() <= at.as_str());
+        assert!(at < ExecutionId::new());
+        assert!(ExecutionId::parse(&bound).is_ok());
     }
 
     #[test]

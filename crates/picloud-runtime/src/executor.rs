@@ -7,16 +7,18 @@
 //! global (no more runs than threads). A request waits for both at most
 //! `queue_timeout`, then is refused: a flood queues briefly, never without bound.
 //!
-//! The hand-off is one channel send and one oneshot reply; because the gate never
-//! admits more jobs than threads, the channel never holds a backlog.
+//! The hand-off is a queue push (waking one parked thread) and a oneshot reply; because
+//! the gate never admits more jobs than threads, the queue never holds a backlog. Idle
+//! threads park at once instead of spinning: on a small machine, spinning script
+//! threads steal the CPU the async workers need.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use picloud_core::config::ExecutorConfig;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -39,8 +41,32 @@ pub enum ExecError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Jobs waiting for a thread; threads wait on `ready`.
+#[derive(Default)]
+struct JobQueue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+impl JobQueue {
+    fn push(&self, job: Job) {
+        self.jobs.lock().push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn pop(&self) -> Job {
+        let mut jobs = self.jobs.lock();
+        loop {
+            if let Some(job) = jobs.pop_front() {
+                return job;
+            }
+            self.ready.wait(&mut jobs);
+        }
+    }
+}
+
 pub struct Executor {
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: Arc<JobQueue>,
     global: Arc<Semaphore>,
     apps: Mutex<HashMap<String, Arc<Semaphore>>>,
     app_limit: usize,
@@ -51,23 +77,23 @@ pub struct Executor {
 
 impl Executor {
     pub fn start(config: &ExecutorConfig) -> Arc<Self> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let jobs = Arc::new(JobQueue::default());
         for i in 0..config.threads {
-            let rx = rx.clone();
+            let queue = jobs.clone();
+            // The threads live as long as the process: a closed executor admits no
+            // more jobs, so they simply stay parked.
             let spawned = std::thread::Builder::new()
                 .name(format!("picloud-script-{i}"))
                 .stack_size(SCRIPT_THREAD_STACK_BYTES)
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        job();
-                    }
+                .spawn(move || loop {
+                    queue.pop()();
                 });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "could not start a script thread");
             }
         }
         Arc::new(Self {
-            jobs: tx,
+            jobs,
             global: Arc::new(Semaphore::new(config.threads)),
             apps: Mutex::new(HashMap::new()),
             app_limit: config.app_max_concurrency.clamp(1, config.threads.max(1)),
@@ -91,7 +117,7 @@ impl Executor {
             drop(permits);
             let _ = reply.send(out);
         });
-        self.jobs.send(job).map_err(|_| ExecError::ShutDown)?;
+        self.jobs.push(job);
         match result.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(ExecError::Panicked),

@@ -82,13 +82,14 @@ mod tests {
             .expect("app");
         let old = picloud_core::now() - chrono::Duration::days(30);
         let records: Vec<Execution> = (0..2_500)
-            .map(|i| Execution {
-                id: ExecutionId::new(),
+            .map(|i| if i < 2_499 { old } else { picloud_core::now() })
+            .map(|started_at| Execution {
+                id: ExecutionId::at(started_at),
                 app_id: app.id.clone(),
                 script_id: ScriptId::new(),
                 source: ExecutionSource::Http,
                 status: ExecutionStatus::Ok,
-                started_at: if i < 2_499 { old } else { picloud_core::now() },
+                started_at,
                 duration_ms: 1,
                 logs: Vec::new(),
                 error: None,

@@ -191,9 +191,9 @@ impl ExecutionStore for PostgresStore {
     ) -> StoreResult<u64> {
         sqlx::query(
             "DELETE FROM executions WHERE id IN \
-             (SELECT id FROM executions WHERE started_at < $1 LIMIT $2)",
+             (SELECT id FROM executions WHERE id < $1 LIMIT $2)",
         )
-        .bind(cutoff)
+        .bind(ExecutionId::lower_bound(cutoff))
         .bind(i64::from(limit))
         .execute(&self.pool)
         .await

@@ -8,6 +8,9 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
 
+/// Rows per INSERT: 10 parameters each, well under SQLite's 32,766-parameter limit.
+const ROWS_PER_INSERT: usize = 256;
+
 const COLUMNS: &str =
     "id, app_id, script_id, source, status, started_at, duration_ms, logs, error, error_line";
 
@@ -35,27 +38,32 @@ impl ExecutionStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
+        // One multi-row statement per chunk: each statement is a round trip to the
+        // connection's worker thread, which cost more than SQLite's own work.
         let mut tx = self.writer.begin().await.map_err(db_err)?;
-        for e in batch {
-            let logs = serde_json::to_string(&e.logs).map_err(StoreError::other)?;
-            sqlx::query(&format!(
-                "INSERT INTO executions ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-                 WHERE EXISTS (SELECT 1 FROM apps WHERE id = ?) ON CONFLICT (id) DO NOTHING"
-            ))
-            .bind(e.id.as_str())
-            .bind(e.app_id.as_str())
-            .bind(e.script_id.as_str())
-            .bind(e.source.as_str())
-            .bind(e.status.as_str())
-            .bind(ts(e.started_at))
-            .bind(i64::try_from(e.duration_ms).unwrap_or(i64::MAX))
-            .bind(logs)
-            .bind(&e.error)
-            .bind(e.error_line.map(i64::from))
-            .bind(e.app_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO executions ({COLUMNS}) \
+                 SELECT v.* FROM (VALUES {rows}) AS v \
+                 WHERE v.column2 IN (SELECT id FROM apps) ON CONFLICT (id) DO NOTHING"
+            );
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                let logs = serde_json::to_string(&e.logs).map_err(StoreError::other)?;
+                query = query
+                    .bind(e.id.as_str())
+                    .bind(e.app_id.as_str())
+                    .bind(e.script_id.as_str())
+                    .bind(e.source.as_str())
+                    .bind(e.status.as_str())
+                    .bind(ts(e.started_at))
+                    .bind(i64::try_from(e.duration_ms).unwrap_or(i64::MAX))
+                    .bind(logs)
+                    .bind(&e.error)
+                    .bind(e.error_line.map(i64::from));
+            }
+            query.execute(&mut *tx).await.map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)
     }
@@ -110,9 +118,9 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<u64> {
         sqlx::query(
             "DELETE FROM executions WHERE id IN \
-             (SELECT id FROM executions WHERE started_at < ? LIMIT ?)",
+             (SELECT id FROM executions WHERE id < ? LIMIT ?)",
         )
-        .bind(ts(cutoff))
+        .bind(ExecutionId::lower_bound(cutoff))
         .bind(i64::from(limit))
         .execute(&self.writer)
         .await

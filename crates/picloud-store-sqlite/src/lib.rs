@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "identity",
         include_str!("../migrations/0002_identity.sql"),
     ),
+    (
+        3,
+        "executions by id",
+        include_str!("../migrations/0003_executions_by_id.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

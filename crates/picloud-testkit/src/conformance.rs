@@ -70,13 +70,14 @@ fn execution(
     status: ExecutionStatus,
     minutes_ago: i64,
 ) -> Execution {
+    let started_at = picloud_core::now() - Duration::minutes(minutes_ago);
     Execution {
-        id: ExecutionId::new(),
+        id: ExecutionId::at(started_at),
         app_id: app.clone(),
         script_id: script.clone(),
         source: ExecutionSource::Http,
         status,
-        started_at: picloud_core::now() - Duration::minutes(minutes_ago),
+        started_at,
         duration_ms: 3,
         logs: vec![LogLine {
             level: LogLevel::Info,
