@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use picloud_core::config::ScriptLimits;
 use picloud_script::{
-    AppRef, PrincipalInput, RequestBody, RequestInput, RouteResponse, RunInput,
-    RunReport, ScriptEngine, ScriptRef,
+    AppRef, PrincipalInput, RequestBody, RequestInput, RouteResponse, RunInput, RunReport,
+    ScriptEngine, ScriptRef,
 };
 
 /// Mirrors `picloud_runtime::executor::SCRIPT_THREAD_STACK_BYTES` (not depended on:
@@ -20,38 +20,43 @@ pub const SCRIPT_THREAD_STACK_BYTES: usize = 256 << 20;
 
 /// Wall-clock budget of one fuzzed run: 200 ms, or `PICLOUD_FUZZ_TIMEOUT_MS` (for
 /// triage; production routes get 5 s).
-pub static RUN_TIMEOUT: LazyLock<Duration> = LazyLock::new(|| {
-    let ms = std::env::var("PICLOUD_FUZZ_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    Duration::from_millis(ms)
-});
+pub static RUN_TIMEOUT: LazyLock<Duration> =
+    LazyLock::new(|| Duration::from_millis(env_number("PICLOUD_FUZZ_TIMEOUT_MS").unwrap_or(200)));
 
 /// How far past its deadline a run may end before the harness calls it a finding: a
 /// native function that ignores the deadline holds a script thread that long. Generous,
 /// because coverage instrumentation slows everything; `PICLOUD_FUZZ_OVERRUN_MS` to change.
-static MAX_OVERRUN: LazyLock<Duration> = LazyLock::new(|| {
-    let ms = std::env::var("PICLOUD_FUZZ_OVERRUN_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000);
-    Duration::from_millis(ms)
-});
+static MAX_OVERRUN: LazyLock<Duration> =
+    LazyLock::new(|| Duration::from_millis(env_number("PICLOUD_FUZZ_OVERRUN_MS").unwrap_or(3_000)));
+
+/// A number from the environment (triage knobs only; fuzzing uses the defaults).
+fn env_number<T: std::str::FromStr>(var: &str) -> Option<T> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
+}
 
 /// The engine exactly as production builds it: default limits, whole stdlib.
-pub static ENGINE: LazyLock<ScriptEngine> =
-    LazyLock::new(|| ScriptEngine::new(ScriptLimits::default(), 16));
+/// `PICLOUD_FUZZ_MAX_OPERATIONS` overrides the operations limit, for triage.
+pub static ENGINE: LazyLock<ScriptEngine> = LazyLock::new(|| {
+    let mut limits = ScriptLimits::default();
+    if let Some(ops) = env_number("PICLOUD_FUZZ_MAX_OPERATIONS") {
+        limits.max_operations = ops;
+    }
+    ScriptEngine::new(limits, 16)
+});
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// One long-lived script thread, like the executor's pool threads. A panic on it goes
 /// through libfuzzer-sys's panic hook, which aborts: it is reported as a crash.
+/// `PICLOUD_FUZZ_STACK_MB` changes its stack size, for triage.
 static WORKER: LazyLock<Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
     let (tx, rx) = mpsc::channel::<Job>();
     thread::Builder::new()
         .name("picloud-script-fuzz".into())
-        .stack_size(SCRIPT_THREAD_STACK_BYTES)
+        .stack_size(
+            env_number::<usize>("PICLOUD_FUZZ_STACK_MB")
+                .map_or(SCRIPT_THREAD_STACK_BYTES, |mb| mb << 20),
+        )
         .spawn(move || {
             for job in rx {
                 job();

@@ -13,7 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use common::{check_report, default_run_input, on_script_thread, ENGINE, RUN_TIMEOUT};
 
 /// `PICLOUD_FUZZ_VERBOSE=1`: print each input's outcome (for triage and seed checks).
-static VERBOSE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("PICLOUD_FUZZ_VERBOSE").is_some());
+static VERBOSE: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("PICLOUD_FUZZ_VERBOSE").is_some());
 
 fuzz_target!(|data: &[u8]| {
     let Ok(source) = std::str::from_utf8(data) else {
@@ -26,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(ast) => ast,
             Err(e) => {
                 if *VERBOSE {
-                    eprintln!("compile error: {e} (line {:?}, column {:?})", e.line, e.column);
+                    eprintln!(
+                        "compile error: {e} (line {:?}, column {:?})",
+                        e.line, e.column
+                    );
                 }
                 return;
             }

@@ -31,6 +31,11 @@ pub(crate) fn build(limits: &ScriptLimits) -> Engine {
     engine.set_max_strings_interned(1_024);
 
     engine.disable_symbol("eval");
+    // Curried arguments are invisible to the size limits, and `f = f.curry(f)` doubles
+    // a value per operation: 40 operations ask for terabytes and the process dies.
+    // Closures still capture variables (Rhai curries those internally, not through
+    // this keyword).
+    engine.disable_symbol("curry");
 
     engine.on_progress(|ops| {
         if ops % CLOCK_CHECK_EVERY != 0 {
@@ -52,4 +57,32 @@ pub(crate) fn build(limits: &ScriptLimits) -> Engine {
 
     stdlib::register(&mut engine);
     engine
+}
+
+#[cfg(test)]
+mod tests {
+    use rhai::INT;
+
+    use crate::stdlib::test_support::{engine, eval};
+
+    /// Found while fuzzing: curried arguments escape the size limits, so doubling a
+    /// function pointer into itself reached gigabytes in a few dozen operations.
+    #[test]
+    fn curry_is_disabled() {
+        for script in [
+            r#"let f = Fn("x"); for i in 0..40 { f = f.curry(f); } 1"#,
+            r#"let f = Fn("x"); curry(f, f)"#,
+        ] {
+            assert!(engine().compile(script).is_err(), "{script}");
+        }
+        // Closures still capture variables.
+        assert_eq!(
+            eval::<INT>("let n = 2; let f = |x| x * n; [1, 2].map(f).reduce(|a, b| a + b, 0)"),
+            6
+        );
+        assert_eq!(
+            eval::<INT>("let count = 0; let inc = || count += 1; inc.call(); inc.call(); count"),
+            2
+        );
+    }
 }
