@@ -63,6 +63,7 @@ settings! {
     "PICLOUD_SCRIPT_MAX_STRING_BYTES" => "largest string a script builds [default: 1048576]",
     "PICLOUD_SCRIPT_MAX_ARRAY_LEN" => "largest array a script builds [default: 100000]",
     "PICLOUD_SCRIPT_MAX_MAP_LEN" => "largest map a script builds [default: 100000]",
+    "PICLOUD_SCRIPT_MAX_MEMORY_BYTES" => "memory one run may hold [default: 134217728]",
     "PICLOUD_TRIGGER_TIMEOUT_MS" => "wall-clock limit of trigger runs [default: 30000]",
     "PICLOUD_SCRIPT_CACHE_SIZE" => "compiled scripts kept [default: 256]",
     "PICLOUD_MODULE_CACHE_SIZE" => "compiled modules kept [default: 512]",
@@ -103,6 +104,8 @@ pub struct ScriptLimits {
     pub max_string_bytes: usize,
     pub max_array_len: usize,
     pub max_map_len: usize,
+    /// Net bytes one run may allocate (counted by the binary's allocator).
+    pub max_memory_bytes: usize,
     pub max_log_lines: usize,
 }
 
@@ -117,6 +120,7 @@ impl Default for ScriptLimits {
             max_string_bytes: 1 << 20,
             max_array_len: 100_000,
             max_map_len: 100_000,
+            max_memory_bytes: 128 << 20,
             max_log_lines: 100,
         }
     }
@@ -354,6 +358,11 @@ impl Config {
                 d.max_map_len,
                 1,
                 MAX_COLLECTION_LEN,
+            )?,
+            max_memory_bytes: src.number(
+                "PICLOUD_SCRIPT_MAX_MEMORY_BYTES",
+                d.max_memory_bytes,
+                1 << 20,
             )?,
             max_log_lines: src.number("PICLOUD_EXECUTION_LOG_MAX_LINES", d.max_log_lines, 0)?,
         };

@@ -170,6 +170,9 @@ define_id!(SessionId, "ses", "session");
 define_id!(EventId, "evt", "event");
 define_id!(ApiKeyId, "key", "API key");
 define_id!(AuditId, "aud", "audit entry");
+define_id!(TriggerId, "trg", "trigger");
+define_id!(DeadLetterId, "dlq", "dead letter");
+define_id!(AbandonedId, "abn", "abandoned execution");
 
 #[cfg(test)]
 mod tests {

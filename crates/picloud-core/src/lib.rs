@@ -9,7 +9,8 @@ pub mod route_pattern;
 pub mod route_trie;
 
 pub use ids::{
-    ApiKeyId, AppId, AuditId, EventId, ExecutionId, RouteId, ScriptId, SessionId, UserId,
+    AbandonedId, ApiKeyId, AppId, AuditId, DeadLetterId, EventId, ExecutionId, RouteId, ScriptId,
+    SessionId, TriggerId, UserId,
 };
 
 /// The current time, truncated to microseconds: the precision both databases keep, so

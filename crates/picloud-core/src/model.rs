@@ -125,6 +125,36 @@ string_enum!(
     LogLevel { Trace = "trace", Info = "info", Warn = "warn", Error = "error" }
 );
 
+string_enum!(
+    /// What a trigger listens to. Adding a kind: a variant here, a detail table, an
+    /// event shape and a matcher.
+    TriggerKind { Kv = "kv", DeadLetter = "dead_letter" }
+);
+
+impl TriggerKind {
+    /// The event source its runs report (`ctx.event.source`, execution `source`).
+    pub fn source(self) -> ExecutionSource {
+        match self {
+            TriggerKind::Kv => ExecutionSource::Kv,
+            TriggerKind::DeadLetter => ExecutionSource::DeadLetter,
+        }
+    }
+}
+
+string_enum!(
+    /// A change to a KV entry.
+    KvOp { Set = "set", Delete = "delete" }
+);
+
+string_enum!(
+    /// What became of a dead letter; `None` while it is open.
+    Resolution {
+        Resolved = "resolved",
+        Replayed = "replayed",
+        HandlerFailed = "handler_failed",
+    }
+);
+
 /// Rules for an app slug: `^[a-z][a-z0-9-]{1,62}$`.
 pub fn validate_slug(slug: &str) -> Result<(), &'static str> {
     let bytes = slug.as_bytes();

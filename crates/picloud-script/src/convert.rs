@@ -50,9 +50,6 @@ fn to_json(value: &Dynamic, depth: usize) -> Result<Value, NotJson> {
             "value is nested deeper than {MAX_JSON_DEPTH} levels"
         )));
     }
-    if value.is_shared() {
-        return to_json(&value.flatten_clone(), depth);
-    }
     if value.is_unit() {
         return Ok(Value::Null);
     }

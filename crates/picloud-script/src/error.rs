@@ -31,6 +31,7 @@ pub enum Limit {
     DataSize,
     Variables,
     Modules,
+    Memory,
 }
 
 impl Limit {
@@ -41,6 +42,7 @@ impl Limit {
             Limit::DataSize => "a value grew past the size limit",
             Limit::Variables => "too many variables",
             Limit::Modules => "too many modules imported",
+            Limit::Memory => "the run holds more memory than it may",
         }
     }
 }
@@ -91,6 +93,7 @@ impl ScriptFailure {
 }
 
 pub(crate) const TIMEOUT_TOKEN: &str = "picloud:timeout";
+pub(crate) const MEMORY_TOKEN: &str = "picloud:memory";
 
 fn position(pos: Position) -> (Option<u32>, Option<u32>) {
     let to_u32 = |v: Option<usize>| v.and_then(|v| u32::try_from(v).ok());
@@ -114,6 +117,11 @@ pub(crate) fn classify(err: &EvalAltResult) -> ScriptFailure {
         {
             FailureKind::Timeout
         }
+        EvalAltResult::ErrorTerminated(token, _)
+            if token.clone().into_string().ok().as_deref() == Some(MEMORY_TOKEN) =>
+        {
+            FailureKind::LimitExceeded(Limit::Memory)
+        }
         EvalAltResult::ErrorTooManyOperations(_) => FailureKind::LimitExceeded(Limit::Operations),
         EvalAltResult::ErrorStackOverflow(_) => FailureKind::LimitExceeded(Limit::CallDepth),
         EvalAltResult::ErrorDataTooLarge(..) => FailureKind::LimitExceeded(Limit::DataSize),
@@ -131,6 +139,7 @@ pub(crate) fn classify(err: &EvalAltResult) -> ScriptFailure {
     }
     let message = match (kind, inner) {
         (FailureKind::Timeout, _) => "wall-clock time limit exceeded".to_owned(),
+        (FailureKind::LimitExceeded(Limit::Memory), _) => "memory limit exceeded".to_owned(),
         (FailureKind::Forbidden, EvalAltResult::ErrorRuntime(value, _)) => value
             .read_lock::<crate::Forbidden>()
             .map(|f| f.to_string())

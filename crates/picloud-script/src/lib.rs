@@ -123,6 +123,7 @@ impl ScriptEngine {
         let started = Instant::now();
         let run_state = state::RunState {
             deadline: started + timeout,
+            max_memory: self.limits.max_memory_bytes,
             logs: Vec::new(),
             max_logs: self.limits.max_log_lines,
             dropped_logs: 0,

@@ -53,11 +53,6 @@ fn header_value(value: &Dynamic) -> String {
 }
 
 pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure> {
-    let value = if value.is_shared() {
-        value.flatten_clone()
-    } else {
-        value
-    };
     if value.is_unit() {
         return Ok(RouteResponse {
             status: 204,

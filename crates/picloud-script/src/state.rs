@@ -5,7 +5,7 @@
 //! executor thread installs a [`RunState`] for the duration of a run; SDK functions
 //! and the engine's progress/print callbacks read it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +23,7 @@ pub struct CapturedLog {
 
 pub(crate) struct RunState {
     pub deadline: Instant,
+    pub max_memory: usize,
     pub logs: Vec<CapturedLog>,
     pub max_logs: usize,
     pub dropped_logs: usize,
@@ -30,6 +31,15 @@ pub(crate) struct RunState {
 
 thread_local! {
     static CURRENT: RefCell<Option<RunState>> = const { RefCell::new(None) };
+    /// (allocation count at the start of the run, bytes the run may add); read on
+    /// every operation, so kept apart from `CURRENT` and cheap.
+    static MEMORY: Cell<(isize, isize)> = const { Cell::new((0, isize::MAX)) };
+}
+
+/// Whether the current run holds more memory than it may.
+pub(crate) fn memory_exceeded() -> bool {
+    let (base, max) = MEMORY.with(Cell::get);
+    picloud_alloc::thread_allocated().saturating_sub(base) > max
 }
 
 /// Installs `state` for the closure's duration and returns what the run left in it.
@@ -38,8 +48,11 @@ pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunStat
     impl Drop for Reset {
         fn drop(&mut self) {
             CURRENT.with(|c| c.borrow_mut().take());
+            MEMORY.with(|m| m.set((0, isize::MAX)));
         }
     }
+    let max = isize::try_from(state.max_memory).unwrap_or(isize::MAX);
+    MEMORY.with(|m| m.set((picloud_alloc::thread_allocated(), max)));
     CURRENT.with(|c| *c.borrow_mut() = Some(state));
     let reset = Reset;
     let out = f();

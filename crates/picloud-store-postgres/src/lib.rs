@@ -6,6 +6,7 @@
 
 mod apps;
 mod audit;
+mod events_stub;
 mod executions;
 mod keys;
 mod members;

@@ -4,13 +4,18 @@
 //! in-process writers queue instead of spinning on `SQLITE_BUSY`; reads use a separate
 //! pool and never wait for writers.
 
+mod abandoned;
 mod apps;
 mod audit;
+mod dead_letters;
+mod events;
 mod executions;
 mod keys;
+mod kv;
 mod members;
 mod routes;
 mod scripts;
+mod triggers;
 mod users;
 
 use std::borrow::Cow;
@@ -44,6 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "executions by id",
         include_str!("../migrations/0003_executions_by_id.sql"),
     ),
+    (4, "events", include_str!("../migrations/0004_events.sql")),
 ];
 
 fn migrator() -> Migrator {

@@ -4,6 +4,7 @@
 //! Backends own their SQL and migrations; nothing here knows a dialect. The same
 //! conformance suite (`picloud-testkit`) runs against every implementation.
 
+pub mod events;
 pub mod models;
 pub mod page;
 
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
 use picloud_core::{ApiKeyId, AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
+pub use events::*;
 pub use models::*;
 pub use page::{Cursor, Page, PageRequest};
 
@@ -196,6 +198,11 @@ pub trait Store:
     + MemberStore
     + ApiKeyStore
     + AuditStore
+    + KvStore
+    + TriggerStore
+    + EventStore
+    + DeadLetterStore
+    + AbandonedStore
     + Send
     + Sync
 {

@@ -8,32 +8,35 @@
 
 pub mod app;
 pub mod conformance;
+pub mod conformance_events;
 pub mod db;
 
 pub use app::{Backend, TestApp};
 
-/// Generates one `#[tokio::test]` per conformance case and backend:
-/// `sqlite::<case>` and `postgres::<case>`.
+/// Generates one `#[tokio::test]` per conformance case (a function of the module named
+/// first) and backend: `<module>::sqlite::<case>` and `<module>::postgres::<case>`.
 #[macro_export]
 macro_rules! store_conformance {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = $crate::db::TestDb::sqlite().await;
-                    $crate::conformance::$case(db.store()).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let Some(db) = $crate::db::TestDb::postgres().await else { return };
-                    $crate::conformance::$case(db.store()).await;
-                }
-            )+
+    ($module:ident: $($case:ident),+ $(,)?) => {
+        mod $module {
+            mod sqlite {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        let db = $crate::db::TestDb::sqlite().await;
+                        $crate::$module::$case(db.store()).await;
+                    }
+                )+
+            }
+            mod postgres {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        let Some(db) = $crate::db::TestDb::postgres().await else { return };
+                        $crate::$module::$case(db.store()).await;
+                    }
+                )+
+            }
         }
     };
 }

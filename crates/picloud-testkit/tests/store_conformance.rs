@@ -1,6 +1,7 @@
 //! The same store tests against SQLite and PostgreSQL.
 
 picloud_testkit::store_conformance!(
+    conformance:
     apps_crud,
     apps_paginate,
     delete_app_removes_everything_it_owns,
@@ -13,4 +14,15 @@ picloud_testkit::store_conformance!(
     members_roles,
     api_keys_lifecycle,
     audit_log_appends_and_filters,
+);
+
+picloud_testkit::store_conformance!(
+    conformance_events:
+    kv_crud_and_listing,
+    triggers_belong_to_their_app,
+    writes_and_events_commit_together,
+    claims_leases_and_fencing,
+    dead_letters_fire_replay_and_resolve,
+    abandoned_runs_are_kept_for_forensics,
+    deleting_a_script_drops_its_pending_deliveries,
 );

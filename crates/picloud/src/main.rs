@@ -7,6 +7,11 @@ use picloud_core::config::{Config, LogFormat, SETTINGS};
 use picloud_core::crypto;
 use picloud_store::NewUser;
 
+/// Counts allocations per thread, so a script run that holds too much memory is stopped
+/// (`PICLOUD_SCRIPT_MAX_MEMORY_BYTES`).
+#[global_allocator]
+static ALLOCATOR: picloud_alloc::CountingAllocator = picloud_alloc::CountingAllocator;
+
 fn cli() -> Command {
     let mut cmd = Command::new("picloud")
         .about("A self-hosted serverless backend in one binary")

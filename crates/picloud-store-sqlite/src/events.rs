@@ -1,0 +1,295 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_core::model::ExecutionSource;
+use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
+use picloud_store::{
+    dead_letter_event, DeadLetter, EventStore, NewEvent, OutboxEvent, RetryPolicy, StoreError,
+    StoreResult,
+};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+
+use crate::dead_letters::insert_dead_letter;
+use crate::triggers::dead_letter_targets;
+use crate::{col, col_enum, col_ts, db_err, map_err, ts, SqliteStore};
+
+const COLUMNS: &str = "id, app_id, trigger_id, script_id, source, payload, attempt, max_attempts, \
+     base_delay_ms, max_delay_ms, depth, due_at, lease_version, replay_of, created_at";
+
+fn u32_col(row: &SqliteRow, name: &str) -> StoreResult<u32> {
+    let v: i64 = col(row, name)?;
+    Ok(u32::try_from(v).unwrap_or(0))
+}
+
+fn u64_col(row: &SqliteRow, name: &str) -> StoreResult<u64> {
+    let v: i64 = col(row, name)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+pub(crate) fn outbox_event(row: &SqliteRow) -> StoreResult<OutboxEvent> {
+    let payload: String = col(row, "payload")?;
+    let trigger_id: Option<String> = col(row, "trigger_id")?;
+    let replay_of: Option<String> = col(row, "replay_of")?;
+    Ok(OutboxEvent {
+        id: EventId::from_trusted(col(row, "id")?),
+        app_id: AppId::from_trusted(col(row, "app_id")?),
+        trigger_id: trigger_id.map(TriggerId::from_trusted),
+        script_id: ScriptId::from_trusted(col(row, "script_id")?),
+        source: col_enum(row, "source")?,
+        payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
+        attempt: u32_col(row, "attempt")?,
+        retry: RetryPolicy {
+            max_attempts: u32_col(row, "max_attempts")?,
+            base_delay_ms: u64_col(row, "base_delay_ms")?,
+            max_delay_ms: u64_col(row, "max_delay_ms")?,
+        },
+        depth: u32_col(row, "depth")?,
+        due_at: col_ts(row, "due_at")?,
+        lease_version: col(row, "lease_version")?,
+        replay_of: replay_of.map(DeadLetterId::from_trusted),
+        created_at: col_ts(row, "created_at")?,
+    })
+}
+
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Queues one delivery inside the caller's transaction.
+pub(crate) async fn insert_event(
+    conn: &mut SqliteConnection,
+    e: &NewEvent,
+    replay_of: Option<&DeadLetterId>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox (id, app_id, trigger_id, script_id, source, payload, attempt, \
+         max_attempts, base_delay_ms, max_delay_ms, depth, due_at, replay_of, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.id.as_str())
+    .bind(e.app_id.as_str())
+    .bind(e.trigger_id.as_ref().map(TriggerId::as_str))
+    .bind(e.script_id.as_str())
+    .bind(e.source.as_str())
+    .bind(e.payload.to_string())
+    .bind(i64::from(e.retry.max_attempts))
+    .bind(big(e.retry.base_delay_ms))
+    .bind(big(e.retry.max_delay_ms))
+    .bind(i64::from(e.depth))
+    .bind(ts(e.due_at))
+    .bind(replay_of.map(DeadLetterId::as_str))
+    .bind(ts(picloud_core::now()))
+    .execute(&mut *conn)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => map_err(err, "that event is already queued"),
+    })?;
+    Ok(())
+}
+
+/// The claimed row `id` if `version` is still its claim.
+async fn claimed(
+    conn: &mut SqliteConnection,
+    id: &EventId,
+    version: i64,
+) -> StoreResult<Option<OutboxEvent>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE id = ? AND lease_version = ?"
+    ))
+    .bind(id.as_str())
+    .bind(version)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    row.as_ref().map(outbox_event).transpose()
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()> {
+        let mut conn = self.writer.acquire().await.map_err(db_err)?;
+        insert_event(&mut conn, &new, None).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        let until =
+            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+        let rows = sqlx::query(&format!(
+            "UPDATE outbox SET claimed_until = ?, lease_version = lease_version + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE due_at <= ? \
+             AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY due_at LIMIT ?) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(ts(until))
+        .bind(ts(now))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(db_err)?;
+        let mut events = rows
+            .iter()
+            .map(outbox_event)
+            .collect::<StoreResult<Vec<_>>>()?;
+        events.sort_by(|a, b| a.due_at.cmp(&b.due_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(events)
+    }
+
+    async fn extend_lease(
+        &self,
+        id: &EventId,
+        version: i64,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        sqlx::query("UPDATE outbox SET claimed_until = ? WHERE id = ? AND lease_version = ?")
+            .bind(ts(until))
+            .bind(id.as_str())
+            .bind(version)
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db_err)
+    }
+
+    async fn complete_event(&self, id: &EventId, version: i64) -> StoreResult<bool> {
+        sqlx::query("DELETE FROM outbox WHERE id = ? AND lease_version = ?")
+            .bind(id.as_str())
+            .bind(version)
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db_err)
+    }
+
+    async fn retry_event(
+        &self,
+        id: &EventId,
+        version: i64,
+        attempt: u32,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        sqlx::query(
+            "UPDATE outbox SET attempt = ?, due_at = ?, claimed_until = NULL \
+             WHERE id = ? AND lease_version = ?",
+        )
+        .bind(i64::from(attempt))
+        .bind(ts(due_at))
+        .bind(id.as_str())
+        .bind(version)
+        .execute(&self.writer)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(db_err)
+    }
+
+    async fn dead_letter_event(
+        &self,
+        id: &EventId,
+        version: i64,
+        error: &str,
+        max_depth: u32,
+    ) -> StoreResult<Option<DeadLetter>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let Some(event) = claimed(&mut tx, id, version).await? else {
+            return Ok(None);
+        };
+        let dl = insert_dead_letter(&mut tx, &event, error).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        // Dead-letter handlers never produce dead letters of their own.
+        let depth = event.depth + 1;
+        if event.source != ExecutionSource::DeadLetter && depth <= max_depth {
+            let payload = dead_letter_event(&dl);
+            for target in dead_letter_targets(&mut tx, &event.app_id).await? {
+                let new = NewEvent {
+                    id: EventId::new(),
+                    app_id: event.app_id.clone(),
+                    trigger_id: Some(target.trigger_id),
+                    script_id: target.script_id,
+                    source: ExecutionSource::DeadLetter,
+                    payload: payload.clone(),
+                    retry: RetryPolicy::ONCE,
+                    depth,
+                    due_at: picloud_core::now(),
+                };
+                insert_event(&mut tx, &new, None).await?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(dl))
+    }
+
+    async fn fail_dead_letter_handler(
+        &self,
+        id: &EventId,
+        version: i64,
+        dead_letter: &DeadLetterId,
+    ) -> StoreResult<bool> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let deleted = sqlx::query("DELETE FROM outbox WHERE id = ? AND lease_version = ?")
+            .bind(id.as_str())
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if deleted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE dead_letters SET resolution = 'handler_failed' WHERE id = ? AND resolution IS NULL")
+            .bind(dead_letter.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn release_claims(&self) -> StoreResult<u64> {
+        sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db_err)
+    }
+
+    async fn next_event_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let due: Option<String> =
+            sqlx::query_scalar("SELECT MIN(due_at) FROM outbox WHERE claimed_until IS NULL")
+                .fetch_one(&self.writer)
+                .await
+                .map_err(db_err)?;
+        due.map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(StoreError::other)
+        })
+        .transpose()
+    }
+
+    async fn count_events(&self, app: &AppId) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE app_id = ?")
+            .bind(app.as_str())
+            .fetch_one(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,232 @@
+use async_trait::async_trait;
+use picloud_core::model::KvOp;
+use picloud_core::{AppId, EventId};
+use picloud_store::{
+    kv_event, EventCause, KvEntry, KvStore, NewEvent, Page, PageRequest, StoreError, StoreResult,
+    WriteOutcome,
+};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+
+use crate::events::insert_event;
+use crate::triggers::kv_targets;
+use crate::{col, col_ts, db_err, ts, SqliteStore};
+
+fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
+    let value: String = col(row, "value")?;
+    Ok(KvEntry {
+        collection: col(row, "collection")?,
+        key: col(row, "key")?,
+        value: serde_json::from_str(&value).map_err(StoreError::other)?,
+        created_at: col_ts(row, "created_at")?,
+        updated_at: col_ts(row, "updated_at")?,
+    })
+}
+
+/// The smallest string greater than every string starting with `prefix`, if any.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+async fn previous(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    key: &str,
+) -> StoreResult<Option<Value>> {
+    let prev: Option<String> = sqlx::query_scalar(
+        "SELECT value FROM kv_entries WHERE app_id = ? AND collection = ? AND key = ?",
+    )
+    .bind(app.as_str())
+    .bind(collection)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    prev.map(|p| serde_json::from_str(&p).map_err(StoreError::other))
+        .transpose()
+}
+
+/// Queues an event per matching trigger; part of the write's transaction.
+async fn emit(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    op: KvOp,
+    payload: Value,
+    cause: &EventCause,
+    outcome: &mut WriteOutcome,
+) -> StoreResult<()> {
+    let targets = kv_targets(conn, app, collection, op, cause.default_retry).await?;
+    let Some(depth) = cause.child_depth() else {
+        outcome.skipped_for_depth = targets.len();
+        return Ok(());
+    };
+    for target in targets {
+        let new = NewEvent {
+            id: EventId::new(),
+            app_id: app.clone(),
+            trigger_id: Some(target.trigger_id),
+            script_id: target.script_id,
+            source: picloud_core::model::ExecutionSource::Kv,
+            payload: payload.clone(),
+            retry: target.retry,
+            depth,
+            due_at: picloud_core::now(),
+        };
+        insert_event(conn, &new, None).await?;
+        outcome.events.push(new.id);
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl KvStore for SqliteStore {
+    async fn kv_get(
+        &self,
+        app: &AppId,
+        collection: &str,
+        key: &str,
+    ) -> StoreResult<Option<KvEntry>> {
+        let row =
+            sqlx::query("SELECT * FROM kv_entries WHERE app_id = ? AND collection = ? AND key = ?")
+                .bind(app.as_str())
+                .bind(collection)
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_err)?;
+        row.as_ref().map(entry).transpose()
+    }
+
+    async fn kv_set(
+        &self,
+        app: &AppId,
+        collection: &str,
+        key: &str,
+        value: &Value,
+        cause: &EventCause,
+    ) -> StoreResult<WriteOutcome> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let prev = previous(&mut tx, app, collection, key).await?;
+        let now = ts(picloud_core::now());
+        sqlx::query(
+            "INSERT INTO kv_entries (app_id, collection, key, value, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, collection, key) \
+             DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .bind(key)
+        .bind(value.to_string())
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => db_err(e),
+        })?;
+        let payload = kv_event(KvOp::Set, collection, key, Some(value), prev.as_ref());
+        let mut outcome = WriteOutcome::default();
+        emit(
+            &mut tx,
+            app,
+            collection,
+            KvOp::Set,
+            payload,
+            cause,
+            &mut outcome,
+        )
+        .await?;
+        tx.commit().await.map_err(db_err)?;
+        outcome.prev = prev;
+        Ok(outcome)
+    }
+
+    async fn kv_delete(
+        &self,
+        app: &AppId,
+        collection: &str,
+        key: &str,
+        cause: &EventCause,
+    ) -> StoreResult<WriteOutcome> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let prev = previous(&mut tx, app, collection, key).await?;
+        let mut outcome = WriteOutcome::default();
+        if let Some(prev) = &prev {
+            sqlx::query("DELETE FROM kv_entries WHERE app_id = ? AND collection = ? AND key = ?")
+                .bind(app.as_str())
+                .bind(collection)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let payload = kv_event(KvOp::Delete, collection, key, None, Some(prev));
+            emit(
+                &mut tx,
+                app,
+                collection,
+                KvOp::Delete,
+                payload,
+                cause,
+                &mut outcome,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        outcome.prev = prev;
+        Ok(outcome)
+    }
+
+    async fn kv_list(
+        &self,
+        app: &AppId,
+        collection: &str,
+        prefix: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<KvEntry>> {
+        let prefix = prefix.unwrap_or("");
+        let lower = match page.after.as_deref() {
+            Some(after) if after >= prefix => after,
+            _ => prefix,
+        };
+        let strict = page.after.as_deref().is_some_and(|after| after >= prefix);
+        let upper = prefix_end(prefix);
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM kv_entries WHERE app_id = ? AND collection = ? AND key {} ? \
+             AND (? IS NULL OR key < ?) ORDER BY key LIMIT ?",
+            if strict { ">" } else { ">=" }
+        ))
+        .bind(app.as_str())
+        .bind(collection)
+        .bind(lower)
+        .bind(upper.as_deref())
+        .bind(upper.as_deref())
+        .bind(page.fetch_limit())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let items = rows.iter().map(entry).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |e| e.key.as_str()))
+    }
+}

@@ -1,0 +1,230 @@
+use async_trait::async_trait;
+use picloud_core::model::{KvOp, TriggerKind};
+use picloud_core::{AppId, ScriptId, TriggerId};
+use picloud_store::{
+    NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult, Trigger, TriggerConfig,
+    TriggerStore,
+};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::Row;
+
+use crate::{col, col_enum, col_ts, db_err, expect_row, ts, SqliteStore};
+
+const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_max_attempts, \
+     t.retry_base_delay_ms, t.retry_max_delay_ms, t.created_at, t.updated_at, \
+     k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete";
+const FROM: &str = "triggers t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id";
+
+fn retry(row: &SqliteRow) -> StoreResult<Option<RetryPolicy>> {
+    let max: Option<i64> = col(row, "retry_max_attempts")?;
+    let base: Option<i64> = col(row, "retry_base_delay_ms")?;
+    let cap: Option<i64> = col(row, "retry_max_delay_ms")?;
+    Ok(match (max, base, cap) {
+        (Some(max), Some(base), Some(cap)) => Some(RetryPolicy {
+            max_attempts: u32::try_from(max).unwrap_or(1),
+            base_delay_ms: u64::try_from(base).unwrap_or(0),
+            max_delay_ms: u64::try_from(cap).unwrap_or(0),
+        }),
+        _ => None,
+    })
+}
+
+fn trigger(row: &SqliteRow) -> StoreResult<Trigger> {
+    let kind: TriggerKind = col_enum(row, "kind")?;
+    let config = match kind {
+        TriggerKind::Kv => {
+            let mut ops = Vec::new();
+            if col::<bool>(row, "kv_on_set")? {
+                ops.push(KvOp::Set);
+            }
+            if col::<bool>(row, "kv_on_delete")? {
+                ops.push(KvOp::Delete);
+            }
+            TriggerConfig::Kv {
+                collection: col(row, "kv_collection")?,
+                ops,
+            }
+        }
+        TriggerKind::DeadLetter => TriggerConfig::DeadLetter,
+    };
+    Ok(Trigger {
+        id: TriggerId::from_trusted(col(row, "id")?),
+        app_id: AppId::from_trusted(col(row, "app_id")?),
+        script_id: ScriptId::from_trusted(col(row, "script_id")?),
+        enabled: col(row, "enabled")?,
+        retry: retry(row)?,
+        config,
+        created_at: col_ts(row, "created_at")?,
+        updated_at: col_ts(row, "updated_at")?,
+    })
+}
+
+/// A trigger an event is delivered to.
+pub(crate) struct Target {
+    pub trigger_id: TriggerId,
+    pub script_id: ScriptId,
+    pub retry: RetryPolicy,
+}
+
+fn target(row: &SqliteRow, default_retry: RetryPolicy) -> StoreResult<Target> {
+    Ok(Target {
+        trigger_id: TriggerId::from_trusted(row.try_get("id").map_err(StoreError::other)?),
+        script_id: ScriptId::from_trusted(row.try_get("script_id").map_err(StoreError::other)?),
+        retry: retry(row)?.unwrap_or(default_retry),
+    })
+}
+
+/// Enabled KV triggers of the app listening to `op` on `collection`.
+pub(crate) async fn kv_targets(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    op: KvOp,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let op_column = match op {
+        KvOp::Set => "k.on_set",
+        KvOp::Delete => "k.on_delete",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM triggers t JOIN kv_trigger_details k ON k.trigger_id = t.id \
+         WHERE t.app_id = ? AND t.kind = 'kv' AND t.enabled = 1 AND k.collection = ? \
+         AND {op_column} = 1 ORDER BY t.id"
+    ))
+    .bind(app.as_str())
+    .bind(collection)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, default_retry)).collect()
+}
+
+/// Enabled dead-letter triggers of the app.
+pub(crate) async fn dead_letter_targets(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+) -> StoreResult<Vec<Target>> {
+    let rows = sqlx::query(
+        "SELECT id, script_id, retry_max_attempts, retry_base_delay_ms, retry_max_delay_ms \
+         FROM triggers WHERE app_id = ? AND kind = 'dead_letter' AND enabled = 1 ORDER BY id",
+    )
+    .bind(app.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, RetryPolicy::ONCE)).collect()
+}
+
+#[async_trait]
+impl TriggerStore for SqliteStore {
+    async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger> {
+        let id = TriggerId::new();
+        let now = picloud_core::now();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        // Inserted only if the script is an endpoint of this very app.
+        let inserted = sqlx::query(
+            "INSERT INTO triggers (id, app_id, script_id, kind, enabled, retry_max_attempts, \
+             retry_base_delay_ms, retry_max_delay_ms, created_at, updated_at) \
+             SELECT ?, app_id, id, ?, 1, ?, ?, ?, ?, ? FROM scripts \
+             WHERE id = ? AND app_id = ? AND kind = 'endpoint'",
+        )
+        .bind(id.as_str())
+        .bind(new.config.kind().as_str())
+        .bind(new.retry.map(|r| i64::from(r.max_attempts)))
+        .bind(
+            new.retry
+                .map(|r| i64::try_from(r.base_delay_ms).unwrap_or(i64::MAX)),
+        )
+        .bind(
+            new.retry
+                .map(|r| i64::try_from(r.max_delay_ms).unwrap_or(i64::MAX)),
+        )
+        .bind(ts(now))
+        .bind(ts(now))
+        .bind(new.script_id.as_str())
+        .bind(new.app_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        expect_row(inserted.rows_affected())?;
+        match &new.config {
+            TriggerConfig::Kv { collection, ops } => {
+                sqlx::query(
+                    "INSERT INTO kv_trigger_details (trigger_id, collection, on_set, on_delete) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(id.as_str())
+                .bind(collection)
+                .bind(ops.contains(&KvOp::Set))
+                .bind(ops.contains(&KvOp::Delete))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            TriggerConfig::DeadLetter => {}
+        }
+        tx.commit().await.map_err(db_err)?;
+        self.get_trigger(&new.app_id, &id).await
+    }
+
+    async fn get_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<Trigger> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {FROM} WHERE t.id = ? AND t.app_id = ?"
+        ))
+        .bind(id.as_str())
+        .bind(app.as_str())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db_err)?;
+        trigger(&row)
+    }
+
+    async fn list_triggers(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Trigger>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {FROM} WHERE t.app_id = ? AND t.id > ? ORDER BY t.id LIMIT ?"
+        ))
+        .bind(app.as_str())
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let triggers = rows.iter().map(trigger).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(triggers, page, |t| t.id.as_str()))
+    }
+
+    async fn set_trigger_enabled(
+        &self,
+        app: &AppId,
+        id: &TriggerId,
+        enabled: bool,
+    ) -> StoreResult<Trigger> {
+        let result = sqlx::query(
+            "UPDATE triggers SET enabled = ?, updated_at = ? WHERE id = ? AND app_id = ?",
+        )
+        .bind(enabled)
+        .bind(ts(picloud_core::now()))
+        .bind(id.as_str())
+        .bind(app.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        expect_row(result.rows_affected())?;
+        self.get_trigger(app, id).await
+    }
+
+    async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()> {
+        let result = sqlx::query("DELETE FROM triggers WHERE id = ? AND app_id = ?")
+            .bind(id.as_str())
+            .bind(app.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        expect_row(result.rows_affected())
+    }
+}

@@ -1,0 +1,353 @@
+//! KV, triggers, the transactional outbox, dead letters and abandoned runs: the
+//! storage side of events.
+//!
+//! A write and the outbox rows of every trigger it matches commit in one transaction
+//! (DESIGN.md decision 3). Each outbox row is one *delivery* — one event for one
+//! trigger — and its id is the event id scripts see, stable across retries.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_core::model::{ExecutionSource, KvOp, Resolution, TriggerKind};
+use picloud_core::{AbandonedId, AppId, DeadLetterId, EventId, ExecutionId, ScriptId, TriggerId};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{Page, PageRequest, StoreResult};
+
+/// How often and how patiently a delivery is retried. `max_attempts` counts every
+/// run, the first included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl RetryPolicy {
+    /// A dead-letter handler runs once.
+    pub const ONCE: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        base_delay_ms: 0,
+        max_delay_ms: 0,
+    };
+}
+
+/// What a write knows about the run that caused it, for the events it emits.
+#[derive(Debug, Clone, Copy)]
+pub struct EventCause {
+    /// Depth of the causing run: 0 for a route, the event's depth for a handler.
+    pub depth: u32,
+    /// Events deeper than this are not emitted (a handler feeding itself).
+    pub max_depth: u32,
+    /// Retry policy of triggers without their own.
+    pub default_retry: RetryPolicy,
+}
+
+impl EventCause {
+    /// The depth of events this write emits, or `None` past the limit.
+    pub fn child_depth(&self) -> Option<u32> {
+        let depth = self.depth + 1;
+        (depth <= self.max_depth).then_some(depth)
+    }
+}
+
+/// The result of a write that may emit events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOutcome {
+    /// The value before the write (`None`: there was none).
+    pub prev: Option<Value>,
+    /// Deliveries queued, one per matching enabled trigger.
+    pub events: Vec<EventId>,
+    /// Matching triggers that were skipped because the depth limit was reached.
+    pub skipped_for_depth: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEntry {
+    pub collection: String,
+    pub key: String,
+    pub value: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The kind-specific part of a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerConfig {
+    Kv { collection: String, ops: Vec<KvOp> },
+    DeadLetter,
+}
+
+impl TriggerConfig {
+    pub fn kind(&self) -> TriggerKind {
+        match self {
+            TriggerConfig::Kv { .. } => TriggerKind::Kv,
+            TriggerConfig::DeadLetter => TriggerKind::DeadLetter,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub id: TriggerId,
+    pub app_id: AppId,
+    pub script_id: ScriptId,
+    pub enabled: bool,
+    /// The trigger's own policy; `None` uses the instance defaults.
+    pub retry: Option<RetryPolicy>,
+    pub config: TriggerConfig,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTrigger {
+    pub app_id: AppId,
+    pub script_id: ScriptId,
+    pub retry: Option<RetryPolicy>,
+    pub config: TriggerConfig,
+}
+
+/// One delivery waiting in (or claimed from) the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    pub id: EventId,
+    pub app_id: AppId,
+    pub trigger_id: Option<TriggerId>,
+    pub script_id: ScriptId,
+    pub source: ExecutionSource,
+    /// `{source, op, <source>: {...}}`: `ctx.event` without `id` and `attempt`.
+    pub payload: Value,
+    /// The attempt this claim runs (1 for the first).
+    pub attempt: u32,
+    pub retry: RetryPolicy,
+    pub depth: u32,
+    pub due_at: DateTime<Utc>,
+    /// Fencing token: bumped by every claim; completing needs the current one.
+    pub lease_version: i64,
+    pub replay_of: Option<DeadLetterId>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub app_id: AppId,
+    pub trigger_id: Option<TriggerId>,
+    pub script_id: ScriptId,
+    pub source: ExecutionSource,
+    pub payload: Value,
+    pub retry: RetryPolicy,
+    pub depth: u32,
+    pub due_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub id: DeadLetterId,
+    pub app_id: AppId,
+    pub event_id: EventId,
+    pub trigger_id: Option<TriggerId>,
+    pub script_id: ScriptId,
+    pub source: ExecutionSource,
+    pub payload: Value,
+    pub error: String,
+    pub attempts: u32,
+    pub depth: u32,
+    pub resolution: Option<Resolution>,
+    pub replay_of: Option<DeadLetterId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterFilter {
+    /// Open ones: no resolution, or a failed handler.
+    Unresolved,
+    Resolved,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    pub id: AbandonedId,
+    pub app_id: AppId,
+    pub script_id: ScriptId,
+    pub execution_id: ExecutionId,
+    pub started_at: DateTime<Utc>,
+    pub abandoned_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// The event a KV write emits (SCRIPTING.md "Events").
+pub fn kv_event(
+    op: KvOp,
+    collection: &str,
+    key: &str,
+    value: Option<&Value>,
+    prev: Option<&Value>,
+) -> Value {
+    json!({
+        "source": "kv",
+        "op": op.as_str(),
+        "kv": {"collection": collection, "key": key, "value": value, "prev": prev},
+    })
+}
+
+/// The event a dead letter emits for `dead_letter` triggers.
+pub fn dead_letter_event(dl: &DeadLetter) -> Value {
+    json!({
+        "source": "dead_letter",
+        "op": "created",
+        "dead_letter": {
+            "id": dl.id.as_str(),
+            "trigger_id": dl.trigger_id.as_ref().map(|t| t.as_str()),
+            "script_id": dl.script_id.as_str(),
+            "source_kind": dl.source.as_str(),
+            "event": dl.payload,
+            "error": dl.error,
+            "attempts": dl.attempts,
+        },
+    })
+}
+
+#[async_trait]
+pub trait KvStore {
+    async fn kv_get(
+        &self,
+        app: &AppId,
+        collection: &str,
+        key: &str,
+    ) -> StoreResult<Option<KvEntry>>;
+    /// Writes the value and queues an event per matching enabled trigger, atomically.
+    async fn kv_set(
+        &self,
+        app: &AppId,
+        collection: &str,
+        key: &str,
+        value: &Value,
+        cause: &EventCause,
+    ) -> StoreResult<WriteOutcome>;
+    /// Deletes the entry (`prev` tells whether there was one) and queues events.
+    async fn kv_delete(
+        &self,
+        app: &AppId,
+        collection: &str,
+        key: &str,
+        cause: &EventCause,
+    ) -> StoreResult<WriteOutcome>;
+    /// Entries in key order, optionally only keys starting with `prefix`.
+    async fn kv_list(
+        &self,
+        app: &AppId,
+        collection: &str,
+        prefix: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<KvEntry>>;
+}
+
+#[async_trait]
+pub trait TriggerStore {
+    /// `NotFound` unless the script exists in that very app and is an endpoint: a
+    /// trigger can never run another app's script.
+    async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger>;
+    async fn get_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<Trigger>;
+    async fn list_triggers(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Trigger>>;
+    async fn set_trigger_enabled(
+        &self,
+        app: &AppId,
+        id: &TriggerId,
+        enabled: bool,
+    ) -> StoreResult<Trigger>;
+    async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait EventStore {
+    /// Queues one delivery (an async route call). `Conflict` if the id is queued.
+    async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()>;
+    /// Claims up to `limit` due, unclaimed (or lease-expired) deliveries for `lease`.
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxEvent>>;
+    /// Keeps a running delivery claimed; `false` if someone else holds it now.
+    async fn extend_lease(
+        &self,
+        id: &EventId,
+        version: i64,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Success: the delivery is done. `false` if the claim was lost.
+    async fn complete_event(&self, id: &EventId, version: i64) -> StoreResult<bool>;
+    /// Failure with attempts left: run `attempt` again at `due_at`.
+    async fn retry_event(
+        &self,
+        id: &EventId,
+        version: i64,
+        attempt: u32,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Failure with no attempts left: the delivery becomes a dead letter and every
+    /// enabled `dead_letter` trigger of the app gets an event for it (one run, no
+    /// retries, depth + 1), atomically. `None` if the claim was lost.
+    async fn dead_letter_event(
+        &self,
+        id: &EventId,
+        version: i64,
+        error: &str,
+        max_depth: u32,
+    ) -> StoreResult<Option<DeadLetter>>;
+    /// A dead-letter handler failed: its dead letter is marked `handler_failed`, and
+    /// nothing new is queued.
+    async fn fail_dead_letter_handler(
+        &self,
+        id: &EventId,
+        version: i64,
+        dead_letter: &DeadLetterId,
+    ) -> StoreResult<bool>;
+    /// Releases every claim (single-node start-up: whatever was running died with the
+    /// previous process).
+    async fn release_claims(&self) -> StoreResult<u64>;
+    /// When the next unclaimed delivery is due.
+    async fn next_event_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Deliveries queued for an app (claimed or not).
+    async fn count_events(&self, app: &AppId) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait DeadLetterStore {
+    async fn list_dead_letters(
+        &self,
+        app: &AppId,
+        filter: DeadLetterFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<DeadLetter>>;
+    async fn get_dead_letter(&self, app: &AppId, id: &DeadLetterId) -> StoreResult<DeadLetter>;
+    async fn resolve_dead_letter(&self, app: &AppId, id: &DeadLetterId) -> StoreResult<DeadLetter>;
+    /// Queues the event again under its original id, attempt 1, with `retry`; the dead
+    /// letter becomes `replayed`. `Conflict` while that event is still queued.
+    async fn replay_dead_letter(
+        &self,
+        app: &AppId,
+        id: &DeadLetterId,
+        retry: RetryPolicy,
+    ) -> StoreResult<EventId>;
+    async fn delete_dead_letters_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait AbandonedStore {
+    async fn record_abandoned(&self, entry: &Abandoned) -> StoreResult<()>;
+    async fn list_abandoned(&self, app: &AppId, page: &PageRequest)
+        -> StoreResult<Page<Abandoned>>;
+    async fn delete_abandoned_before(&self, cutoff: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
+}
