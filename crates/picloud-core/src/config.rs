@@ -65,11 +65,21 @@ settings! {
     "PICLOUD_SCRIPT_MAX_MAP_LEN" => "largest map a script builds [default: 100000]",
     "PICLOUD_SCRIPT_MAX_MEMORY_BYTES" => "memory one run may hold [default: 134217728]",
     "PICLOUD_TRIGGER_TIMEOUT_MS" => "wall-clock limit of trigger runs [default: 30000]",
+    "PICLOUD_ABANDON_GRACE_MS" => "how long past its limit a route run is awaited before it is abandoned [default: 2000]",
     "PICLOUD_SCRIPT_CACHE_SIZE" => "compiled scripts kept [default: 256]",
     "PICLOUD_MODULE_CACHE_SIZE" => "compiled modules kept [default: 512]",
     "PICLOUD_SESSION_TTL_SECS" => "session lifetime, renewed on use [default: 86400]",
     "PICLOUD_EXECUTION_RETENTION_DAYS" => "execution records kept this long [default: 7]",
     "PICLOUD_EXECUTION_LOG_MAX_LINES" => "log lines kept per execution [default: 100]",
+    "PICLOUD_KV_MAX_VALUE_BYTES" => "largest KV value, as JSON [default: 1048576]",
+    "PICLOUD_MAX_TRIGGER_DEPTH" => "events caused by handlers deeper than this are skipped [default: 8]",
+    "PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS" => "runs per delivery, the first included [default: 5]",
+    "PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS" => "first retry delay, doubled per attempt [default: 1000]",
+    "PICLOUD_TRIGGER_RETRY_MAX_DELAY_MS" => "longest retry delay [default: 300000]",
+    "PICLOUD_DISPATCH_LEASE_SECS" => "claim lease of a delivery, extended while it runs [default: 60]",
+    "PICLOUD_DISPATCH_POLL_INTERVAL_MS" => "safety-net poll of the outbox [default: 5000]",
+    "PICLOUD_DEAD_LETTER_RETENTION_DAYS" => "dead letters kept this long [default: 30]",
+    "PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS" => "abandoned-run records kept this long [default: 7]",
 }
 
 /// A value that could not be used; `Display` is the one line printed at start-up.
@@ -107,6 +117,8 @@ pub struct ScriptLimits {
     /// Net bytes one run may allocate (counted by the binary's allocator).
     pub max_memory_bytes: usize,
     pub max_log_lines: usize,
+    /// How long past `route_timeout` the HTTP side waits before abandoning a run.
+    pub abandon_grace: Duration,
 }
 
 impl Default for ScriptLimits {
@@ -122,8 +134,23 @@ impl Default for ScriptLimits {
             max_map_len: 100_000,
             max_memory_bytes: 128 << 20,
             max_log_lines: 100,
+            abandon_grace: Duration::from_millis(2_000),
         }
     }
+}
+
+/// Triggers, the outbox and the dispatcher.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    pub kv_max_value_bytes: usize,
+    pub max_trigger_depth: u32,
+    pub retry_max_attempts: u32,
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub dead_letter_retention: Duration,
+    pub abandoned_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +180,7 @@ pub struct Config {
     pub limits: ScriptLimits,
     pub session_ttl: Duration,
     pub execution_retention: Duration,
+    pub events: EventsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -174,6 +202,7 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("session_ttl", &self.session_ttl)
             .field("execution_retention", &self.execution_retention)
+            .field("events", &self.events)
             .finish()
     }
 }
@@ -365,13 +394,43 @@ impl Config {
                 1 << 20,
             )?,
             max_log_lines: src.number("PICLOUD_EXECUTION_LOG_MAX_LINES", d.max_log_lines, 0)?,
+            abandon_grace: Duration::from_millis(src.number(
+                "PICLOUD_ABANDON_GRACE_MS",
+                2_000u64,
+                0,
+            )?),
         };
         let session_ttl =
             Duration::from_secs(src.number("PICLOUD_SESSION_TTL_SECS", 86_400u64, 60)?);
         let execution_retention =
             Duration::from_secs(86_400 * src.number("PICLOUD_EXECUTION_RETENTION_DAYS", 7u64, 1)?);
 
+        let days = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(86_400 * src.number(var, default, 1)?))
+        };
+        let events = EventsConfig {
+            kv_max_value_bytes: src.number("PICLOUD_KV_MAX_VALUE_BYTES", 1 << 20, 1)?,
+            max_trigger_depth: src.number("PICLOUD_MAX_TRIGGER_DEPTH", 8, 1)?,
+            retry_max_attempts: src.number("PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS", 5, 1)?,
+            retry_base_delay: src.millis("PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS", 1_000)?,
+            retry_max_delay: src.millis("PICLOUD_TRIGGER_RETRY_MAX_DELAY_MS", 300_000)?,
+            lease: Duration::from_secs(src.number("PICLOUD_DISPATCH_LEASE_SECS", 60u64, 1)?),
+            poll_interval: src.millis("PICLOUD_DISPATCH_POLL_INTERVAL_MS", 5_000)?,
+            dead_letter_retention: days("PICLOUD_DEAD_LETTER_RETENTION_DAYS", 30)?,
+            abandoned_retention: days("PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS", 7)?,
+        };
+        if events.lease <= limits.trigger_timeout {
+            return Err(ConfigError {
+                var: "PICLOUD_DISPATCH_LEASE_SECS",
+                message: format!(
+                    "must be longer than the trigger run limit ({} ms, PICLOUD_TRIGGER_TIMEOUT_MS)",
+                    limits.trigger_timeout.as_millis()
+                ),
+            });
+        }
+
         Ok(Self {
+            events,
             listen,
             data_dir,
             database_url,

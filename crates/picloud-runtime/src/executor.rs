@@ -103,13 +103,37 @@ impl Executor {
         })
     }
 
-    /// Runs `job` on a script thread once the app and the pool have a free slot.
+    /// Runs `job` on a script thread once the app and the pool have a free slot,
+    /// waiting at most the queue timeout for one.
     pub async fn run<T, F>(&self, app_id: &str, job: F) -> Result<T, ExecError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permits = self.admit(app_id).await?;
+        let permits = self.admit(app_id, Some(self.queue_timeout)).await?;
+        self.dispatch(permits, job).await
+    }
+
+    /// Like [`run`](Self::run), but waits for a slot as long as it takes: for queued
+    /// events, whose claim is kept alive while they wait.
+    pub async fn run_queued<T, F>(&self, app_id: &str, job: F) -> Result<T, ExecError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let permits = self.admit(app_id, None).await?;
+        self.dispatch(permits, job).await
+    }
+
+    async fn dispatch<T, F>(
+        &self,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        job: F,
+    ) -> Result<T, ExecError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move || {
             let out = catch_unwind(AssertUnwindSafe(job));
@@ -128,6 +152,7 @@ impl Executor {
     async fn admit(
         &self,
         app_id: &str,
+        wait: Option<Duration>,
     ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ExecError> {
         let app = self.app_semaphore(app_id);
         // Fast path: both free, no timer.
@@ -137,12 +162,15 @@ impl Executor {
             }
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let admitted = tokio::time::timeout(self.queue_timeout, async {
+        let acquire = async {
             let a = app.acquire_owned().await?;
             let g = self.global.clone().acquire_owned().await?;
             Ok::<_, tokio::sync::AcquireError>((a, g))
-        })
-        .await;
+        };
+        let admitted = match wait {
+            Some(limit) => tokio::time::timeout(limit, acquire).await,
+            None => Ok(acquire.await),
+        };
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         match admitted {
             Ok(Ok(permits)) => Ok(permits),

@@ -1,9 +1,17 @@
 //! The PiCloud runtime: the bounded executor that runs scripts on dedicated threads,
-//! the background writer of execution records, and the sweepers.
+//! the dispatcher that delivers queued events, the background writer of execution
+//! records, metrics, and the sweepers.
 
+pub mod dispatcher;
 pub mod executor;
+pub mod metrics;
+pub mod payload;
 pub mod recorder;
+pub mod run;
 pub mod sweeper;
 
+pub use dispatcher::Dispatcher;
 pub use executor::{on_script_stack, ExecError, Executor};
+pub use metrics::Metrics;
 pub use recorder::ExecutionRecorder;
+pub use run::Runner;

@@ -1,4 +1,5 @@
-//! Periodic clean-up: execution records past retention, expired sessions. Deletes go
+//! Periodic clean-up: execution records, dead letters and abandoned-run records past
+//! their retention, and expired sessions. Deletes go
 //! in small batches so that a large backlog never holds the (SQLite) writer for long;
 //! every statement is idempotent, so several nodes sweeping at once is harmless.
 
@@ -12,6 +13,8 @@ const BATCH: u32 = 1_000;
 
 pub struct SweeperConfig {
     pub execution_retention: Duration,
+    pub dead_letter_retention: Duration,
+    pub abandoned_retention: Duration,
     pub interval: Duration,
 }
 
@@ -19,7 +22,7 @@ pub struct SweeperConfig {
 pub fn spawn(store: Arc<dyn Store>, config: SweeperConfig, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
-            sweep_once(&store, config.execution_retention).await;
+            sweep_once(&store, &config).await;
             tokio::select! {
                 _ = tokio::time::sleep(config.interval) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
@@ -28,13 +31,19 @@ pub fn spawn(store: Arc<dyn Store>, config: SweeperConfig, mut shutdown: watch::
     });
 }
 
-/// One pass; returns how many execution records were deleted.
-pub async fn sweep_once(store: &Arc<dyn Store>, retention: Duration) -> u64 {
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
-    let cutoff = picloud_core::now() - retention;
+fn cutoff(retention: Duration) -> chrono::DateTime<chrono::Utc> {
+    picloud_core::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7))
+}
+
+/// Deletes in batches until a batch comes back short; returns the total.
+async fn drain<F, Fut>(what: &str, delete: F) -> u64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = picloud_store::StoreResult<u64>>,
+{
     let mut total = 0;
     loop {
-        match store.delete_executions_before(cutoff, BATCH).await {
+        match delete().await {
             Ok(n) => {
                 total += n;
                 if n < u64::from(BATCH) {
@@ -43,14 +52,34 @@ pub async fn sweep_once(store: &Arc<dyn Store>, retention: Duration) -> u64 {
                 tokio::task::yield_now().await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "execution retention sweep failed");
+                tracing::warn!(error = %e, "{what} sweep failed");
                 break;
             }
         }
     }
     if total > 0 {
-        tracing::info!(deleted = total, "old execution records swept");
+        tracing::info!(deleted = total, "{what} past retention swept");
     }
+    total
+}
+
+/// One pass; returns how many execution records were deleted.
+pub async fn sweep_once(store: &Arc<dyn Store>, config: &SweeperConfig) -> u64 {
+    let executions = cutoff(config.execution_retention);
+    let total = drain("execution records", || {
+        store.delete_executions_before(executions, BATCH)
+    })
+    .await;
+    let dead_letters = cutoff(config.dead_letter_retention);
+    drain("dead letters", || {
+        store.delete_dead_letters_before(dead_letters, BATCH)
+    })
+    .await;
+    let abandoned = cutoff(config.abandoned_retention);
+    drain("abandoned-run records", || {
+        store.delete_abandoned_before(abandoned, BATCH)
+    })
+    .await;
     if let Err(e) = store.delete_expired_sessions(picloud_core::now()).await {
         tracing::warn!(error = %e, "expired-session sweep failed");
     }
@@ -97,7 +126,13 @@ mod tests {
             })
             .collect();
         store.insert_executions(&records).await.expect("insert");
-        let deleted = sweep_once(&store, Duration::from_secs(7 * 86_400)).await;
+        let config = SweeperConfig {
+            execution_retention: Duration::from_secs(7 * 86_400),
+            dead_letter_retention: Duration::from_secs(30 * 86_400),
+            abandoned_retention: Duration::from_secs(7 * 86_400),
+            interval: Duration::from_secs(3600),
+        };
+        let deleted = sweep_once(&store, &config).await;
         assert_eq!(deleted, 2_499);
         let left = store
             .list_executions(

@@ -58,6 +58,8 @@ pub struct RunInput {
     pub event: Option<serde_json::Value>,
     pub execution_id: String,
     pub attempt: u32,
+    /// The services the run may call, for its app and caller.
+    pub services: Option<std::sync::Arc<crate::ServiceAccess>>,
 }
 
 fn string_map(pairs: Vec<(String, String)>) -> Dynamic {

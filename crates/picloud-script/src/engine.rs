@@ -8,10 +8,12 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine};
 
 use crate::error::{MEMORY_TOKEN, TIMEOUT_TOKEN};
-use crate::{state, stdlib, Forbidden};
+use crate::{services, state, stdlib, Forbidden};
 
-/// How often (in operations) the progress callback reads the clock.
-const CLOCK_CHECK_EVERY: u64 = 1024;
+/// How often (in operations) the progress callback reads the clock: often enough that
+/// a run of expensive operations cannot overshoot its deadline by much, rarely enough
+/// that reading the clock costs under a percent.
+const CLOCK_CHECK_EVERY: u64 = 128;
 
 pub(crate) fn build(limits: &ScriptLimits) -> Engine {
     // `new_raw`: no file-system module resolver, no printing to stdout.
@@ -59,6 +61,7 @@ pub(crate) fn build(limits: &ScriptLimits) -> Engine {
         .register_get("message", |f: &mut Forbidden| f.to_string());
 
     stdlib::register(&mut engine);
+    services::register(&mut engine);
     engine
 }
 

@@ -11,6 +11,7 @@ mod engine;
 mod error;
 mod response;
 pub mod sdk;
+mod services;
 mod state;
 mod stdlib;
 
@@ -29,6 +30,11 @@ pub use convert::{dynamic_to_json, json_to_dynamic, NotJson};
 pub use ctx::{AppRef, PrincipalInput, RequestBody, RequestInput, RunInput, ScriptRef};
 pub use error::{CompileError, FailureKind, Limit, ScriptFailure};
 pub use response::RouteResponse;
+
+/// Turns a route script's value into its HTTP response (SCRIPTING.md's table).
+pub fn to_route_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure> {
+    response::to_response(value)
+}
 pub use state::CapturedLog;
 
 /// A service call refused for lack of a right. A distinct type, so that a script
@@ -39,6 +45,22 @@ pub struct Forbidden(pub String);
 impl fmt::Display for Forbidden {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "forbidden: {}", self.0)
+    }
+}
+
+/// How a run reaches the services: the bundle, the call context (app, caller, depth)
+/// and the async runtime the calls run on (scripts block on them, on their own thread).
+pub struct ServiceAccess {
+    pub services: Arc<picloud_services::Services>,
+    pub ctx: picloud_services::CallContext,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for ServiceAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAccess")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,6 +145,7 @@ impl ScriptEngine {
         let started = Instant::now();
         let run_state = state::RunState {
             deadline: started + timeout,
+            services: input.services.clone(),
             max_memory: self.limits.max_memory_bytes,
             logs: Vec::new(),
             max_logs: self.limits.max_log_lines,

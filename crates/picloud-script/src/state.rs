@@ -23,6 +23,8 @@ pub struct CapturedLog {
 
 pub(crate) struct RunState {
     pub deadline: Instant,
+    /// How the run reaches the services; `None` in compile checks and bare tests.
+    pub services: Option<std::sync::Arc<crate::ServiceAccess>>,
     pub max_memory: usize,
     pub logs: Vec<CapturedLog>,
     pub max_logs: usize,
@@ -62,6 +64,11 @@ pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunStat
         Some(state) => (out, state),
         None => unreachable!("run state is removed only by with_run"),
     }
+}
+
+/// The current run's way to the services, if it has one.
+pub(crate) fn services() -> Option<std::sync::Arc<crate::ServiceAccess>> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.services.clone()))
 }
 
 /// The current run's deadline; `None` outside a run (compile checks, tests).

@@ -6,7 +6,6 @@ pub mod auth;
 pub mod dataplane;
 pub mod error;
 pub mod extract;
-pub mod metrics;
 pub mod ops;
 pub mod state;
 mod ui;
@@ -31,7 +30,7 @@ pub use state::{AppState, SetupToken};
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "apps"),
         (name = "members"), (name = "scripts"), (name = "routes"), (name = "executions"),
-        (name = "audit"), (name = "operations")
+        (name = "audit"), (name = "triggers"), (name = "data"), (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -50,7 +49,9 @@ impl Modify for BearerAuth {
 
 /// The documented routes: everything under `/api/v1` plus the operations endpoints.
 fn api_router() -> OpenApiRouter<AppState> {
-    use admin::{apps, audit, executions, keys, members, routes as rts, scripts, users};
+    use admin::{
+        apps, audit, data, executions, keys, members, routes as rts, scripts, triggers, users,
+    };
     use auth::session;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
@@ -72,6 +73,18 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(members::list_members))
         .routes(routes!(members::set_member, members::remove_member))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(triggers::list_triggers))
+        .routes(routes!(
+            triggers::create_trigger,
+            triggers::update_trigger,
+            triggers::delete_trigger
+        ))
+        .routes(routes!(data::browse_kv))
+        .routes(routes!(data::list_dead_letters))
+        .routes(routes!(data::get_dead_letter))
+        .routes(routes!(data::replay_dead_letter))
+        .routes(routes!(data::resolve_dead_letter))
+        .routes(routes!(data::list_abandoned))
         .routes(routes!(apps::create_app, apps::list_apps))
         .routes(routes!(apps::get_app, apps::update_app, apps::delete_app))
         .routes(routes!(scripts::create_script, scripts::list_scripts))

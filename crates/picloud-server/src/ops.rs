@@ -43,9 +43,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state
-        .metrics
-        .render(state.executor.queue_depth(), state.executor.busy());
+    let text = state.runner.metrics.render(
+        state.runner.executor.queue_depth(),
+        state.runner.executor.busy(),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -60,5 +61,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/api/v1/sdk", tag = "operations",
     responses((status = 200, description = "namespaces and their functions")))]
 pub async fn sdk(State(state): State<AppState>) -> Response {
-    Json(picloud_script::sdk::describe(state.engine.rhai())).into_response()
+    Json(picloud_script::sdk::describe(state.runner.engine.rhai())).into_response()
 }

@@ -5,23 +5,23 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use picloud_core::config::Config;
 use picloud_core::crypto;
-use picloud_runtime::{ExecutionRecorder, Executor};
-use picloud_script::ScriptEngine;
+use picloud_runtime::Runner;
+use picloud_services::{EventSignal, Services};
 use picloud_store::Store;
 
 use crate::auth::ratelimit::LoginLimiter;
 use crate::dataplane::routing::Routing;
-use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
-    pub engine: Arc<ScriptEngine>,
-    pub executor: Arc<Executor>,
-    pub recorder: Arc<ExecutionRecorder>,
+    /// Engine, executor, execution recorder and metrics.
+    pub runner: Runner,
+    pub services: Arc<Services>,
+    /// Wakes the dispatcher when something was queued.
+    pub signal: Arc<EventSignal>,
     pub routing: Arc<Routing>,
-    pub metrics: Arc<Metrics>,
     pub setup: Arc<SetupToken>,
     /// Key of the CSRF tokens of cookie sessions (derived from the master key).
     pub csrf_key: Arc<[u8; 32]>,

@@ -1,7 +1,63 @@
-//! The services scripts call — kv, docs, files, pubsub, outbound HTTP, secrets,
-//! email — as rules and validation over the store. Each service derives the app from
-//! the call context, never from script arguments, and checks the caller's capability
-//! here, below the script (DESIGN.md decisions 5 and 6).
+//! The services scripts call — kv and dead letters today; docs, files, pubsub, outbound
+//! HTTP, secrets and email to come — as rules and validation over the store.
 //!
-//! The Foundation release has no I/O services yet: scripts see only the I/O-free
-//! standard library of `picloud-script`. This crate is the seam they plug into.
+//! Every call takes a [`CallContext`]: the app comes from it, never from script
+//! arguments (DESIGN.md decision 5), and so do the caller's rights. When a script runs
+//! for an authenticated caller, each call checks that caller's capability here, below
+//! the script; an anonymous run (public route, trigger) is its own gate.
+
+mod context;
+mod dead_letters;
+mod error;
+mod kv;
+
+use std::sync::Arc;
+
+use picloud_core::config::EventsConfig;
+use picloud_store::{RetryPolicy, Store};
+use tokio::sync::Notify;
+
+pub use context::CallContext;
+pub use dead_letters::DeadLetterService;
+pub use error::{ServiceError, ServiceResult};
+pub use kv::{KvPage, KvService};
+
+/// Wakes the dispatcher when a write queued deliveries.
+#[derive(Debug, Default)]
+pub struct EventSignal(Notify);
+
+impl EventSignal {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Everything scripts can call, bundled.
+pub struct Services {
+    pub kv: KvService,
+    pub dead_letters: DeadLetterService,
+}
+
+impl Services {
+    pub fn new(store: Arc<dyn Store>, config: &EventsConfig, signal: Arc<EventSignal>) -> Self {
+        let defaults = default_retry(config);
+        Self {
+            kv: KvService::new(store.clone(), config, signal.clone()),
+            dead_letters: DeadLetterService::new(store, defaults, signal),
+        }
+    }
+}
+
+/// The retry policy of triggers that set none.
+pub fn default_retry(config: &EventsConfig) -> RetryPolicy {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    RetryPolicy {
+        max_attempts: config.retry_max_attempts,
+        base_delay_ms: ms(config.retry_base_delay),
+        max_delay_ms: ms(config.retry_max_delay),
+    }
+}

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use picloud_core::config::{Config, ConfigError};
 use picloud_core::crypto;
-use picloud_runtime::{sweeper, ExecutionRecorder, Executor};
+use picloud_runtime::dispatcher::DispatcherConfig;
+use picloud_runtime::{sweeper, Dispatcher, ExecutionRecorder, Executor, Metrics, Runner};
 use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
-use picloud_server::metrics::Metrics;
 use picloud_server::{AppState, SetupToken};
-use picloud_store::{NewUser, Store, StoreError};
+use picloud_services::{EventSignal, Services};
+use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
@@ -121,8 +122,10 @@ pub struct Started {
     /// Set when no user exists yet: the token for `POST /api/v1/auth/setup`.
     pub setup_token: Option<String>,
     pub state: AppState,
+    pub dispatcher: Arc<Dispatcher>,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    dispatching: JoinHandle<()>,
 }
 
 impl Started {
@@ -147,8 +150,10 @@ impl Started {
             .task
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        self.state.executor.close();
-        self.state.recorder.flush().await;
+        // Claim nothing more; deliveries in flight finish (or keep their lease).
+        let _ = self.dispatching.await;
+        self.state.runner.executor.close();
+        self.state.runner.recorder.flush().await;
         self.state.store.close().await;
         served
     }
@@ -175,6 +180,24 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     ));
     let executor = Executor::start(&config.executor);
     let recorder = ExecutionRecorder::start(store.clone());
+    let runner = Runner {
+        engine,
+        executor,
+        recorder,
+        metrics: Arc::new(Metrics::default()),
+    };
+    let signal = Arc::new(EventSignal::default());
+    let services = Arc::new(Services::new(store.clone(), &config.events, signal.clone()));
+    if store.backend() == Backend::Sqlite {
+        // One process owns a SQLite file: whatever was claimed died with the last one.
+        let released = store.release_claims().await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "re-queued deliveries that were running at the last stop"
+            );
+        }
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -191,18 +214,33 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         store.clone(),
         sweeper::SweeperConfig {
             execution_retention: config.execution_retention,
+            dead_letter_retention: config.events.dead_letter_retention,
+            abandoned_retention: config.events.abandoned_retention,
             interval: Duration::from_secs(3600),
         },
         stopped.clone(),
     );
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        runner.clone(),
+        services.clone(),
+        signal.clone(),
+        DispatcherConfig {
+            lease: config.events.lease,
+            poll_interval: config.events.poll_interval,
+            trigger_timeout: config.limits.trigger_timeout,
+            max_log_lines: config.limits.max_log_lines,
+            capacity: config.executor.threads,
+        },
+    );
+    let dispatching = dispatcher.spawn(stopped.clone());
     let state = AppState {
         config: Arc::new(config),
         store,
-        engine,
-        executor,
-        recorder,
+        runner,
+        services,
+        signal,
         routing: Arc::new(Routing::default()),
-        metrics: Arc::new(Metrics::default()),
         setup,
         csrf_key: Arc::new(key.derive("csrf")),
         login_limiter: Arc::default(),
@@ -215,7 +253,9 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         addr,
         setup_token,
         state,
+        dispatcher,
         stop,
         task,
+        dispatching,
     })
 }

@@ -195,6 +195,6 @@ pub async fn delete_app(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     state.routing.invalidate_app(&app.id);
-    state.executor.forget_app(app.id.as_str());
+    state.runner.executor.forget_app(app.id.as_str());
     Ok(StatusCode::NO_CONTENT)
 }

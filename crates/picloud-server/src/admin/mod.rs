@@ -4,11 +4,13 @@
 
 pub mod apps;
 pub mod audit;
+pub mod data;
 pub mod executions;
 pub mod keys;
 pub mod members;
 pub mod routes;
 pub mod scripts;
+pub mod triggers;
 pub mod users;
 
 use picloud_core::AppId;

@@ -127,7 +127,7 @@ async fn compile_check(state: &AppState, source: String) -> ApiResult<()> {
             format!("source is larger than {MAX_SOURCE_BYTES} bytes"),
         ));
     }
-    let engine = state.engine.clone();
+    let engine = state.runner.engine.clone();
     let compiled = picloud_runtime::on_script_stack(move || engine.compile(&source).map(drop))
         .await
         .map_err(ApiError::internal)?;
@@ -278,7 +278,7 @@ async fn apply_update(
         )
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state.engine.forget(script.id.as_str());
+    state.runner.engine.forget(script.id.as_str());
     state.routing.invalidate_routes(&script.app_id);
     Ok(Json(updated.into()))
 }
@@ -322,7 +322,7 @@ async fn remove(state: &AppState, script: Script) -> ApiResult<StatusCode> {
         .delete_script(&script.id)
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state.engine.forget(script.id.as_str());
+    state.runner.engine.forget(script.id.as_str());
     state.routing.invalidate_routes(&script.app_id);
     Ok(StatusCode::NO_CONTENT)
 }

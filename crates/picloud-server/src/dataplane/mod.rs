@@ -3,25 +3,21 @@
 
 pub mod request;
 pub mod routing;
+mod run;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use picloud_core::access::Scope;
-use picloud_core::model::{DispatchMode, ExecutionSource, ExecutionStatus, LogLevel, RouteAuth};
-use picloud_core::{EventId, ExecutionId};
-use picloud_runtime::ExecError;
-use picloud_script::{
-    AppRef, CacheKey, FailureKind, PrincipalInput, RequestInput, RouteResponse, RunInput,
-    RunReport, ScriptFailure, ScriptRef,
-};
-use picloud_store::{App, Execution, LogLine, Script};
+use picloud_core::model::{DispatchMode, RouteAuth};
+use picloud_core::ExecutionId;
+use picloud_script::{AppRef, PrincipalInput, RequestInput, RunInput, ScriptRef, ServiceAccess};
+use picloud_services::CallContext;
+use picloud_store::App;
 
 use crate::auth::{authenticate_token, bearer, is_picloud_token, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -32,9 +28,6 @@ pub const EXECUTION_HEADER: &str = "x-picloud-execution-id";
 /// Responses under `/apps/{slug}/` share the dashboard's origin: HTML a script serves
 /// there runs sandboxed in an opaque origin.
 const PREFIX_CSP: &str = "sandbox allow-scripts allow-forms allow-popups allow-downloads";
-
-/// Extra wait, beyond the run's own limit, before the HTTP side gives up on a run.
-const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Addressing {
@@ -107,7 +100,7 @@ async fn serve(
         );
     }
     let label = app.as_ref().map_or("_unknown", |a| a.slug.as_str());
-    state.metrics.observe_request(
+    state.runner.metrics.observe_request(
         label,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -173,7 +166,7 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
             id: script.id.to_string(),
             name: script.name.clone(),
         },
-        principal: caller.map(|c| PrincipalInput {
+        principal: caller.as_ref().map(|c| PrincipalInput {
             kind: c.principal.kind().as_str(),
             user_id: c.principal.user_id.to_string(),
             key_id: c.principal.key.as_ref().map(|k| k.key_id.to_string()),
@@ -183,10 +176,19 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
         event: None,
         execution_id: execution_id.to_string(),
         attempt: 1,
+        services: Some(Arc::new(ServiceAccess {
+            services: state.services.clone(),
+            ctx: CallContext {
+                app_id: app.id.clone(),
+                caller_scopes: caller.is_some().then(|| scopes.clone()),
+                depth: 0,
+            },
+            handle: tokio::runtime::Handle::current(),
+        })),
     };
     let response = match route.dispatch_mode {
-        DispatchMode::Sync => run_sync(state, &app, script, execution_id, input).await,
-        DispatchMode::Async => run_async(state, &app, script, execution_id, input),
+        DispatchMode::Sync => run::run_sync(state, &app, script, execution_id, input).await,
+        DispatchMode::Async => run::run_async(state, &app, &script, input).await,
     };
     Ok((app, response))
 }
@@ -236,216 +238,6 @@ async fn read_request(
         body,
         body_raw: bytes.to_vec(),
     })
-}
-
-fn execute(
-    state: &AppState,
-    script: Arc<Script>,
-    input: RunInput,
-) -> impl FnOnce() -> RunReport<RouteResponse> + Send + 'static {
-    let engine = state.engine.clone();
-    let timeout = state.config.limits.route_timeout;
-    move || {
-        let key = CacheKey {
-            script_id: script.id.as_str(),
-            updated_at: script.updated_at,
-        };
-        match engine.compiled(key, &script.source) {
-            Ok(ast) => engine.run_route(&ast, input, timeout),
-            Err(e) => RunReport {
-                outcome: Err(ScriptFailure {
-                    kind: FailureKind::Error,
-                    message: format!("compile error: {}", e.message),
-                    line: e.line,
-                }),
-                logs: Vec::new(),
-                dropped_logs: 0,
-                duration: Duration::ZERO,
-            },
-        }
-    }
-}
-
-async fn run_sync(
-    state: &AppState,
-    app: &App,
-    script: Arc<Script>,
-    execution_id: ExecutionId,
-    input: RunInput,
-) -> Response {
-    let started_at = picloud_core::now();
-    let wait = state.executor.queue_timeout() + state.config.limits.route_timeout + ABANDON_GRACE;
-    let job = execute(state, script.clone(), input);
-    let ran = tokio::time::timeout(wait, state.executor.run(app.id.as_str(), job)).await;
-    let report = match ran {
-        Ok(Ok(report)) => report,
-        Ok(Err(ExecError::Busy)) => {
-            let secs = state.executor.queue_timeout().as_secs().max(1);
-            return ApiError::unavailable(
-                "the app is at its concurrency limit; retry shortly",
-                secs,
-            )
-            .into_response();
-        }
-        Ok(Err(ExecError::ShutDown)) => {
-            return ApiError::unavailable("the server is shutting down", 1).into_response()
-        }
-        Ok(Err(ExecError::Panicked)) => RunReport {
-            outcome: Err(ScriptFailure::error("the run crashed inside the runtime")),
-            logs: Vec::new(),
-            dropped_logs: 0,
-            duration: Duration::ZERO,
-        },
-        Err(_) => RunReport {
-            outcome: Err(ScriptFailure {
-                kind: FailureKind::Timeout,
-                message: "the run did not finish in time and was abandoned".into(),
-                line: None,
-            }),
-            logs: Vec::new(),
-            dropped_logs: 0,
-            duration: wait,
-        },
-    };
-    let response = match &report.outcome {
-        Ok(route_response) => build_response(route_response),
-        Err(failure) => failure_response(failure, &execution_id),
-    };
-    record(state, app, &script, &execution_id, started_at, report).await;
-    with_execution_header(response, &execution_id)
-}
-
-/// Async routes: 202 at once, the script runs in the background. Not yet durable:
-/// the transactional outbox (retries, dead letters) replaces this spawn.
-fn run_async(
-    state: &AppState,
-    app: &App,
-    script: Arc<Script>,
-    execution_id: ExecutionId,
-    input: RunInput,
-) -> Response {
-    let event_id = EventId::new();
-    let state = state.clone();
-    let app = app.clone();
-    let exec = execution_id.clone();
-    tokio::spawn(async move {
-        let started_at = picloud_core::now();
-        let job = execute(&state, script.clone(), input);
-        match state.executor.run(app.id.as_str(), job).await {
-            Ok(report) => record(&state, &app, &script, &exec, started_at, report).await,
-            Err(e) => tracing::warn!(app = %app.slug, error = %e, "async route run not started"),
-        }
-    });
-    let body = serde_json::json!({"accepted": true, "event_id": event_id.as_str()});
-    with_execution_header(
-        (StatusCode::ACCEPTED, Json(body)).into_response(),
-        &execution_id,
-    )
-}
-
-fn with_execution_header(mut response: Response, id: &ExecutionId) -> Response {
-    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(EXECUTION_HEADER), value);
-    }
-    response
-}
-
-fn build_response(r: &RouteResponse) -> Response {
-    let mut response = Response::new(Body::from(r.body.clone()));
-    *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    let headers = response.headers_mut();
-    for (name, value) in &r.headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) else {
-            continue;
-        };
-        // Framing is the server's business.
-        if matches!(
-            name,
-            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
-        ) {
-            continue;
-        }
-        headers.insert(name, value);
-    }
-    response
-}
-
-fn failure_response(failure: &ScriptFailure, execution_id: &ExecutionId) -> Response {
-    let (status, code) = match failure.kind {
-        FailureKind::Error => (StatusCode::INTERNAL_SERVER_ERROR, "script_error"),
-        FailureKind::LimitExceeded(_) => (StatusCode::INTERNAL_SERVER_ERROR, "limit_exceeded"),
-        FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        FailureKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-    };
-    ApiError::new(status, code, failure.public_message())
-        .with_execution(execution_id.as_str())
-        .into_response()
-}
-
-fn status_of(outcome: &Result<RouteResponse, ScriptFailure>) -> ExecutionStatus {
-    match outcome {
-        Ok(_) => ExecutionStatus::Ok,
-        Err(f) => match f.kind {
-            FailureKind::Error | FailureKind::Forbidden => ExecutionStatus::Error,
-            FailureKind::Timeout => ExecutionStatus::Timeout,
-            FailureKind::LimitExceeded(_) => ExecutionStatus::LimitExceeded,
-        },
-    }
-}
-
-async fn record(
-    state: &AppState,
-    app: &App,
-    script: &Script,
-    id: &ExecutionId,
-    started_at: chrono::DateTime<chrono::Utc>,
-    report: RunReport<RouteResponse>,
-) {
-    let status = status_of(&report.outcome);
-    state.metrics.observe_execution(status.as_str());
-    let mut logs: Vec<LogLine> = report
-        .logs
-        .into_iter()
-        .map(|l| LogLine {
-            level: l.level,
-            message: l.message,
-            at: l.at,
-        })
-        .collect();
-    if report.dropped_logs > 0 {
-        logs.push(LogLine {
-            level: LogLevel::Warn,
-            message: format!(
-                "{} more log lines dropped (at most {} are kept per run)",
-                report.dropped_logs, state.config.limits.max_log_lines
-            ),
-            at: picloud_core::now(),
-        });
-    }
-    let (error, error_line) = match report.outcome {
-        Ok(_) => (None, None),
-        Err(f) => (Some(f.message), f.line),
-    };
-    state
-        .recorder
-        .record(Execution {
-            id: id.clone(),
-            app_id: app.id.clone(),
-            script_id: script.id.clone(),
-            source: ExecutionSource::Http,
-            status,
-            started_at,
-            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
-            logs,
-            error,
-            error_line,
-        })
-        .await;
 }
 
 #[cfg(test)]

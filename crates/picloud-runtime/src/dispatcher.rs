@@ -1,0 +1,338 @@
+//! The dispatcher: delivers queued events (trigger events, async route calls) to their
+//! scripts, with retries, dead letters and leases.
+//!
+//! It claims only as many deliveries as it has script slots for, wakes at once when a
+//! write queues something in this process ([`EventSignal`]), otherwise sleeps until the
+//! next delivery is due, and polls every `poll_interval` as a safety net. A claim is a
+//! lease, extended while the run lives; completing needs the claim's fencing token, so
+//! a worker presumed dead cannot complete a delivery someone else has re-claimed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use picloud_core::model::ExecutionSource;
+use picloud_core::{DeadLetterId, ExecutionId};
+use picloud_script::{AppRef, RunInput, ScriptFailure, ScriptRef, ServiceAccess};
+use picloud_services::{CallContext, EventSignal, Services};
+use picloud_store::{App, OutboxEvent, RetryPolicy, Script, Store, StoreError};
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::run::{execution_record, failed, run_script, RunIdentity};
+use crate::{payload, ExecError, Runner};
+
+/// Most deliveries claimed in one statement.
+const CLAIM_BATCH: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub trigger_timeout: Duration,
+    pub max_log_lines: usize,
+    /// Deliveries run at once (the executor's threads).
+    pub capacity: usize,
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    runner: Runner,
+    services: Arc<Services>,
+    signal: Arc<EventSignal>,
+    config: DispatcherConfig,
+    in_flight: AtomicUsize,
+    finished: Notify,
+}
+
+/// Exponential backoff with ±20 % jitter: `base · 2^(attempt-1)`, at most `max`.
+pub fn backoff(retry: &RetryPolicy, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(32);
+    let raw = retry
+        .base_delay_ms
+        .saturating_mul(1u64 << exponent)
+        .min(retry.max_delay_ms);
+    let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+    Duration::from_millis((raw as f64 * jitter) as u64)
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runner: Runner,
+        services: Arc<Services>,
+        signal: Arc<EventSignal>,
+        config: DispatcherConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            runner,
+            services,
+            signal,
+            config,
+            in_flight: AtomicUsize::new(0),
+            finished: Notify::new(),
+        })
+    }
+
+    /// Deliveries running right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.clone().claim_loop(shutdown))
+    }
+
+    async fn claim_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let free = self.config.capacity.saturating_sub(self.in_flight());
+            if free == 0 {
+                tokio::select! {
+                    () = self.finished.notified() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let limit = u32::try_from(free.min(CLAIM_BATCH)).unwrap_or(1);
+            let claimed = match self
+                .store
+                .claim_events(picloud_core::now(), limit, self.config.lease)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming events failed; retrying in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                let wait = self.until_next_due().await;
+                tokio::select! {
+                    () = self.signal.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            for event in claimed {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.deliver(event).await;
+                    me.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    me.finished.notify_one();
+                });
+            }
+        }
+    }
+
+    /// How long to sleep when nothing is due: until the next due delivery, at most the
+    /// poll interval.
+    async fn until_next_due(&self) -> Duration {
+        match self.store.next_event_due().await {
+            Ok(Some(due)) => (due - picloud_core::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(self.config.poll_interval),
+            Ok(None) => self.config.poll_interval,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the next due event failed");
+                self.config.poll_interval
+            }
+        }
+    }
+
+    /// Keeps the claim alive while the run lives.
+    fn keep_lease(&self, event: &OutboxEvent) -> JoinHandle<()> {
+        let store = self.store.clone();
+        let lease = self.config.lease;
+        let id = event.id.clone();
+        let version = event.lease_version;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let until = picloud_core::now()
+                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+                match store.extend_lease(&id, version, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(event = %id, "lost the claim of a running delivery");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(event = %id, error = %e, "extending a lease failed"),
+                }
+            }
+        })
+    }
+
+    async fn deliver(self: &Arc<Self>, event: OutboxEvent) {
+        let app = match self.store.get_app(&event.app_id).await {
+            Ok(app) => app,
+            Err(StoreError::NotFound) => {
+                // The app went away with its outbox rows; nothing left to deliver to.
+                let _ = self
+                    .store
+                    .complete_event(&event.id, event.lease_version)
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(event = %event.id, error = %e, "loading the app of an event failed");
+                return;
+            }
+        };
+        let lease = self.keep_lease(&event);
+        let started_at = picloud_core::now();
+        let execution_id = ExecutionId::at(started_at);
+        let script = match self.store.get_script(&event.script_id).await {
+            Ok(script) => Some(script),
+            Err(e) => {
+                tracing::warn!(event = %event.id, error = %e, "the event's script cannot be loaded");
+                None
+            }
+        };
+        let report = match &script {
+            Some(script) => self.run(&app, script, &event, &execution_id).await,
+            None => Some(failed(ScriptFailure::error("the script no longer exists"))),
+        };
+        lease.abort();
+        let Some(report) = report else {
+            // Shutting down: the claim stays until its lease runs out (or, on SQLite,
+            // the next start releases it).
+            return;
+        };
+        self.settle(&event, report.outcome.as_ref().err()).await;
+        if let Some(script) = &script {
+            let who = RunIdentity {
+                app: &app,
+                script,
+                id: &execution_id,
+                source: event.source,
+                started_at,
+            };
+            self.runner
+                .record(execution_record(&who, &report, self.config.max_log_lines))
+                .await;
+        }
+    }
+
+    /// Runs the script; `None` when the executor is shutting down.
+    async fn run(
+        &self,
+        app: &App,
+        script: &Script,
+        event: &OutboxEvent,
+        execution_id: &ExecutionId,
+    ) -> Option<picloud_script::RunReport<()>> {
+        let (input, scopes) = payload::run_input(event);
+        let input = RunInput {
+            app: AppRef {
+                id: app.id.to_string(),
+                slug: app.slug.clone(),
+            },
+            script: ScriptRef {
+                id: script.id.to_string(),
+                name: script.name.clone(),
+            },
+            execution_id: execution_id.to_string(),
+            services: Some(Arc::new(ServiceAccess {
+                services: self.services.clone(),
+                ctx: CallContext {
+                    app_id: app.id.clone(),
+                    caller_scopes: scopes,
+                    depth: event.depth,
+                },
+                handle: tokio::runtime::Handle::current(),
+            })),
+            ..input
+        };
+        let engine = self.runner.engine.clone();
+        let script = script.clone();
+        let timeout = self.config.trigger_timeout;
+        let job = move || run_script(&engine, &script, input, timeout, |_| Ok(()));
+        match self.runner.executor.run_queued(app.id.as_str(), job).await {
+            Ok(report) => Some(report),
+            Err(ExecError::ShutDown) => None,
+            Err(e) => Some(failed(ScriptFailure::error(e.to_string()))),
+        }
+    }
+
+    /// Completes, retries or dead-letters the delivery after its run.
+    async fn settle(&self, event: &OutboxEvent, failure: Option<&ScriptFailure>) {
+        let store = &self.store;
+        let (id, version) = (&event.id, event.lease_version);
+        let result = match failure {
+            None => store.complete_event(id, version).await.map(|_| ()),
+            Some(failure) if event.source == ExecutionSource::DeadLetter => {
+                // A failing dead-letter handler is never retried and never produces
+                // another dead letter: its dead letter is marked instead.
+                let dead_letter = event.payload["dead_letter"]["id"]
+                    .as_str()
+                    .and_then(|d| DeadLetterId::parse(d).ok());
+                tracing::warn!(event = %id, error = %failure.message, "dead-letter handler failed");
+                match dead_letter {
+                    Some(dl) => store
+                        .fail_dead_letter_handler(id, version, &dl)
+                        .await
+                        .map(|_| ()),
+                    None => store.complete_event(id, version).await.map(|_| ()),
+                }
+            }
+            Some(_) if event.attempt < event.retry.max_attempts => {
+                let delay = backoff(&event.retry, event.attempt);
+                let due = picloud_core::now()
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+                store
+                    .retry_event(id, version, event.attempt + 1, due)
+                    .await
+                    .map(|_| ())
+            }
+            Some(failure) => {
+                let max_depth = self.services.kv.max_depth();
+                match store
+                    .dead_letter_event(id, version, &failure.message, max_depth)
+                    .await
+                {
+                    Ok(Some(dl)) => {
+                        tracing::warn!(event = %id, dead_letter = %dl.id, "delivery exhausted its attempts");
+                        self.signal.notify();
+                        Ok(())
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(event = %id, error = %e, "settling a delivery failed; it will be retried after its lease");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let retry = RetryPolicy {
+            max_attempts: 10,
+            base_delay_ms: 1000,
+            max_delay_ms: 5000,
+        };
+        for (attempt, base) in [(1u32, 1000u64), (2, 2000), (3, 4000), (4, 5000), (9, 5000)] {
+            let d = backoff(&retry, attempt).as_millis() as u64;
+            assert!(
+                d >= base * 8 / 10 && d <= base * 12 / 10,
+                "attempt {attempt}: {d}"
+            );
+        }
+        assert_eq!(backoff(&RetryPolicy::ONCE, 1), Duration::ZERO);
+    }
+}

@@ -1,0 +1,120 @@
+//! What every run shares, whoever starts it (a route, the dispatcher): compile through
+//! the cache, run with the limits, and turn the report into an execution record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use picloud_core::model::{ExecutionSource, ExecutionStatus, LogLevel};
+use picloud_core::ExecutionId;
+use picloud_script::{CacheKey, FailureKind, RunInput, RunReport, ScriptEngine, ScriptFailure};
+use picloud_store::{App, Execution, LogLine, Script};
+use rhai::Dynamic;
+
+/// Compiles (or takes from the cache) and runs `script`; `finish` shapes the result on
+/// the script thread. Meant to run on an executor thread.
+pub fn run_script<T>(
+    engine: &ScriptEngine,
+    script: &Script,
+    input: RunInput,
+    timeout: Duration,
+    finish: impl FnOnce(Dynamic) -> Result<T, ScriptFailure>,
+) -> RunReport<T> {
+    let key = CacheKey {
+        script_id: script.id.as_str(),
+        updated_at: script.updated_at,
+    };
+    match engine.compiled(key, &script.source) {
+        Ok(ast) => engine.run(&ast, input, timeout, finish),
+        Err(e) => failed(ScriptFailure {
+            kind: FailureKind::Error,
+            message: format!("compile error: {}", e.message),
+            line: e.line,
+        }),
+    }
+}
+
+/// A report of a run that never got to run its script.
+pub fn failed<T>(failure: ScriptFailure) -> RunReport<T> {
+    RunReport {
+        outcome: Err(failure),
+        logs: Vec::new(),
+        dropped_logs: 0,
+        duration: Duration::ZERO,
+    }
+}
+
+pub fn status_of(failure: Option<&ScriptFailure>) -> ExecutionStatus {
+    match failure.map(|f| f.kind) {
+        None => ExecutionStatus::Ok,
+        Some(FailureKind::Error | FailureKind::Forbidden) => ExecutionStatus::Error,
+        Some(FailureKind::Timeout) => ExecutionStatus::Timeout,
+        Some(FailureKind::LimitExceeded(_)) => ExecutionStatus::LimitExceeded,
+    }
+}
+
+/// Who ran what, for the execution record.
+pub struct RunIdentity<'a> {
+    pub app: &'a App,
+    pub script: &'a Script,
+    pub id: &'a ExecutionId,
+    pub source: ExecutionSource,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The execution record of a finished run.
+pub fn execution_record<T>(
+    who: &RunIdentity<'_>,
+    report: &RunReport<T>,
+    max_log_lines: usize,
+) -> Execution {
+    let failure = report.outcome.as_ref().err();
+    let mut logs: Vec<LogLine> = report
+        .logs
+        .iter()
+        .map(|l| LogLine {
+            level: l.level,
+            message: l.message.clone(),
+            at: l.at,
+        })
+        .collect();
+    if report.dropped_logs > 0 {
+        logs.push(LogLine {
+            level: LogLevel::Warn,
+            message: format!(
+                "{} more log lines dropped (at most {max_log_lines} are kept per run)",
+                report.dropped_logs
+            ),
+            at: picloud_core::now(),
+        });
+    }
+    Execution {
+        id: who.id.clone(),
+        app_id: who.app.id.clone(),
+        script_id: who.script.id.clone(),
+        source: who.source,
+        status: status_of(failure),
+        started_at: who.started_at,
+        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        logs,
+        error: failure.map(|f| f.message.clone()),
+        error_line: failure.and_then(|f| f.line),
+    }
+}
+
+/// The engine and the pool, shared by everything that runs scripts.
+#[derive(Clone)]
+pub struct Runner {
+    pub engine: Arc<ScriptEngine>,
+    pub executor: Arc<crate::Executor>,
+    pub recorder: Arc<crate::ExecutionRecorder>,
+    pub metrics: Arc<crate::Metrics>,
+}
+
+impl Runner {
+    /// Records a finished run and counts it.
+    pub async fn record(&self, execution: Execution) {
+        self.metrics.observe_execution(execution.status.as_str());
+        self.recorder.record(execution).await;
+    }
+}

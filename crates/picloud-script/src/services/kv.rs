@@ -1,0 +1,155 @@
+//! `kv::collection(name)` and the methods of the handle it returns.
+
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, ImmutableString, Map};
+
+use super::{call, error, note_skipped};
+use crate::convert::{dynamic_to_json, json_to_dynamic};
+
+/// A handle on one KV collection of the running app.
+#[derive(Debug, Clone)]
+pub struct KvCollection {
+    pub(crate) name: ImmutableString,
+}
+
+fn list_options(
+    options: &Map,
+) -> Result<(Option<String>, Option<String>, Option<u32>), Box<EvalAltResult>> {
+    let mut prefix = None;
+    let mut cursor = None;
+    let mut limit = None;
+    for (key, value) in options {
+        match key.as_str() {
+            "prefix" => {
+                prefix = Some(
+                    value
+                        .clone()
+                        .into_string()
+                        .map_err(|_| error("kv", "prefix must be a string"))?,
+                )
+            }
+            "cursor" => {
+                if !value.is_unit() {
+                    cursor = Some(
+                        value
+                            .clone()
+                            .into_string()
+                            .map_err(|_| error("kv", "cursor must be a string"))?,
+                    );
+                }
+            }
+            "limit" => {
+                let n = value
+                    .as_int()
+                    .map_err(|_| error("kv", "limit must be an integer"))?;
+                limit = Some(u32::try_from(n).map_err(|_| error("kv", "limit must be 1 to 500"))?);
+            }
+            other => return Err(error("kv", format!("unknown list option {other:?}"))),
+        }
+    }
+    Ok((prefix, cursor, limit))
+}
+
+#[export_module]
+mod kv_ns {
+    use super::*;
+
+    /// A handle on the collection `name` of this app (letters, digits, `_`, `-`, `.`).
+    #[rhai_fn(return_raw)]
+    pub fn collection(name: ImmutableString) -> Result<KvCollection, Box<EvalAltResult>> {
+        picloud_services::KvService::validate_collection_name(&name).map_err(|e| error("kv", e))?;
+        Ok(KvCollection { name })
+    }
+
+    /// The value stored under `key`, or `()`.
+    #[rhai_fn(global, pure, return_raw)]
+    pub fn get(coll: &mut KvCollection, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        let name = coll.name.clone();
+        let key = key.to_owned();
+        let value = call(
+            "kv",
+            |s, ctx| async move { s.kv.get(&ctx, &name, &key).await },
+        )?;
+        Ok(value.as_ref().map(json_to_dynamic).unwrap_or(Dynamic::UNIT))
+    }
+
+    /// Stores `value` (any JSON-able value) under `key`; triggers on the collection fire.
+    #[rhai_fn(global, pure, return_raw)]
+    pub fn set(
+        coll: &mut KvCollection,
+        key: &str,
+        value: Dynamic,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let json = dynamic_to_json(&value)
+            .map_err(|e| error("kv", format!("the value cannot be stored: {e}")))?;
+        let name = coll.name.clone();
+        let key = key.to_owned();
+        let skipped = call("kv", |s, ctx| async move {
+            s.kv.set(&ctx, &name, &key, &json).await
+        })?;
+        note_skipped("kv", skipped);
+        Ok(())
+    }
+
+    /// Whether `key` has a value.
+    #[rhai_fn(global, pure, return_raw)]
+    pub fn has(coll: &mut KvCollection, key: &str) -> Result<bool, Box<EvalAltResult>> {
+        let name = coll.name.clone();
+        let key = key.to_owned();
+        call(
+            "kv",
+            |s, ctx| async move { s.kv.has(&ctx, &name, &key).await },
+        )
+    }
+
+    /// Deletes `key`; returns whether it had a value.
+    #[rhai_fn(global, pure, return_raw)]
+    pub fn delete(coll: &mut KvCollection, key: &str) -> Result<bool, Box<EvalAltResult>> {
+        let name = coll.name.clone();
+        let key = key.to_owned();
+        let (was_present, skipped) = call("kv", |s, ctx| async move {
+            s.kv.delete(&ctx, &name, &key).await
+        })?;
+        note_skipped("kv", skipped);
+        Ok(was_present)
+    }
+
+    /// The first page of entries in key order: `#{items: [#{key, value}], cursor}`.
+    #[rhai_fn(global, pure, name = "list", return_raw)]
+    pub fn list_all(coll: &mut KvCollection) -> Result<Map, Box<EvalAltResult>> {
+        list(coll, Map::new())
+    }
+
+    /// Entries in key order, with `#{prefix?, cursor?, limit?}`; `cursor` is `()` on the
+    /// last page.
+    #[rhai_fn(global, pure, return_raw)]
+    pub fn list(coll: &mut KvCollection, options: Map) -> Result<Map, Box<EvalAltResult>> {
+        let (prefix, cursor, limit) = list_options(&options)?;
+        let name = coll.name.clone();
+        let page = call("kv", |s, ctx| async move {
+            s.kv.list(&ctx, &name, prefix.as_deref(), cursor.as_deref(), limit)
+                .await
+        })?;
+        let items: Array = page
+            .items
+            .iter()
+            .map(|(key, value)| {
+                let mut item = Map::new();
+                item.insert("key".into(), Dynamic::from(key.clone()));
+                item.insert("value".into(), json_to_dynamic(value));
+                Dynamic::from_map(item)
+            })
+            .collect();
+        let mut out = Map::new();
+        out.insert("items".into(), Dynamic::from_array(items));
+        out.insert(
+            "cursor".into(),
+            page.cursor.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        );
+        Ok(out)
+    }
+}
+
+pub(crate) fn module() -> Module {
+    exported_module!(kv_ns)
+}

@@ -1,0 +1,272 @@
+//! Triggers: create per kind, list, enable/disable, delete.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use picloud_core::access::Capability;
+use picloud_core::model::{KvOp, TriggerKind};
+use picloud_core::{ScriptId, TriggerId};
+use picloud_store::{NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::List;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{ApiJson, ApiQuery, ListParams};
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDto {
+    /// Runs in all, the first included.
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriggerDto {
+    pub id: String,
+    pub app_id: String,
+    pub kind: TriggerKind,
+    pub script_id: String,
+    pub enabled: bool,
+    /// The trigger's own policy; `null` uses the instance defaults.
+    pub retry: Option<RetryDto>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Trigger> for TriggerDto {
+    fn from(t: Trigger) -> Self {
+        let kind = t.config.kind();
+        let (collection, ops) = match t.config {
+            TriggerConfig::Kv { collection, ops } => (
+                Some(collection),
+                Some(ops.iter().map(|o| o.as_str().to_owned()).collect()),
+            ),
+            TriggerConfig::DeadLetter => (None, None),
+        };
+        Self {
+            id: t.id.into_string(),
+            app_id: t.app_id.into_string(),
+            kind,
+            script_id: t.script_id.into_string(),
+            enabled: t.enabled,
+            retry: t.retry.map(|r| RetryDto {
+                max_attempts: r.max_attempts,
+                base_delay_ms: r.base_delay_ms,
+                max_delay_ms: r.max_delay_ms,
+            }),
+            collection,
+            ops,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// The body of every kind; which fields apply depends on the kind.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTrigger {
+    /// An endpoint script of this app.
+    pub script_id: String,
+    pub retry: Option<RetryDto>,
+    /// `kv`: the collection to watch.
+    pub collection: Option<String>,
+    /// `kv`: some of `["set", "delete"]`.
+    pub ops: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTrigger {
+    pub enabled: bool,
+}
+
+fn retry_policy(retry: Option<RetryDto>) -> ApiResult<Option<RetryPolicy>> {
+    let Some(r) = retry else { return Ok(None) };
+    if !(1..=100).contains(&r.max_attempts) {
+        return Err(ApiError::invalid(
+            "retry.max_attempts",
+            "max_attempts must be 1 to 100",
+        ));
+    }
+    if r.max_delay_ms < r.base_delay_ms || r.max_delay_ms > 86_400_000 {
+        return Err(ApiError::invalid(
+            "retry.max_delay_ms",
+            "max_delay_ms must be at least base_delay_ms and at most a day",
+        ));
+    }
+    Ok(Some(RetryPolicy {
+        max_attempts: r.max_attempts,
+        base_delay_ms: r.base_delay_ms,
+        max_delay_ms: r.max_delay_ms,
+    }))
+}
+
+fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig> {
+    match kind {
+        TriggerKind::Kv => {
+            let collection = req.collection.clone().ok_or_else(|| {
+                ApiError::invalid("collection", "a kv trigger needs a collection")
+            })?;
+            picloud_services::KvService::validate_collection_name(&collection)
+                .map_err(|e| ApiError::invalid("collection", e.to_string()))?;
+            let ops = req
+                .ops
+                .clone()
+                .unwrap_or_else(|| vec!["set".into(), "delete".into()]);
+            if ops.is_empty() {
+                return Err(ApiError::invalid(
+                    "ops",
+                    "ops must name at least one of set, delete",
+                ));
+            }
+            let mut parsed = Vec::new();
+            for op in &ops {
+                let op: KvOp = op
+                    .parse()
+                    .map_err(|e| ApiError::invalid("ops", format!("op {e}")))?;
+                if !parsed.contains(&op) {
+                    parsed.push(op);
+                }
+            }
+            Ok(TriggerConfig::Kv {
+                collection,
+                ops: parsed,
+            })
+        }
+        TriggerKind::DeadLetter => {
+            if req.retry.is_some() {
+                return Err(ApiError::invalid(
+                    "retry",
+                    "a dead-letter handler is never retried; it takes no retry policy",
+                ));
+            }
+            if req.collection.is_some() || req.ops.is_some() {
+                return Err(ApiError::invalid(
+                    "collection",
+                    "dead_letter triggers take only script_id",
+                ));
+            }
+            Ok(TriggerConfig::DeadLetter)
+        }
+    }
+}
+
+/// Create a trigger of `kind` (`kv` or `dead_letter`). The script must be an endpoint of
+/// this app.
+///
+/// (The path segment is named `{trigger}` because the same position holds the trigger
+/// id on `PATCH`/`DELETE`; here it is the kind.)
+#[utoipa::path(post, path = "/api/v1/admin/apps/{app}/triggers/{trigger}", tag = "triggers",
+    request_body = CreateTrigger,
+    params(("app" = String, Path, description = "app id or slug"),
+        ("trigger" = String, Path, description = "the kind to create: kv or dead_letter")),
+    responses((status = 201, body = TriggerDto), (status = 404, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("trigger.manage"))))]
+pub async fn create_trigger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app, kind)): Path<(String, String)>,
+    ApiJson(req): ApiJson<CreateTrigger>,
+) -> ApiResult<(StatusCode, Json<TriggerDto>)> {
+    let app = caller.app(&state, &app, Capability::TriggerManage).await?;
+    let kind: TriggerKind = kind
+        .parse()
+        .map_err(|e| ApiError::invalid("kind", format!("trigger kind {e}")))?;
+    let config = config_for(kind, &req)?;
+    let retry = retry_policy(req.retry)?;
+    let not_here = || {
+        ApiError::invalid(
+            "script_id",
+            "the script must be an endpoint script of this app",
+        )
+    };
+    let script_id = ScriptId::parse(&req.script_id).map_err(|_| not_here())?;
+    let trigger = state
+        .store
+        .create_trigger(NewTrigger {
+            app_id: app.id,
+            script_id,
+            retry,
+            config,
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_here(),
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(trigger.into())))
+}
+
+/// An app's triggers.
+#[utoipa::path(get, path = "/api/v1/admin/apps/{app}/triggers", tag = "triggers",
+    params(("app" = String, Path, description = "app id or slug"), ListParams),
+    responses((status = 200, body = List<TriggerDto>), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("app.read"))))]
+pub async fn list_triggers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<List<TriggerDto>>> {
+    let app = caller.app(&state, &app, Capability::AppRead).await?;
+    let page = state.store.list_triggers(&app.id, &params.page()?).await?;
+    Ok(Json(List::from_page(page, TriggerDto::from)))
+}
+
+fn trigger_id(id: &str) -> ApiResult<TriggerId> {
+    TriggerId::parse(id).map_err(|_| ApiError::not_found("trigger"))
+}
+
+/// Enable or disable a trigger.
+#[utoipa::path(patch, path = "/api/v1/admin/apps/{app}/triggers/{trigger}", tag = "triggers",
+    request_body = UpdateTrigger,
+    params(("app" = String, Path, description = "app id or slug"),
+        ("trigger" = String, Path, description = "trigger id")),
+    responses((status = 200, body = TriggerDto), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("trigger.manage"))))]
+pub async fn update_trigger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<UpdateTrigger>,
+) -> ApiResult<Json<TriggerDto>> {
+    let app = caller.app(&state, &app, Capability::TriggerManage).await?;
+    let trigger = state
+        .store
+        .set_trigger_enabled(&app.id, &trigger_id(&id)?, req.enabled)
+        .await
+        .map_err(|e| ApiError::from_store(e, "trigger"))?;
+    Ok(Json(trigger.into()))
+}
+
+/// Delete a trigger; its queued deliveries go with it.
+#[utoipa::path(delete, path = "/api/v1/admin/apps/{app}/triggers/{trigger}", tag = "triggers",
+    params(("app" = String, Path, description = "app id or slug"),
+        ("trigger" = String, Path, description = "trigger id")),
+    responses((status = 204), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])), extensions(("x-capability" = json!("trigger.manage"))))]
+pub async fn delete_trigger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let app = caller.app(&state, &app, Capability::TriggerManage).await?;
+    state
+        .store
+        .delete_trigger(&app.id, &trigger_id(&id)?)
+        .await
+        .map_err(|e| ApiError::from_store(e, "trigger"))?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,98 @@
+//! `dead_letters::{list, replay, resolve}`.
+
+use std::sync::Arc;
+
+use picloud_core::access::Capability;
+use picloud_core::{DeadLetterId, EventId};
+use picloud_store::{Cursor, DeadLetter, DeadLetterFilter, PageRequest, RetryPolicy, Store};
+
+use crate::{CallContext, EventSignal, ServiceError, ServiceResult};
+
+pub struct DeadLetterService {
+    store: Arc<dyn Store>,
+    default_retry: RetryPolicy,
+    signal: Arc<EventSignal>,
+}
+
+fn parse_id(id: &str) -> ServiceResult<DeadLetterId> {
+    DeadLetterId::parse(id).map_err(|_| ServiceError::NotFound(format!("dead letter {id:?}")))
+}
+
+impl DeadLetterService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        default_retry: RetryPolicy,
+        signal: Arc<EventSignal>,
+    ) -> Self {
+        Self {
+            store,
+            default_retry,
+            signal,
+        }
+    }
+
+    pub async fn list(
+        &self,
+        ctx: &CallContext,
+        filter: DeadLetterFilter,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<(Vec<DeadLetter>, Option<String>)> {
+        ctx.require(Capability::DataRead)?;
+        let after = match cursor {
+            Some(c) => Some(
+                Cursor::decode(c).ok_or_else(|| ServiceError::Invalid("invalid cursor".into()))?,
+            ),
+            None => None,
+        };
+        let limit = limit.unwrap_or(picloud_store::page::DEFAULT_LIMIT);
+        if !(1..=picloud_store::page::MAX_LIMIT).contains(&limit) {
+            return Err(ServiceError::Invalid("limit must be 1 to 500".into()));
+        }
+        let page = self
+            .store
+            .list_dead_letters(&ctx.app_id, filter, &PageRequest { limit, after })
+            .await
+            .map_err(|e| ServiceError::store(e, "app"))?;
+        Ok((page.items, page.next_cursor.map(|c| c.as_str().to_owned())))
+    }
+
+    /// Delivers the event again: same event id, attempt 1, the trigger's full policy.
+    pub async fn replay(&self, ctx: &CallContext, id: &str) -> ServiceResult<EventId> {
+        ctx.require(Capability::DataWrite)?;
+        let id = parse_id(id)?;
+        let dl = self
+            .store
+            .get_dead_letter(&ctx.app_id, &id)
+            .await
+            .map_err(|e| ServiceError::store(e, "dead letter"))?;
+        let retry = match &dl.trigger_id {
+            Some(trigger) => match self.store.get_trigger(&ctx.app_id, trigger).await {
+                Ok(t) => t.retry.unwrap_or(self.default_retry),
+                Err(_) => self.default_retry,
+            },
+            None => self.default_retry,
+        };
+        let event = self
+            .store
+            .replay_dead_letter(&ctx.app_id, &id, retry)
+            .await
+            .map_err(|e| match e {
+                picloud_store::StoreError::NotFound => ServiceError::Conflict(
+                    "the dead letter's script no longer exists; it cannot be replayed".into(),
+                ),
+                other => ServiceError::store(other, "dead letter"),
+            })?;
+        self.signal.notify();
+        Ok(event)
+    }
+
+    pub async fn resolve(&self, ctx: &CallContext, id: &str) -> ServiceResult<DeadLetter> {
+        ctx.require(Capability::DataWrite)?;
+        let id = parse_id(id)?;
+        self.store
+            .resolve_dead_letter(&ctx.app_id, &id)
+            .await
+            .map_err(|e| ServiceError::store(e, "dead letter"))
+    }
+}

@@ -1,0 +1,35 @@
+use picloud_store::StoreError;
+
+/// Why a service call failed. The script bindings prefix every message with the
+/// namespace (`"kv: …"`); `Forbidden` becomes the distinct refusal scripts cannot forge.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The caller lacks the right (only when the run is on behalf of a caller).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Bad arguments; nothing was written.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The storage failed; logged in full, reported opaquely.
+    #[error("storage unavailable")]
+    Store(#[source] StoreError),
+}
+
+impl ServiceError {
+    pub fn store(e: StoreError, what: &str) -> Self {
+        match e {
+            StoreError::NotFound => ServiceError::NotFound(what.to_owned()),
+            StoreError::Conflict(message) => ServiceError::Conflict(message),
+            other => {
+                tracing::error!(error = %other, "storage error in a service call");
+                ServiceError::Store(other)
+            }
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
