@@ -63,7 +63,7 @@ fn expected(capability: &str, who: Who) -> Expect {
                 Forbidden
             }
         }
-        "app.read" | "script.read" => app_level(1),
+        "app.read" | "script.read" | "data.read" => app_level(1),
         "script.write" => app_level(2),
         "app.admin" | "members.manage" | "route.manage" | "audit.read" | "trigger.manage" => {
             app_level(3)
@@ -93,6 +93,10 @@ fn body_for(method: &Method, template: &str, n: usize) -> Option<Value> {
         ("PATCH", "/api/v1/admin/users/{id}") => json!({"disabled": false}),
         ("POST", "/api/v1/admin/api-keys") => json!({"name": "k", "scopes": ["script:read"]}),
         ("PUT", "/api/v1/admin/apps/{app}/members/{user_id}") => json!({"role": "viewer"}),
+        ("POST", "/api/v1/admin/apps/{app}/triggers/{trigger}") => json!({"script_id": "{script}"}),
+        ("PATCH", "/api/v1/admin/apps/{app}/triggers/{trigger}") => json!({"enabled": false}),
+        ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/replay")
+        | ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/resolve") => return None,
         ("GET", _) | ("DELETE", _) => return None,
         (m, t) => panic!("no request body for {m} {t}: add one to body_for"),
     };
@@ -214,8 +218,22 @@ async fn fixture(
         .as_str()
         .unwrap_or_else(|| panic!("{who:?} creates their own key"))
         .to_owned();
+    let trigger = app
+        .admin_ok(
+            Method::POST,
+            &format!("/api/v1/admin/apps/{slug}/triggers/kv"),
+            Some(json!({"script_id": script, "collection": "c"})),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .expect("trigger")
+        .to_owned();
+    let dead_letter = dead_letter(app, &slug, &script).await;
     vec![
         ("{app}", slug),
+        ("trigger", trigger),
+        ("dead_letter", dead_letter),
         ("{user_id}", target.clone()),
         ("script", script),
         ("route", route),
@@ -223,6 +241,47 @@ async fn fixture(
         ("user", target),
         ("key", key),
     ]
+}
+
+/// A dead letter, made through the store: an event due in a year (so the server's
+/// dispatcher leaves it alone), claimed and exhausted here.
+async fn dead_letter(app: &TestApp, slug: &str, script: &str) -> String {
+    let store = app.started().state.store.clone();
+    let app_id = store.get_app_by_slug(slug).await.expect("app").id;
+    let far = picloud_core::now() + chrono::Duration::days(365);
+    store
+        .enqueue_event(picloud_store::NewEvent {
+            id: picloud_core::EventId::new(),
+            app_id: app_id.clone(),
+            trigger_id: None,
+            script_id: picloud_core::ScriptId::parse(script).expect("script id"),
+            source: picloud_core::model::ExecutionSource::Http,
+            payload: json!({"source": "http", "op": "request"}),
+            retry: picloud_store::RetryPolicy::ONCE,
+            depth: 0,
+            due_at: far,
+        })
+        .await
+        .expect("enqueue");
+    let claimed = store
+        .claim_events(
+            far + chrono::Duration::seconds(1),
+            500,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("claim");
+    let event = claimed
+        .into_iter()
+        .find(|e| e.app_id == app_id)
+        .expect("our event");
+    store
+        .dead_letter_event(&event.id, event.lease_version, "made for the matrix", 8)
+        .await
+        .expect("dead letter")
+        .expect("written")
+        .id
+        .into_string()
 }
 
 fn fill(template: &str, values: &[(&'static str, String)]) -> String {
@@ -243,16 +302,22 @@ fn fill(template: &str, values: &[(&'static str, String)]) -> String {
         "user"
     } else if template.contains("/api-keys/{id}") {
         "key"
+    } else if template.contains("/dead-letters/{id}") {
+        "dead_letter"
     } else {
         "none"
     };
     let mut path = template
         .replace("{app}", &get("{app}"))
-        .replace("{user_id}", &get("{user_id}"));
+        .replace("{user_id}", &get("{user_id}"))
+        .replace("{collection}", "c");
     if path.contains("{id}") {
         path = path.replace("{id}", &get(id_kind));
     }
-    assert!(!path.contains('{'), "unfilled parameter in {template}");
+    assert!(
+        !path.replace("{trigger}", "").contains('{'),
+        "unfilled parameter in {template}"
+    );
     path
 }
 
@@ -297,6 +362,13 @@ async fn matrix(backend: Backend) {
                     .1;
                 let values = fixture(&app, &callers, n, who, token).await;
                 let mut path = fill(template, &values);
+                // `{trigger}` is the kind when creating, the id otherwise.
+                let trigger = if method == Method::POST {
+                    "kv".to_owned()
+                } else {
+                    values[1].1.clone()
+                };
+                path = path.replace("{trigger}", &trigger);
                 if capability == "audit.read" {
                     path.push_str(&format!("?app={}", values[0].1));
                 }

@@ -694,7 +694,107 @@ async fn users_members_and_audit(backend: Backend) {
     app.shutdown().await;
 }
 
+/// The script is the gate for anonymous calls; for an authenticated caller every
+/// service call checks the caller's rights, below the script.
+async fn script_as_gate(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.create_app("shop").await;
+    app.deploy(
+        "shop",
+        "POST",
+        "/note/{k}",
+        r#"kv::collection("notes").set(ctx.request.params.k, "written"); "ok""#,
+    )
+    .await;
+    app.deploy(
+        "shop",
+        "GET",
+        "/forge",
+        r#"throw "forbidden: I made this up""#,
+    )
+    .await;
+    app.deploy(
+        "shop",
+        "POST",
+        "/careful/{k}",
+        r#"let out = "wrote"; try { kv::collection("notes").set(ctx.request.params.k, 1); } catch (e) { out = `refused: ${e}`; } out"#,
+    )
+    .await;
+    let (dev_id, dev) = user(&app, "dev@example.com").await;
+    member(&app, "shop", &dev_id, "editor").await;
+    let (_, reader) = new_key(
+        &app,
+        &dev,
+        json!({"name": "r", "scopes": ["script:read", "script:invoke"]}),
+    )
+    .await;
+    let (_, writer) = new_key(&app, &dev, json!({"name": "w", "scopes": ["script:write"]})).await;
+    let written = |key: &'static str| {
+        let req = app.admin(Method::GET, "/api/v1/admin/apps/shop/kv/notes", None);
+        async move {
+            let page: Value = req.await.json().await.expect("json");
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .any(|e| e["key"] == key)
+        }
+    };
+
+    let r = app
+        .on_host("shop", Method::POST, "/note/anon")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200, "anonymous: the script is the gate");
+    assert!(written("anon").await);
+
+    let r = app
+        .on_host("shop", Method::POST, "/note/by-reader")
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("r");
+    let (code, body) = status(r).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(!written("by-reader").await, "nothing was written");
+
+    let r = app
+        .on_host("shop", Method::POST, "/note/by-writer")
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    assert!(written("by-writer").await);
+
+    // The refusal is a distinct kind of error: a script throwing the same words is not.
+    let r = app
+        .on_host("shop", Method::GET, "/forge")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(status(r).await.1["error"]["code"], "script_error");
+    // A script may catch the refusal and carry on.
+    let r = app
+        .on_host("shop", Method::POST, "/careful/x")
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("text");
+    assert!(text.starts_with("refused: forbidden:"), "{text}");
+    assert!(!written("x").await);
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    script_as_gate_for_anonymous_calls_checks_for_callers => script_as_gate,
     api_keys_shown_once_scoped_revoked_expired => api_keys,
     keys_and_sessions_on_required_routes => keys_on_the_data_plane,
     cookie_sessions_require_the_csrf_header => cookie_sessions_need_csrf,
