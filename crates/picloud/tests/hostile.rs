@@ -332,7 +332,53 @@ async fn hostile_requests(backend: Backend) {
     app.shutdown().await;
 }
 
+
+/// A run the HTTP side stops waiting for (its script is inside slow operations between
+/// two clock checks) answers 504, is recorded in abandoned_executions, and its own
+/// execution record still arrives when it ends.
+async fn abandoned_runs(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.limits.route_timeout = Duration::from_millis(50);
+        c.limits.abandon_grace = Duration::ZERO;
+        c.executor.queue_timeout = Duration::from_millis(1);
+    })
+    .await
+    .expect("server");
+    app.deploy("shop", "GET", "/ok", r#""ok""#).await;
+    // Each replace_all over 650 KB is one operation of milliseconds; the clock is read
+    // every 128 operations, which this expression reaches only after ~40 of them.
+    let slow = vec![r#"regex::replace_all("a", s, "b").len()"#; 60].join(" + ");
+    let source = format!(r#"let s = "aaaaaaaaaa"; for i in 0..16 {{ s += s; }} {slow}"#);
+    app.deploy("shop", "GET", "/slow", &source).await;
+    let started = Instant::now();
+    let (status, code, body) = error_code(app.on_host("shop", Method::GET, "/slow").send().await.expect("r")).await;
+    assert_eq!((status, code.as_str()), (504, "timeout"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at the HTTP limit");
+    let execution = body["error"]["execution_id"].as_str().expect("id").to_owned();
+    let abandoned = app
+        .eventually("abandoned record", || async {
+            let page = app
+                .admin_ok(Method::GET, "/api/v1/admin/apps/shop/abandoned-executions", None, 200)
+                .await;
+            page["items"].as_array().and_then(|i| i.first().cloned())
+        })
+        .await;
+    assert_eq!(abandoned["execution_id"], execution.as_str());
+    let runs = app.executions("shop", 1).await;
+    let run = app
+        .eventually("the abandoned run's own record", || async {
+            let runs = app.executions("shop", 1).await;
+            runs.into_iter().find(|r| r["id"] == execution.as_str())
+        })
+        .await;
+    assert!(run["duration_ms"].as_u64().is_some());
+    let _ = runs;
+    still_healthy(&app).await;
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    abandoned_runs_are_recorded => abandoned_runs,
     runaway_scripts_stop_at_limits => runaway_scripts,
     wall_clock_limit_stops_loops => wall_clock_limit,
     hostile_requests_get_documented_errors => hostile_requests,

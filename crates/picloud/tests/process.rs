@@ -1,102 +1,15 @@
 //! The real binary: configuration errors, the master-key check, `dev`, `migrate`,
 //! `user create`, and graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_picloud");
+mod common;
 
-fn picloud(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir);
-    // A clean environment: nothing from the developer's shell leaks in.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PICLOUD_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("PICLOUD_LOG", "warn");
-    cmd
-}
-
-/// Runs to completion; returns (exit code, stdout, stderr).
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run picloud");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    lines: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Already exited (the SIGTERM test) makes both calls harmless no-ops.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a server and waits for its `listening on` line (and, with
-/// `expect_setup_link`, the line after it).
-fn spawn(cmd: &mut Command, expect_setup_link: bool) -> Server {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn picloud");
-    // From here on the guard reaps the child, whatever happens.
-    let mut server = Server {
-        child,
-        base: String::new(),
-        lines: Vec::new(),
-    };
-    let stdout = server.child.stdout.take().expect("stdout");
-    let mut reader = BufReader::new(stdout);
-    let lines = &mut server.lines;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut line = String::new();
-        assert!(Instant::now() < deadline, "no listening line: {lines:?}");
-        if reader.read_line(&mut line).expect("read stdout") == 0 {
-            panic!("picloud exited before listening: {lines:?}");
-        }
-        let line = line.trim_end().to_owned();
-        lines.push(line.clone());
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            let base = addr.to_owned();
-            if expect_setup_link {
-                let mut next = String::new();
-                reader.read_line(&mut next).expect("read stdout");
-                lines.push(next.trim_end().to_owned());
-            }
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                    sink.clear();
-                }
-            });
-            server.base = base;
-            return server;
-        }
-    }
-}
-
-fn key() -> String {
-    let (code, out, _) = run(Command::new(BIN).arg("keygen"));
-    assert_eq!(code, 0);
-    out.trim().to_owned()
-}
+use common::{key, picloud, run, spawn};
 
 #[test]
 fn bad_settings_stop_start_up_with_one_line_naming_the_variable() {
