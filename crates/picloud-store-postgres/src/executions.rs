@@ -1,5 +1,3 @@
-use std::borrow::Cow;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::{AppId, ExecutionId, ScriptId};
@@ -8,7 +6,7 @@ use picloud_store::{
 };
 use sqlx::postgres::PgRow;
 
-use crate::{col, col_enum, db_err, PostgresStore};
+use crate::{col, col_enum, db_err, without_nul, PostgresStore};
 
 /// `logs` is read as text: sqlx's `json` feature is not enabled, and serde_json
 /// parses it as well as it wrote it.
@@ -31,16 +29,6 @@ fn execution(row: &PgRow) -> StoreResult<Execution> {
         error: col(row, "error")?,
         error_line: line.and_then(|l| u32::try_from(l).ok()),
     })
-}
-
-/// PostgreSQL text (and jsonb) cannot hold NUL, which a script may well print; one
-/// such record must not fail the whole batch, so NUL becomes U+FFFD.
-fn without_nul(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') {
-        Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(text)
-    }
 }
 
 fn logs_json(logs: &[LogLine]) -> StoreResult<String> {

@@ -1,17 +1,27 @@
 //! PiCloud's store on PostgreSQL.
 //!
 //! Several nodes may share one database, so anything that must be atomic across
-//! writers (route clashes, the first user) takes a lock in PostgreSQL rather than
-//! relying on a single writer as the SQLite store does.
+//! writers (route clashes, the first user, a KV write and its events) takes a lock in
+//! PostgreSQL rather than relying on a single writer as the SQLite store does.
+//!
+//! Transactions that write events take their row locks top-down — the app, then
+//! scripts, then triggers, then the KV / outbox / dead-letter row — which is the order
+//! deleting an app or a script locks them in (cascades run parent first). Taking them
+//! bottom-up would let a write and a concurrent delete each wait for the other: a
+//! deadlock PostgreSQL breaks only by failing one of them.
 
+mod abandoned;
 mod apps;
 mod audit;
-mod events_stub;
+mod dead_letters;
+mod events;
 mod executions;
 mod keys;
+mod kv;
 mod members;
 mod routes;
 mod scripts;
+mod triggers;
 mod users;
 
 use std::borrow::Cow;
@@ -20,6 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use picloud_store::{Backend, MetaStore, Store, StoreError, StoreResult};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -41,6 +52,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "executions by id",
         include_str!("../migrations/0003_executions_by_id.sql"),
     ),
+    (4, "events", include_str!("../migrations/0004_events.sql")),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -164,6 +176,78 @@ pub(crate) fn expect_row(affected: u64) -> StoreResult<()> {
     }
 }
 
+/// PostgreSQL text (and jsonb) cannot hold NUL, which a script may well print or use
+/// in a key; one such record must not fail, so NUL becomes U+FFFD.
+pub(crate) fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// `value` as text for a jsonb parameter (bound as text and cast: sqlx's `json`
+/// feature is off), with NUL in strings and object keys replaced as in
+/// [`without_nul`]: jsonb rejects the escape `\u0000`.
+pub(crate) fn json_text(value: &Value) -> String {
+    let text = value.to_string();
+    // serde_json writes NUL only as that escape, so without it there is nothing to do
+    // (an escaped backslash followed by `u0000` merely costs a needless walk).
+    if !text.contains("\\u0000") {
+        return text;
+    }
+    let mut cleaned = value.clone();
+    scrub(&mut cleaned);
+    cleaned.to_string()
+}
+
+fn scrub(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            if let Cow::Owned(clean) = without_nul(s) {
+                *s = clean;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        Value::Object(map) => {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    scrub(&mut v);
+                    (without_nul(&k).into_owned(), v)
+                })
+                .collect();
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// A JSON column read back as text (see [`json_text`]).
+pub(crate) fn col_json(row: &PgRow, name: &str) -> StoreResult<Value> {
+    let text: String = col(row, name)?;
+    serde_json::from_str(&text).map_err(StoreError::other)
+}
+
+/// Counters (attempts, depth) are `INTEGER`; no real value comes near the clamp.
+pub(crate) fn int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Delays are `BIGINT`.
+pub(crate) fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn col_u32(row: &PgRow, name: &str) -> StoreResult<u32> {
+    let n: i32 = col(row, name)?;
+    Ok(u32::try_from(n).unwrap_or(0))
+}
+
+pub(crate) fn col_u64(row: &PgRow, name: &str) -> StoreResult<u64> {
+    let n: i64 = col(row, name)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 #[async_trait]
 impl MetaStore for PostgresStore {
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
@@ -220,6 +304,18 @@ mod tests {
         assert_eq!(fp.len(), 16);
         assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(fp, PostgresStore::schema_fingerprint());
+    }
+
+    #[test]
+    fn json_text_replaces_nul_in_strings_and_keys_only() {
+        let plain = serde_json::json!({"a": ["x", 1, null]});
+        assert_eq!(json_text(&plain), plain.to_string());
+        let nul = serde_json::json!({"k\u{0}": ["a\u{0}b", "\\u0000"]});
+        let cleaned: Value = serde_json::from_str(&json_text(&nul)).expect("json");
+        assert_eq!(
+            cleaned,
+            serde_json::json!({"k\u{FFFD}": ["a\u{FFFD}b", "\\u0000"]})
+        );
     }
 
     #[test]

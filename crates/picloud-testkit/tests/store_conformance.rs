@@ -25,4 +25,5 @@ picloud_testkit::store_conformance!(
     dead_letters_fire_replay_and_resolve,
     abandoned_runs_are_kept_for_forensics,
     deleting_a_script_drops_its_pending_deliveries,
+    concurrent_claims_never_overlap,
 );

@@ -36,7 +36,11 @@ fn server_command(dir: &Path, key: &str, database_url: Option<&str>) -> Command 
 /// that works `busy_ms`, then counts the key in `done`.
 async fn set_up(admin: &Admin, busy_ms: u32) {
     admin
-        .call(Method::POST, "/api/v1/admin/apps", Some(json!({"slug": "shop"})))
+        .call(
+            Method::POST,
+            "/api/v1/admin/apps",
+            Some(json!({"slug": "shop"})),
+        )
         .await;
     let handler = admin
         .script(
@@ -76,7 +80,11 @@ async fn fill(admin: &Admin, n: usize) {
     for from in (0..n).step_by(100) {
         let r = admin
             .client
-            .post(format!("{}/apps/shop/fill/{from}/{}", admin.base, 100.min(n - from)))
+            .post(format!(
+                "{}/apps/shop/fill/{from}/{}",
+                admin.base,
+                100.min(n - from)
+            ))
             .send()
             .await
             .expect("fill");
@@ -106,13 +114,18 @@ async fn crash_and_restart(database_url: Option<&str>) {
     .await;
     let before = done(&admin).await.len();
     kill_9(&mut first);
-    assert!(before < 500, "events were still pending at the crash ({before} done)");
+    assert!(
+        before < 500,
+        "events were still pending at the crash ({before} done)"
+    );
 
     let second = spawn(&mut server_command(dir.path(), &key, database_url), false);
     let admin = Admin::login(&second.base, EMAIL, PASSWORD).await;
-    eventually("every event delivered after the restart", Duration::from_secs(120), || async {
-        done(&admin).await.len() == 500
-    })
+    eventually(
+        "every event delivered after the restart",
+        Duration::from_secs(120),
+        || async { done(&admin).await.len() == 500 },
+    )
     .await;
     drop(second);
 }
@@ -124,29 +137,47 @@ async fn kill_9_with_500_events_pending_loses_none_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_500_events_pending_loses_none_postgres() {
-    let Some(db) = picloud_testkit::db::TestDb::postgres().await else { return };
+    let Some(db) = picloud_testkit::db::TestDb::postgres().await else {
+        return;
+    };
     crash_and_restart(Some(db.url())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_postgres_deliver_each_event_once() {
-    let Some(db) = picloud_testkit::db::TestDb::postgres().await else { return };
+    let Some(db) = picloud_testkit::db::TestDb::postgres().await else {
+        return;
+    };
     let dir_a = tempfile::tempdir().expect("dir");
     let dir_b = tempfile::tempdir().expect("dir");
     let key = key();
-    let a = spawn(&mut server_command(dir_a.path(), &key, Some(db.url())), false);
+    let a = spawn(
+        &mut server_command(dir_a.path(), &key, Some(db.url())),
+        false,
+    );
     let admin = Admin::login(&a.base, EMAIL, PASSWORD).await;
     set_up(&admin, 2).await;
-    let b = spawn(&mut server_command(dir_b.path(), &key, Some(db.url())), false);
+    let b = spawn(
+        &mut server_command(dir_b.path(), &key, Some(db.url())),
+        false,
+    );
     fill(&admin, 1000).await;
     eventually("1000 deliveries", Duration::from_secs(180), || async {
         let page = admin
-            .call(Method::GET, "/api/v1/admin/apps/shop/kv/done?limit=500", None)
+            .call(
+                Method::GET,
+                "/api/v1/admin/apps/shop/kv/done?limit=500",
+                None,
+            )
             .await;
         let first = page["items"].as_array().map_or(0, Vec::len);
         let rest = match page["next_cursor"].as_str() {
             Some(c) => admin
-                .call(Method::GET, &format!("/api/v1/admin/apps/shop/kv/done?limit=500&cursor={c}"), None)
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/admin/apps/shop/kv/done?limit=500&cursor={c}"),
+                    None,
+                )
                 .await["items"]
                 .as_array()
                 .map_or(0, Vec::len),

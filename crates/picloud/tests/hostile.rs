@@ -332,7 +332,6 @@ async fn hostile_requests(backend: Backend) {
     app.shutdown().await;
 }
 
-
 /// A run the HTTP side stops waiting for (its script is inside slow operations between
 /// two clock checks) answers 504, is recorded in abandoned_executions, and its own
 /// execution record still arrives when it ends.
@@ -351,14 +350,31 @@ async fn abandoned_runs(backend: Backend) {
     let source = format!(r#"let s = "aaaaaaaaaa"; for i in 0..16 {{ s += s; }} {slow}"#);
     app.deploy("shop", "GET", "/slow", &source).await;
     let started = Instant::now();
-    let (status, code, body) = error_code(app.on_host("shop", Method::GET, "/slow").send().await.expect("r")).await;
+    let (status, code, body) = error_code(
+        app.on_host("shop", Method::GET, "/slow")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
     assert_eq!((status, code.as_str()), (504, "timeout"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(2), "answered at the HTTP limit");
-    let execution = body["error"]["execution_id"].as_str().expect("id").to_owned();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at the HTTP limit"
+    );
+    let execution = body["error"]["execution_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let abandoned = app
         .eventually("abandoned record", || async {
             let page = app
-                .admin_ok(Method::GET, "/api/v1/admin/apps/shop/abandoned-executions", None, 200)
+                .admin_ok(
+                    Method::GET,
+                    "/api/v1/admin/apps/shop/abandoned-executions",
+                    None,
+                    200,
+                )
                 .await;
             page["items"].as_array().and_then(|i| i.first().cloned())
         })

@@ -1,7 +1,6 @@
 //! The real binary: configuration errors, the master-key check, `dev`, `migrate`,
 //! `user create`, and graceful shutdown on SIGTERM.
 
-
 use std::process::Command;
 use std::time::Duration;
 

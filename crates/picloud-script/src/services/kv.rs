@@ -12,9 +12,14 @@ pub struct KvCollection {
     pub(crate) name: ImmutableString,
 }
 
-fn list_options(
-    options: &Map,
-) -> Result<(Option<String>, Option<String>, Option<u32>), Box<EvalAltResult>> {
+/// `#{prefix?, cursor?, limit?}` of `list`.
+struct ListOptions {
+    prefix: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+fn list_options(options: &Map) -> Result<ListOptions, Box<EvalAltResult>> {
     let mut prefix = None;
     let mut cursor = None;
     let mut limit = None;
@@ -47,7 +52,11 @@ fn list_options(
             other => return Err(error("kv", format!("unknown list option {other:?}"))),
         }
     }
-    Ok((prefix, cursor, limit))
+    Ok(ListOptions {
+        prefix,
+        cursor,
+        limit,
+    })
 }
 
 #[export_module]
@@ -62,8 +71,8 @@ mod kv_ns {
     }
 
     /// The value stored under `key`, or `()`.
-    #[rhai_fn(global, pure, return_raw)]
-    pub fn get(coll: &mut KvCollection, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    #[rhai_fn(global, return_raw)]
+    pub fn get(coll: KvCollection, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         let name = coll.name.clone();
         let key = key.to_owned();
         let value = call(
@@ -74,12 +83,8 @@ mod kv_ns {
     }
 
     /// Stores `value` (any JSON-able value) under `key`; triggers on the collection fire.
-    #[rhai_fn(global, pure, return_raw)]
-    pub fn set(
-        coll: &mut KvCollection,
-        key: &str,
-        value: Dynamic,
-    ) -> Result<(), Box<EvalAltResult>> {
+    #[rhai_fn(global, return_raw)]
+    pub fn set(coll: KvCollection, key: &str, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
         let json = dynamic_to_json(&value)
             .map_err(|e| error("kv", format!("the value cannot be stored: {e}")))?;
         let name = coll.name.clone();
@@ -92,8 +97,8 @@ mod kv_ns {
     }
 
     /// Whether `key` has a value.
-    #[rhai_fn(global, pure, return_raw)]
-    pub fn has(coll: &mut KvCollection, key: &str) -> Result<bool, Box<EvalAltResult>> {
+    #[rhai_fn(global, return_raw)]
+    pub fn has(coll: KvCollection, key: &str) -> Result<bool, Box<EvalAltResult>> {
         let name = coll.name.clone();
         let key = key.to_owned();
         call(
@@ -103,8 +108,8 @@ mod kv_ns {
     }
 
     /// Deletes `key`; returns whether it had a value.
-    #[rhai_fn(global, pure, return_raw)]
-    pub fn delete(coll: &mut KvCollection, key: &str) -> Result<bool, Box<EvalAltResult>> {
+    #[rhai_fn(global, return_raw)]
+    pub fn delete(coll: KvCollection, key: &str) -> Result<bool, Box<EvalAltResult>> {
         let name = coll.name.clone();
         let key = key.to_owned();
         let (was_present, skipped) = call("kv", |s, ctx| async move {
@@ -115,16 +120,20 @@ mod kv_ns {
     }
 
     /// The first page of entries in key order: `#{items: [#{key, value}], cursor}`.
-    #[rhai_fn(global, pure, name = "list", return_raw)]
-    pub fn list_all(coll: &mut KvCollection) -> Result<Map, Box<EvalAltResult>> {
+    #[rhai_fn(global, name = "list", return_raw)]
+    pub fn list_all(coll: KvCollection) -> Result<Map, Box<EvalAltResult>> {
         list(coll, Map::new())
     }
 
     /// Entries in key order, with `#{prefix?, cursor?, limit?}`; `cursor` is `()` on the
     /// last page.
-    #[rhai_fn(global, pure, return_raw)]
-    pub fn list(coll: &mut KvCollection, options: Map) -> Result<Map, Box<EvalAltResult>> {
-        let (prefix, cursor, limit) = list_options(&options)?;
+    #[rhai_fn(global, return_raw)]
+    pub fn list(coll: KvCollection, options: Map) -> Result<Map, Box<EvalAltResult>> {
+        let ListOptions {
+            prefix,
+            cursor,
+            limit,
+        } = list_options(&options)?;
         let name = coll.name.clone();
         let page = call("kv", |s, ctx| async move {
             s.kv.list(&ctx, &name, prefix.as_deref(), cursor.as_deref(), limit)

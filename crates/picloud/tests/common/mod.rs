@@ -96,7 +96,6 @@ pub fn key() -> String {
     out.trim().to_owned()
 }
 
-
 /// A signed-in admin API client for a spawned server.
 pub struct Admin {
     pub base: String,
@@ -123,8 +122,16 @@ impl Admin {
         }
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
-        let mut req = self.client.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut req = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -170,7 +177,12 @@ impl Admin {
             .map(|items| {
                 items
                     .iter()
-                    .map(|i| (i["key"].as_str().unwrap_or_default().to_owned(), i["value"].clone()))
+                    .map(|i| {
+                        (
+                            i["key"].as_str().unwrap_or_default().to_owned(),
+                            i["value"].clone(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()

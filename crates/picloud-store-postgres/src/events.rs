@@ -1,0 +1,305 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_core::model::ExecutionSource;
+use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
+use picloud_store::{
+    dead_letter_event, DeadLetter, EventStore, NewEvent, OutboxEvent, RetryPolicy, StoreResult,
+};
+use sqlx::postgres::{PgConnection, PgRow};
+
+use crate::dead_letters::insert_dead_letter;
+use crate::triggers::dead_letter_targets;
+use crate::{
+    big, col, col_enum, col_json, col_u32, col_u64, db_err, int, json_text, map_insert_err,
+    PostgresStore,
+};
+
+/// jsonb is read as text: sqlx's `json` feature is not enabled.
+const COLUMNS: &str = "id, app_id, trigger_id, script_id, source, payload::text AS payload, \
+     attempt, max_attempts, base_delay_ms, max_delay_ms, depth, due_at, lease_version, \
+     replay_of, created_at";
+
+pub(crate) fn outbox_event(row: &PgRow) -> StoreResult<OutboxEvent> {
+    let trigger_id: Option<String> = col(row, "trigger_id")?;
+    let replay_of: Option<String> = col(row, "replay_of")?;
+    Ok(OutboxEvent {
+        id: EventId::from_trusted(col(row, "id")?),
+        app_id: AppId::from_trusted(col(row, "app_id")?),
+        trigger_id: trigger_id.map(TriggerId::from_trusted),
+        script_id: ScriptId::from_trusted(col(row, "script_id")?),
+        source: col_enum(row, "source")?,
+        payload: col_json(row, "payload")?,
+        attempt: col_u32(row, "attempt")?,
+        retry: RetryPolicy {
+            max_attempts: col_u32(row, "max_attempts")?,
+            base_delay_ms: col_u64(row, "base_delay_ms")?,
+            max_delay_ms: col_u64(row, "max_delay_ms")?,
+        },
+        depth: col_u32(row, "depth")?,
+        due_at: col(row, "due_at")?,
+        lease_version: col(row, "lease_version")?,
+        replay_of: replay_of.map(DeadLetterId::from_trusted),
+        created_at: col(row, "created_at")?,
+    })
+}
+
+/// Queues one delivery inside the caller's transaction (or alone, on a pooled
+/// connection). A missing app, script or trigger is `NotFound`.
+pub(crate) async fn insert_event(
+    conn: &mut PgConnection,
+    e: &NewEvent,
+    replay_of: Option<&DeadLetterId>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox (id, app_id, trigger_id, script_id, source, payload, attempt, \
+         max_attempts, base_delay_ms, max_delay_ms, depth, due_at, replay_of, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(e.id.as_str())
+    .bind(e.app_id.as_str())
+    .bind(e.trigger_id.as_ref().map(TriggerId::as_str))
+    .bind(e.script_id.as_str())
+    .bind(e.source.as_str())
+    .bind(json_text(&e.payload))
+    .bind(int(e.retry.max_attempts))
+    .bind(big(e.retry.base_delay_ms))
+    .bind(big(e.retry.max_delay_ms))
+    .bind(int(e.depth))
+    .bind(e.due_at)
+    .bind(replay_of.map(DeadLetterId::as_str))
+    .bind(picloud_core::now())
+    .execute(&mut *conn)
+    .await
+    .map_err(|err| map_insert_err(err, "that event is already queued"))?;
+    Ok(())
+}
+
+/// What [`EventStore::dead_letter_event`] needs to know before it locks anything
+/// below the app: whose delivery it is, and whether it may queue handler events.
+struct Claimed {
+    app_id: AppId,
+    source: ExecutionSource,
+    depth: u32,
+}
+
+/// The delivery `id` if `version` is still its claim, key-share locking its app so
+/// that the app cannot be deleted under the transaction (see the crate docs on order).
+async fn lock_claimed_app(
+    conn: &mut PgConnection,
+    id: &EventId,
+    version: i64,
+) -> StoreResult<Option<Claimed>> {
+    let row = sqlx::query(
+        "SELECT o.app_id, o.source, o.depth FROM outbox o JOIN apps a ON a.id = o.app_id \
+         WHERE o.id = $1 AND o.lease_version = $2 FOR KEY SHARE OF a",
+    )
+    .bind(id.as_str())
+    .bind(version)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    row.map(|row| {
+        Ok(Claimed {
+            app_id: AppId::from_trusted(col(&row, "app_id")?),
+            source: col_enum(&row, "source")?,
+            depth: col_u32(&row, "depth")?,
+        })
+    })
+    .transpose()
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        insert_event(&mut conn, &new, None).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        let until =
+            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+        // SKIP LOCKED: rows another node is claiming right now are passed over rather
+        // than waited for (and, once it commits, re-checked and found claimed), so
+        // concurrent dispatchers never claim the same delivery.
+        let rows = sqlx::query(&format!(
+            "UPDATE outbox SET claimed_until = $1, lease_version = lease_version + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE due_at <= $2 \
+             AND (claimed_until IS NULL OR claimed_until <= $2) ORDER BY due_at LIMIT $3 \
+             FOR UPDATE SKIP LOCKED) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut events = rows
+            .iter()
+            .map(outbox_event)
+            .collect::<StoreResult<Vec<_>>>()?;
+        events.sort_by(|a, b| a.due_at.cmp(&b.due_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(events)
+    }
+
+    async fn extend_lease(
+        &self,
+        id: &EventId,
+        version: i64,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        sqlx::query("UPDATE outbox SET claimed_until = $1 WHERE id = $2 AND lease_version = $3")
+            .bind(until)
+            .bind(id.as_str())
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db_err)
+    }
+
+    async fn complete_event(&self, id: &EventId, version: i64) -> StoreResult<bool> {
+        sqlx::query("DELETE FROM outbox WHERE id = $1 AND lease_version = $2")
+            .bind(id.as_str())
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db_err)
+    }
+
+    async fn retry_event(
+        &self,
+        id: &EventId,
+        version: i64,
+        attempt: u32,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        sqlx::query(
+            "UPDATE outbox SET attempt = $1, due_at = $2, claimed_until = NULL \
+             WHERE id = $3 AND lease_version = $4",
+        )
+        .bind(int(attempt))
+        .bind(due_at)
+        .bind(id.as_str())
+        .bind(version)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(db_err)
+    }
+
+    async fn dead_letter_event(
+        &self,
+        id: &EventId,
+        version: i64,
+        error: &str,
+        max_depth: u32,
+    ) -> StoreResult<Option<DeadLetter>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Locks go app, handler scripts and triggers, then the delivery's own row.
+        let Some(claimed) = lock_claimed_app(&mut tx, id, version).await? else {
+            return Ok(None);
+        };
+        // Dead-letter handlers never produce dead letters of their own.
+        let depth = claimed.depth + 1;
+        let targets = if claimed.source != ExecutionSource::DeadLetter && depth <= max_depth {
+            dead_letter_targets(&mut tx, &claimed.app_id).await?
+        } else {
+            Vec::new()
+        };
+        // The fencing token is checked again by the delete itself: a claim may have
+        // been taken over since the first look, and then nothing is written.
+        let row = sqlx::query(&format!(
+            "DELETE FROM outbox WHERE id = $1 AND lease_version = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(id.as_str())
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let event = outbox_event(&row)?;
+        let dl = insert_dead_letter(&mut tx, &event, error).await?;
+        if !targets.is_empty() {
+            let payload = dead_letter_event(&dl);
+            for target in targets {
+                let new = NewEvent {
+                    id: EventId::new(),
+                    app_id: event.app_id.clone(),
+                    trigger_id: Some(target.trigger_id),
+                    script_id: target.script_id,
+                    source: ExecutionSource::DeadLetter,
+                    payload: payload.clone(),
+                    retry: RetryPolicy::ONCE,
+                    depth,
+                    due_at: picloud_core::now(),
+                };
+                insert_event(&mut tx, &new, None).await?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(dl))
+    }
+
+    async fn fail_dead_letter_handler(
+        &self,
+        id: &EventId,
+        version: i64,
+        dead_letter: &DeadLetterId,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let deleted = sqlx::query("DELETE FROM outbox WHERE id = $1 AND lease_version = $2")
+            .bind(id.as_str())
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if deleted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE dead_letters SET resolution = 'handler_failed' \
+             WHERE id = $1 AND resolution IS NULL",
+        )
+        .bind(dead_letter.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn release_claims(&self) -> StoreResult<u64> {
+        sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db_err)
+    }
+
+    async fn next_event_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        sqlx::query_scalar("SELECT MIN(due_at) FROM outbox WHERE claimed_until IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn count_events(&self, app: &AppId) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE app_id = $1")
+            .bind(app.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

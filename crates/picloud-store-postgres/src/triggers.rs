@@ -1,0 +1,243 @@
+use async_trait::async_trait;
+use picloud_core::model::{KvOp, TriggerKind};
+use picloud_core::{AppId, ScriptId, TriggerId};
+use picloud_store::{
+    NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult, Trigger, TriggerConfig,
+    TriggerStore,
+};
+use sqlx::postgres::{PgConnection, PgRow};
+
+use crate::{
+    big, col, col_enum, db_err, expect_row, int, map_insert_err, without_nul, PostgresStore,
+};
+
+const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_max_attempts, \
+     t.retry_base_delay_ms, t.retry_max_delay_ms, t.created_at, t.updated_at, \
+     k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete";
+const FROM: &str = "triggers t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id";
+
+fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
+    let max: Option<i32> = col(row, "retry_max_attempts")?;
+    let base: Option<i64> = col(row, "retry_base_delay_ms")?;
+    let cap: Option<i64> = col(row, "retry_max_delay_ms")?;
+    Ok(match (max, base, cap) {
+        (Some(max), Some(base), Some(cap)) => Some(RetryPolicy {
+            max_attempts: u32::try_from(max).unwrap_or(1),
+            base_delay_ms: u64::try_from(base).unwrap_or(0),
+            max_delay_ms: u64::try_from(cap).unwrap_or(0),
+        }),
+        _ => None,
+    })
+}
+
+fn trigger(row: &PgRow) -> StoreResult<Trigger> {
+    let kind: TriggerKind = col_enum(row, "kind")?;
+    let config = match kind {
+        TriggerKind::Kv => {
+            let mut ops = Vec::new();
+            if col::<bool>(row, "kv_on_set")? {
+                ops.push(KvOp::Set);
+            }
+            if col::<bool>(row, "kv_on_delete")? {
+                ops.push(KvOp::Delete);
+            }
+            TriggerConfig::Kv {
+                collection: col(row, "kv_collection")?,
+                ops,
+            }
+        }
+        TriggerKind::DeadLetter => TriggerConfig::DeadLetter,
+    };
+    Ok(Trigger {
+        id: TriggerId::from_trusted(col(row, "id")?),
+        app_id: AppId::from_trusted(col(row, "app_id")?),
+        script_id: ScriptId::from_trusted(col(row, "script_id")?),
+        enabled: col(row, "enabled")?,
+        retry: retry(row)?,
+        config,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+/// A trigger an event is delivered to.
+pub(crate) struct Target {
+    pub trigger_id: TriggerId,
+    pub script_id: ScriptId,
+    pub retry: RetryPolicy,
+}
+
+fn target(row: &PgRow, default_retry: RetryPolicy) -> StoreResult<Target> {
+    Ok(Target {
+        trigger_id: TriggerId::from_trusted(col(row, "id")?),
+        script_id: ScriptId::from_trusted(col(row, "script_id")?),
+        retry: retry(row)?.unwrap_or(default_retry),
+    })
+}
+
+/// Enabled KV triggers of the app listening to `op` on `collection`.
+///
+/// Key-share locks on the app, the scripts and the triggers (in that order: an `OF`
+/// list is locked left to right) keep them from being deleted until the caller's
+/// transaction commits, so inserting the deliveries can neither fail a foreign key nor
+/// deadlock with a delete. With no targets nothing is inserted and the app needs no
+/// lock. Disabling a trigger is not blocked.
+pub(crate) async fn kv_targets(
+    conn: &mut PgConnection,
+    app: &AppId,
+    collection: &str,
+    op: KvOp,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let op_column = match op {
+        KvOp::Set => "k.on_set",
+        KvOp::Delete => "k.on_delete",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM apps a JOIN triggers t ON t.app_id = a.id \
+         JOIN kv_trigger_details k ON k.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
+         WHERE a.id = $1 AND t.kind = 'kv' AND t.enabled AND k.collection = $2 \
+         AND {op_column} ORDER BY t.id FOR KEY SHARE OF a, s, t"
+    ))
+    .bind(app.as_str())
+    .bind(without_nul(collection).as_ref())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, default_retry)).collect()
+}
+
+/// Enabled dead-letter triggers of the app, key-share locked like [`kv_targets`]
+/// (the caller has locked the app).
+pub(crate) async fn dead_letter_targets(
+    conn: &mut PgConnection,
+    app: &AppId,
+) -> StoreResult<Vec<Target>> {
+    let rows = sqlx::query(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM triggers t JOIN scripts s ON s.id = t.script_id \
+         WHERE t.app_id = $1 AND t.kind = 'dead_letter' AND t.enabled ORDER BY t.id \
+         FOR KEY SHARE OF s, t",
+    )
+    .bind(app.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, RetryPolicy::ONCE)).collect()
+}
+
+#[async_trait]
+impl TriggerStore for PostgresStore {
+    async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger> {
+        let id = TriggerId::new();
+        let now = picloud_core::now();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Inserted only if the script is an endpoint of this very app; a script deleted
+        // meanwhile fails the foreign key instead, also `NotFound`.
+        let inserted = sqlx::query(
+            "INSERT INTO triggers (id, app_id, script_id, kind, enabled, retry_max_attempts, \
+             retry_base_delay_ms, retry_max_delay_ms, created_at, updated_at) \
+             SELECT $1, app_id, id, $2, TRUE, $3, $4, $5, $6, $6 FROM scripts \
+             WHERE id = $7 AND app_id = $8 AND kind = 'endpoint'",
+        )
+        .bind(id.as_str())
+        .bind(new.config.kind().as_str())
+        .bind(new.retry.map(|r| int(r.max_attempts)))
+        .bind(new.retry.map(|r| big(r.base_delay_ms)))
+        .bind(new.retry.map(|r| big(r.max_delay_ms)))
+        .bind(now)
+        .bind(new.script_id.as_str())
+        .bind(new.app_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_insert_err(e, "that trigger already exists"))?;
+        expect_row(inserted.rows_affected())?;
+        match &new.config {
+            TriggerConfig::Kv { collection, ops } => {
+                sqlx::query(
+                    "INSERT INTO kv_trigger_details (trigger_id, collection, on_set, on_delete) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id.as_str())
+                .bind(without_nul(collection).as_ref())
+                .bind(ops.contains(&KvOp::Set))
+                .bind(ops.contains(&KvOp::Delete))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            TriggerConfig::DeadLetter => {}
+        }
+        // Read back before committing: the stored form (ops normalised, values as
+        // stored), and a trigger deleted right after commit cannot turn success into
+        // `NotFound`.
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE t.id = $1"))
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let created = trigger(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(created)
+    }
+
+    async fn get_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<Trigger> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {FROM} WHERE t.id = $1 AND t.app_id = $2"
+        ))
+        .bind(id.as_str())
+        .bind(app.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        trigger(&row)
+    }
+
+    async fn list_triggers(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Trigger>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {FROM} WHERE t.app_id = $1 AND t.id > $2 \
+             ORDER BY t.id LIMIT $3"
+        ))
+        .bind(app.as_str())
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(page.fetch_limit())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let triggers = rows.iter().map(trigger).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(triggers, page, |t| t.id.as_str()))
+    }
+
+    async fn set_trigger_enabled(
+        &self,
+        app: &AppId,
+        id: &TriggerId,
+        enabled: bool,
+    ) -> StoreResult<Trigger> {
+        // One statement: the updated row joined with its details.
+        let row = sqlx::query(&format!(
+            "WITH t AS (UPDATE triggers SET enabled = $1, updated_at = $2 \
+             WHERE id = $3 AND app_id = $4 RETURNING *) \
+             SELECT {COLUMNS} FROM t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id"
+        ))
+        .bind(enabled)
+        .bind(picloud_core::now())
+        .bind(id.as_str())
+        .bind(app.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map_or(Err(StoreError::NotFound), trigger)
+    }
+
+    async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()> {
+        let result = sqlx::query("DELETE FROM triggers WHERE id = $1 AND app_id = $2")
+            .bind(id.as_str())
+            .bind(app.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        expect_row(result.rows_affected())
+    }
+}
