@@ -45,17 +45,24 @@ pub(crate) fn outbox_event(row: &PgRow) -> StoreResult<OutboxEvent> {
     })
 }
 
+/// The channel writes notify when they queue deliveries, so that every node's
+/// dispatcher wakes, not only the writer's.
+pub(crate) const EVENTS_CHANNEL: &str = "picloud_events";
+
 /// Queues one delivery inside the caller's transaction (or alone, on a pooled
-/// connection). A missing app, script or trigger is `NotFound`.
+/// connection), and notifies [`EVENTS_CHANNEL`] (delivered at commit) in the same
+/// statement. A missing app, script or trigger is `NotFound`.
 pub(crate) async fn insert_event(
     conn: &mut PgConnection,
     e: &NewEvent,
     replay_of: Option<&DeadLetterId>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO outbox (id, app_id, trigger_id, script_id, source, payload, attempt, \
-         max_attempts, base_delay_ms, max_delay_ms, depth, due_at, replay_of, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8, $9, $10, $11, $12, $13)",
+        "WITH queued AS (INSERT INTO outbox (id, app_id, trigger_id, script_id, source, \
+         payload, attempt, max_attempts, base_delay_ms, max_delay_ms, depth, due_at, \
+         replay_of, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8, $9, $10, $11, $12, $13) RETURNING 1) \
+         SELECT pg_notify('picloud_events', '') FROM queued",
     )
     .bind(e.id.as_str())
     .bind(e.app_id.as_str())

@@ -81,6 +81,9 @@ fn migrator() -> Migrator {
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// For the `LISTEN` connection, which lives outside the pool.
+    options: PgConnectOptions,
+    listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl PostgresStore {
@@ -105,10 +108,14 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(StoreError::other)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            options,
+            listener: parking_lot::Mutex::new(None),
+        })
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
@@ -275,6 +282,24 @@ impl MetaStore for PostgresStore {
     }
 }
 
+/// Wakes the dispatcher on every notification of the events channel, until the
+/// connection fails. The listener has a one-connection pool of its own, so closing the
+/// store's pool never waits for it.
+async fn listen(
+    options: &PgConnectOptions,
+    wake: &std::sync::Arc<dyn Fn() + Send + Sync>,
+) -> Result<(), sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.clone());
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+    listener.listen(events::EVENTS_CHANNEL).await?;
+    loop {
+        listener.recv().await?;
+        wake();
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> Backend {
@@ -289,7 +314,30 @@ impl Store for PostgresStore {
             .map_err(db_err)
     }
 
+    fn watch_events(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        let options = self.options.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listen(&options, &wake).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event notifications lost; reconnecting");
+                        // Something may have been queued while we were deaf.
+                        wake();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.listener.lock().replace(task) {
+            old.abort();
+        }
+    }
+
     async fn close(&self) {
+        if let Some(task) = self.listener.lock().take() {
+            task.abort();
+        }
         self.pool.close().await;
     }
 }

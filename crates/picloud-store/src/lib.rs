@@ -207,6 +207,9 @@ pub trait Store:
     + Sync
 {
     fn backend(&self) -> Backend;
+    /// Calls `wake` whenever another process sharing the database queues deliveries.
+    /// Backends without cross-process notifications (SQLite: one process) do nothing.
+    fn watch_events(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
     /// Cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections; pending work is finished first.

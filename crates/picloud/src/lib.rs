@@ -187,6 +187,11 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         metrics: Arc::new(Metrics::default()),
     };
     let signal = Arc::new(EventSignal::default());
+    {
+        // Deliveries queued by other nodes (PostgreSQL LISTEN/NOTIFY) wake this one too.
+        let signal = signal.clone();
+        store.watch_events(Arc::new(move || signal.notify()));
+    }
     let services = Arc::new(Services::new(store.clone(), &config.events, signal.clone()));
     if store.backend() == Backend::Sqlite {
         // One process owns a SQLite file: whatever was claimed died with the last one.

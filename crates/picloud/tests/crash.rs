@@ -14,7 +14,7 @@ use serde_json::json;
 const EMAIL: &str = "ops@example.com";
 const PASSWORD: &str = "ops password";
 
-fn server_command(dir: &Path, key: &str, database_url: Option<&str>) -> Command {
+fn server_command(dir: &Path, key: &str, database_url: Option<&str>, poll_ms: u32) -> Command {
     let mut cmd = picloud(dir);
     cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .env("PICLOUD_SECRET_KEY", key)
@@ -24,7 +24,7 @@ fn server_command(dir: &Path, key: &str, database_url: Option<&str>) -> Command 
         // Short leases, so a dead node's claims come back quickly on PostgreSQL.
         .env("PICLOUD_TRIGGER_TIMEOUT_MS", "2000")
         .env("PICLOUD_DISPATCH_LEASE_SECS", "3")
-        .env("PICLOUD_DISPATCH_POLL_INTERVAL_MS", "200")
+        .env("PICLOUD_DISPATCH_POLL_INTERVAL_MS", poll_ms.to_string())
         .env("PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS", "50");
     if let Some(url) = database_url {
         cmd.env("PICLOUD_DATABASE_URL", url);
@@ -104,7 +104,10 @@ fn kill_9(server: &mut Server) {
 async fn crash_and_restart(database_url: Option<&str>) {
     let dir = tempfile::tempdir().expect("dir");
     let key = key();
-    let mut first = spawn(&mut server_command(dir.path(), &key, database_url), false);
+    let mut first = spawn(
+        &mut server_command(dir.path(), &key, database_url, 200),
+        false,
+    );
     let admin = Admin::login(&first.base, EMAIL, PASSWORD).await;
     set_up(&admin, 30).await;
     fill(&admin, 500).await;
@@ -119,7 +122,10 @@ async fn crash_and_restart(database_url: Option<&str>) {
         "events were still pending at the crash ({before} done)"
     );
 
-    let second = spawn(&mut server_command(dir.path(), &key, database_url), false);
+    let second = spawn(
+        &mut server_command(dir.path(), &key, database_url, 200),
+        false,
+    );
     let admin = Admin::login(&second.base, EMAIL, PASSWORD).await;
     eventually(
         "every event delivered after the restart",
@@ -152,13 +158,15 @@ async fn two_servers_on_one_postgres_deliver_each_event_once() {
     let dir_b = tempfile::tempdir().expect("dir");
     let key = key();
     let a = spawn(
-        &mut server_command(dir_a.path(), &key, Some(db.url())),
+        // A poll every minute: within the test the second node learns of work only
+        // through PostgreSQL notifications.
+        &mut server_command(dir_a.path(), &key, Some(db.url()), 60_000),
         false,
     );
     let admin = Admin::login(&a.base, EMAIL, PASSWORD).await;
     set_up(&admin, 2).await;
     let b = spawn(
-        &mut server_command(dir_b.path(), &key, Some(db.url())),
+        &mut server_command(dir_b.path(), &key, Some(db.url()), 60_000),
         false,
     );
     fill(&admin, 1000).await;
