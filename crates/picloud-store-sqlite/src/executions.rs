@@ -8,8 +8,23 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
 
-/// Rows per INSERT: 10 parameters each, well under SQLite's 32,766-parameter limit.
-const ROWS_PER_INSERT: usize = 256;
+/// Rows per INSERT, largest first. Only these few statement shapes exist, so each stays
+/// in the connection's prepared-statement cache (a shape per batch size would thrash
+/// it); 64 rows × 10 parameters is far under SQLite's 32,766-parameter limit.
+const ROWS_PER_INSERT: [usize; 3] = [64, 8, 1];
+
+/// Splits a batch into chunks of the sizes above.
+fn chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    for size in ROWS_PER_INSERT {
+        while rows.len() >= size {
+            let (chunk, rest) = rows.split_at(size);
+            out.push(chunk);
+            rows = rest;
+        }
+    }
+    out
+}
 
 const COLUMNS: &str =
     "id, app_id, script_id, source, status, started_at, duration_ms, logs, error, error_line";
@@ -41,7 +56,7 @@ impl ExecutionStore for SqliteStore {
         // One multi-row statement per chunk: each statement is a round trip to the
         // connection's worker thread, which cost more than SQLite's own work.
         let mut tx = self.writer.begin().await.map_err(db_err)?;
-        for chunk in batch.chunks(ROWS_PER_INSERT) {
+        for chunk in chunks(batch) {
             let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
                 "INSERT INTO executions ({COLUMNS}) \
@@ -126,5 +141,16 @@ impl ExecutionStore for SqliteStore {
         .await
         .map(|r| r.rows_affected())
         .map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_split_into_few_statement_shapes() {
+        let rows: Vec<u32> = (0..150).collect();
+        let sizes: Vec<usize> = super::chunks(&rows).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![64, 64, 8, 8, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(sizes.iter().sum::<usize>(), 150);
     }
 }
