@@ -117,6 +117,8 @@ pub fn run_input(body: RequestBody, body_raw: Vec<u8>) -> RunInput {
         event: None,
         execution_id: "exe_fuzz".into(),
         attempt: 1,
+        // No services: SDK calls throw "not available", which is fine to fuzz.
+        services: None,
     }
 }
 
