@@ -104,9 +104,13 @@ mod tests {
         let c = Cursor::after("app_123");
         assert_eq!(Cursor::decode(c.as_str()).as_deref(), Some("app_123"));
         assert_eq!(Cursor::decode("app_123"), None);
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("v2:app_1")), None);
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode([0xff, 0xfe])), None);
+        // KV keys are positions too: any text, only ever bound as a parameter.
+        let key = "a key/with ' quotes";
         assert_eq!(
-            Cursor::decode(&URL_SAFE_NO_PAD.encode("v1:x' OR 1=1")),
-            None
+            Cursor::decode(Cursor::after(key).as_str()).as_deref(),
+            Some(key)
         );
     }
 

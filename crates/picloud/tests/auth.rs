@@ -30,6 +30,8 @@ async fn admin_routes(app: &TestApp) -> Vec<(Method, String)> {
             let filled = path
                 .replace("{app}", "shop")
                 .replace("{user_id}", "usr_01m8dm7ykee6t6nacm7pa7s3t7")
+                .replace("{collection}", "c")
+                .replace("{trigger}", "kv")
                 .replace("{id}", "scr_01m8dm7ykee6t6nacm7pa7s3t7");
             assert!(!filled.contains('{'), "unfilled parameter in {path}");
             routes.push((method, filled));
