@@ -126,19 +126,51 @@ impl Api {
         source: &str,
         path: &str,
     ) -> Result<String> {
+        let id = self.create_script(app, name, source).await?;
+        self.add_route(&id, "GET", path, "sync").await?;
+        Ok(id)
+    }
+
+    /// Creates a script; returns its id.
+    pub async fn create_script(&self, app: &str, name: &str, source: &str) -> Result<String> {
         let script = self
             .post(
                 &format!("/api/v1/admin/apps/{app}/scripts"),
                 json!({"name": name, "source": source}),
             )
             .await?;
-        let id = script["id"].as_str().context("script: no id")?.to_owned();
+        Ok(script["id"].as_str().context("script: no id")?.to_owned())
+    }
+
+    /// Routes `method path` to a script; `dispatch_mode` is `sync` or `async`.
+    pub async fn add_route(
+        &self,
+        script_id: &str,
+        method: &str,
+        path: &str,
+        dispatch_mode: &str,
+    ) -> Result<()> {
         self.post(
-            &format!("/api/v1/admin/scripts/{id}/routes"),
-            json!({"method": "GET", "path": path}),
+            &format!("/api/v1/admin/scripts/{script_id}/routes"),
+            json!({"method": method, "path": path, "dispatch_mode": dispatch_mode}),
         )
-        .await?;
-        Ok(id)
+        .await
+        .map(drop)
+    }
+
+    /// Runs a script on every `set` of a KV collection.
+    pub async fn create_kv_trigger(
+        &self,
+        app: &str,
+        script_id: &str,
+        collection: &str,
+    ) -> Result<()> {
+        self.post(
+            &format!("/api/v1/admin/apps/{app}/triggers/kv"),
+            json!({"script_id": script_id, "collection": collection, "ops": ["set"]}),
+        )
+        .await
+        .map(drop)
     }
 
     /// Whether an execution record is visible yet.
@@ -155,25 +187,53 @@ impl Api {
 
     /// Counts an app's execution records by paging through all of them.
     pub async fn count_executions(&self, app: &str) -> Result<u64> {
-        let mut count = 0u64;
+        let items = self
+            .list_all(&format!("/api/v1/admin/apps/{app}/executions"))
+            .await?;
+        Ok(items.len() as u64)
+    }
+
+    /// Every entry (`{key, value, updated_at}`) of a KV collection, in key order.
+    pub async fn kv_entries(&self, app: &str, collection: &str) -> Result<Vec<Value>> {
+        self.list_all(&format!("/api/v1/admin/apps/{app}/kv/{collection}"))
+            .await
+    }
+
+    /// Pages through an admin list 500 items at a time.
+    async fn list_all(&self, path: &str) -> Result<Vec<Value>> {
+        let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = format!("/api/v1/admin/apps/{app}/executions?limit=500");
+            let mut url = format!("{path}?limit=500");
             if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
+                url.push_str(&format!("&cursor={}", query_escape(c)));
             }
             let page = self
-                .get(&path)
+                .get(&url)
                 .await?
-                .expect_success("list executions")?
+                .expect_success(&format!("GET {path}"))?
                 .json()?;
-            let items = page["items"].as_array().context("executions: no items")?;
-            count += items.len() as u64;
+            let items = page["items"]
+                .as_array()
+                .with_context(|| format!("GET {path}: no items"))?;
+            all.extend(items.iter().cloned());
             match page["next_cursor"].as_str() {
                 Some(next) if !items.is_empty() => cursor = Some(next.to_owned()),
-                _ => return Ok(count),
+                _ => return Ok(all),
             }
         }
+    }
+
+    /// The value of one series of `/metrics`, e.g. `picloud_executor_queue_depth` or
+    /// `picloud_executions_total{status="ok"}`; 0 when the series is not there yet.
+    pub async fn metric(&self, series: &str) -> Result<f64> {
+        let reply = self.get("/metrics").await?.expect_success("metrics")?;
+        let text = String::from_utf8_lossy(&reply.body);
+        let value = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .find_map(|v| v.trim().parse::<f64>().ok());
+        Ok(value.unwrap_or(0.0))
     }
 
     /// The sum of every `picloud_executions_total` series in `/metrics`.
@@ -186,5 +246,28 @@ impl Api {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>();
         Ok(total as u64)
+    }
+}
+
+/// Percent-encodes everything but the unreserved characters, for a query value.
+fn query_escape(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_escape;
+
+    #[test]
+    fn escapes_query_values() {
+        assert_eq!(query_escape("abc-1_2.3~"), "abc-1_2.3~");
+        assert_eq!(query_escape("a+b/c=="), "a%2Bb%2Fc%3D%3D");
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::api::{Api, EXECUTION_HEADER};
+use crate::events::{self, EventsRun};
 use crate::load::{self, LoadConfig, LoadResult, Target};
 use crate::pg::ScratchDatabase;
 use crate::server::{Binary, Launch, Server, ADMIN_EMAIL, ADMIN_PASSWORD};
@@ -26,6 +27,12 @@ pub struct Options {
     pub startup_runs: usize,
     pub idle: Duration,
     pub postgres_url: Option<String>,
+    /// Run the events scenarios.
+    pub events: bool,
+    /// The async and sync event-route loads: `load` with its own window.
+    pub event_load: LoadConfig,
+    /// Sequential writes of the trigger-latency scenario.
+    pub event_requests: usize,
 }
 
 /// One load run, and for script routes how the execution records kept up.
@@ -74,19 +81,21 @@ pub struct Results {
     pub postgres: Option<(Row, Row)>,
     pub start_fresh: Vec<StartSample>,
     pub start_existing: Vec<StartSample>,
+    /// SQLite, then PostgreSQL when asked for; empty with `--events false`.
+    pub events: Vec<EventsRun>,
     pub loadavg_before: String,
     pub loadavg_after: String,
 }
 
 /// A running server with the bench app set up and an admin session.
-struct Session {
-    server: Server,
-    api: Api,
+pub struct Session {
+    pub server: Server,
+    pub api: Api,
     _dir: TempDir,
 }
 
 impl Session {
-    async fn open(
+    pub async fn open(
         bin: &Binary,
         database_url: Option<String>,
         threads: Option<usize>,
@@ -141,8 +150,19 @@ impl Session {
     fn target(&self, host: &str, path: &str) -> Target {
         Target {
             addr: self.server.addr,
+            method: Method::GET,
             host: host.to_owned(),
             path: path.to_owned(),
+            expect: StatusCode::OK,
+        }
+    }
+
+    /// A route of the bench app by `Host` header.
+    pub fn app_target(&self, method: Method, path: &str, expect: StatusCode) -> Target {
+        Target {
+            method,
+            expect,
+            ..self.target(APP_HOST, path)
         }
     }
 
@@ -161,7 +181,7 @@ impl Session {
         )
     }
 
-    async fn measure(
+    pub async fn measure(
         &self,
         label: &str,
         target: &Target,
@@ -190,9 +210,20 @@ impl Session {
         })
     }
 
-    /// Sends one more run and waits until its record is listed: the writer is FIFO,
-    /// so every record of the load before it is written too.
+    /// Times the execution records' drain after a script load.
     async fn drain(&self, load: &LoadResult) -> Result<Drain> {
+        self.drain_records(load.ended + DRAIN_TIMEOUT).await?;
+        let visible_after = load.ended.elapsed();
+        let records = (load.total_responses + 1) as f64;
+        Ok(Drain {
+            visible_after,
+            records_per_sec: records / (load.elapsed + visible_after).as_secs_f64(),
+        })
+    }
+
+    /// Sends one more run and waits until its record is listed: the writer is FIFO,
+    /// so every record queued before it is written too.
+    pub async fn drain_records(&self, deadline: Instant) -> Result<()> {
         let reply = self
             .api
             .send(Method::GET, ROUTE, Some(APP_HOST), None)
@@ -204,17 +235,12 @@ impl Session {
             .context("no execution id header")?
             .to_owned();
         while !self.api.execution_exists(APP, &id).await? {
-            if load.ended.elapsed() > DRAIN_TIMEOUT {
-                bail!("execution {id} not listed after {DRAIN_TIMEOUT:?}");
+            if Instant::now() > deadline {
+                bail!("execution {id} not listed in time");
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let visible_after = load.ended.elapsed();
-        let records = (load.total_responses + 1) as f64;
-        Ok(Drain {
-            visible_after,
-            records_per_sec: records / (load.elapsed + visible_after).as_secs_f64(),
-        })
+        Ok(())
     }
 
     async fn check_records(&self, served: u64) -> Result<RecordCheck> {
@@ -268,6 +294,11 @@ pub async fn run(opts: &Options) -> Result<Results> {
         Some(url) => Some(postgres(&bin, opts, url).await?),
         None => None,
     };
+    let events = if opts.events {
+        events_runs(&bin, opts).await?
+    } else {
+        Vec::new()
+    };
     Ok(Results {
         baseline,
         host,
@@ -278,6 +309,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
         postgres,
         start_fresh,
         start_existing,
+        events,
         loadavg_before,
         loadavg_after: loadavg(),
     })
@@ -335,6 +367,19 @@ async fn postgres(bin: &Binary, opts: &Options, url: &str) -> Result<(Row, Row)>
     .await;
     db.drop_database().await?;
     outcome
+}
+
+async fn events_runs(bin: &Binary, opts: &Options) -> Result<Vec<EventsRun>> {
+    eprintln!("events, SQLite");
+    let mut runs = vec![events::run(bin, opts, "SQLite", None).await?];
+    if let Some(url) = &opts.postgres_url {
+        let db = ScratchDatabase::create(url).await?;
+        eprintln!("events, PostgreSQL ({})", db.name);
+        let outcome = events::run(bin, opts, "PostgreSQL", Some(db.url.clone())).await;
+        db.drop_database().await?;
+        runs.push(outcome?);
+    }
+    Ok(runs)
 }
 
 async fn startup(bin: &Binary, runs: usize) -> Result<(Vec<StartSample>, Vec<StartSample>)> {

@@ -1,5 +1,6 @@
 //! The load generator: N keep-alive HTTP/1.1 connections, one per task, each sending
-//! its requests back to back. Every latency of the measured window is recorded.
+//! its requests (without a body) back to back. Every latency of the measured window is
+//! recorded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,16 +10,19 @@ use anyhow::{Context, Result};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
-use hyper::{header, Request, StatusCode};
+use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// What to request: `GET path` with a `Host` header, on `addr`.
+/// What to request: `method path` with a `Host` header, on `addr`; `expect` is the
+/// status that counts as a success.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    pub method: Method,
     pub host: String,
     pub path: String,
+    pub expect: StatusCode,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -31,13 +35,14 @@ pub struct LoadConfig {
 /// What one load run measured.
 #[derive(Debug)]
 pub struct LoadResult {
-    /// 200 responses to requests started inside the measured window.
+    /// Responses with the expected status to requests started inside the measured
+    /// window.
     pub ok: u64,
-    /// Non-200 responses and transport errors inside the measured window.
+    /// Other responses and transport errors inside the measured window.
     pub errors: u64,
     /// Every response (any status), warm-up included.
     pub total_responses: u64,
-    /// 200 responses, warm-up included.
+    /// Responses with the expected status, warm-up included.
     pub total_ok: u64,
     pub connections: usize,
     /// The measured window.
@@ -136,7 +141,7 @@ async fn worker(target: Arc<Target>, phases: Phases) -> Result<TaskStats> {
         }
         match outcome {
             Ok(status) => {
-                let ok = status == StatusCode::OK;
+                let ok = status == target.expect;
                 stats.total_responses += 1;
                 stats.total_ok += u64::from(ok);
                 if measured {
@@ -168,7 +173,9 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
 
 async fn request(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> Result<StatusCode> {
     sender.ready().await?;
-    let req = Request::get(target.path.as_str())
+    let req = Request::builder()
+        .method(target.method.clone())
+        .uri(target.path.as_str())
         .header(header::HOST, target.host.as_str())
         .body(Empty::new())?;
     let response = sender.send_request(req).await?;

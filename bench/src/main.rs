@@ -1,9 +1,12 @@
 //! `picloud-bench`: spawns the `picloud` binary, sets up a one-line script route and
 //! measures it against a bare handler in the same server; also the executor-pool
-//! size, execution-record throughput, idle memory and start-up time. Prints markdown.
+//! size, execution-record throughput, idle memory, start-up time, and the events
+//! machinery (trigger latency, async-route throughput). Prints markdown.
 
 mod api;
 mod bench;
+mod events;
+mod events_report;
 mod load;
 mod pg;
 mod report;
@@ -12,7 +15,7 @@ mod server;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Arg, ArgMatches, Command};
 
 use crate::bench::Options;
@@ -62,6 +65,24 @@ const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "",
         "postgres://… server: also run on PostgreSQL",
     ),
+    (
+        "events",
+        "PICLOUD_BENCH_EVENTS",
+        "true",
+        "events scenarios: trigger latency, async-route throughput (true/false)",
+    ),
+    (
+        "events-duration",
+        "PICLOUD_BENCH_EVENTS_DURATION",
+        "5",
+        "measured seconds of the async and sync event-route loads",
+    ),
+    (
+        "event-requests",
+        "PICLOUD_BENCH_EVENT_REQUESTS",
+        "300",
+        "sequential writes of the trigger-latency scenario",
+    ),
 ];
 
 fn cli() -> Command {
@@ -106,6 +127,15 @@ fn seconds(m: &ArgMatches, flag: &str) -> Result<Duration> {
         .with_context(|| format!("--{flag}: not a duration"))
 }
 
+fn boolean(m: &ArgMatches, flag: &str) -> Result<bool> {
+    let raw = setting(m, flag);
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => bail!("--{flag}: expected true or false, got {raw:?}"),
+    }
+}
+
 fn options(m: &ArgMatches) -> Result<Options> {
     let threads = setting(m, "threads")
         .split(',')
@@ -114,17 +144,24 @@ fn options(m: &ArgMatches) -> Result<Options> {
         .map(|s| s.parse().with_context(|| format!("--threads: {s:?}")))
         .collect::<Result<Vec<usize>>>()?;
     let postgres_url = Some(setting(m, "postgres")).filter(|s| !s.trim().is_empty());
+    let load = LoadConfig {
+        connections: number::<usize>(m, "connections")?.max(1),
+        warmup: seconds(m, "warmup")?,
+        duration: seconds(m, "duration")?.max(Duration::from_millis(100)),
+    };
     Ok(Options {
         picloud: PathBuf::from(setting(m, "picloud")),
-        load: LoadConfig {
-            connections: number::<usize>(m, "connections")?.max(1),
-            warmup: seconds(m, "warmup")?,
-            duration: seconds(m, "duration")?.max(Duration::from_millis(100)),
+        load,
+        event_load: LoadConfig {
+            duration: seconds(m, "events-duration")?.max(Duration::from_millis(100)),
+            ..load
         },
         threads,
         startup_runs: number::<usize>(m, "startup-runs")?.max(1),
         idle: Duration::from_secs(2),
         postgres_url,
+        events: boolean(m, "events")?,
+        event_requests: number::<usize>(m, "event-requests")?.max(1),
     })
 }
 

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::bench::{Options, Results, Row, StartSample};
+use crate::events_report;
 
 const TARGET_RATIO: f64 = 0.5;
 const TARGET_P99_MS: f64 = 10.0;
@@ -16,6 +17,7 @@ pub fn markdown(r: &Results, opts: &Options) -> String {
     latency_table(&mut out, r);
     sweep_table(&mut out, r);
     records_table(&mut out, r);
+    events_report::tables(&mut out, r, opts);
     memory(&mut out, r);
     startup_table(&mut out, r);
     targets(&mut out, r);
@@ -34,7 +36,7 @@ fn ratio(row: &Row, baseline: &Row) -> f64 {
     row.load.throughput() / baseline.load.throughput()
 }
 
-fn mark(ok: bool) -> &'static str {
+pub fn mark(ok: bool) -> &'static str {
     if ok {
         "✅"
     } else {
@@ -243,4 +245,5 @@ fn targets(out: &mut String, r: &Results) {
         "- {} start-up to ready < {TARGET_START_MS:.0} ms: {start:.0} ms (slower of fresh and existing)",
         mark(start < TARGET_START_MS),
     );
+    events_report::targets(out, r);
 }
