@@ -172,7 +172,12 @@ impl Dispatcher {
     }
 
     async fn deliver(self: &Arc<Self>, event: OutboxEvent) {
-        let app = match self.store.get_app(&event.app_id).await {
+        let app = match self
+            .runner
+            .rows
+            .app(self.store.as_ref(), &event.app_id)
+            .await
+        {
             Ok(app) => app,
             Err(StoreError::NotFound) => {
                 // The app went away with its outbox rows; nothing left to deliver to.
@@ -190,7 +195,12 @@ impl Dispatcher {
         let lease = self.keep_lease(&event);
         let started_at = picloud_core::now();
         let execution_id = ExecutionId::at(started_at);
-        let script = match self.store.get_script(&event.script_id).await {
+        let script = match self
+            .runner
+            .rows
+            .script(self.store.as_ref(), &event.script_id)
+            .await
+        {
             Ok(script) => Some(script),
             Err(e) => {
                 tracing::warn!(event = %event.id, error = %e, "the event's script cannot be loaded");

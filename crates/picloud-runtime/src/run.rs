@@ -1,14 +1,15 @@
 //! What every run shares, whoever starts it (a route, the dispatcher): compile through
 //! the cache, run with the limits, and turn the report into an execution record.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use picloud_core::model::{ExecutionSource, ExecutionStatus, LogLevel};
-use picloud_core::ExecutionId;
+use picloud_core::{AppId, ExecutionId, ScriptId};
 use picloud_script::{CacheKey, FailureKind, RunInput, RunReport, ScriptEngine, ScriptFailure};
-use picloud_store::{App, Execution, LogLine, Script};
+use picloud_store::{App, Execution, LogLine, Script, Store, StoreResult};
 use rhai::Dynamic;
 
 /// Compiles (or takes from the cache) and runs `script`; `finish` shapes the result on
@@ -102,6 +103,58 @@ pub fn execution_record<T>(
     }
 }
 
+/// Script and app rows the dispatcher reads for every delivery, kept briefly: a
+/// change made on this node is forgotten at once, one made on another node is seen
+/// within [`ROW_CACHE_TTL`].
+pub const ROW_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct RowCache {
+    scripts: parking_lot::Mutex<HashMap<ScriptId, (Instant, Arc<Script>)>>,
+    apps: parking_lot::Mutex<HashMap<AppId, (Instant, Arc<App>)>>,
+}
+
+fn fresh<K: std::hash::Hash + Eq, V>(
+    map: &HashMap<K, (Instant, Arc<V>)>,
+    key: &K,
+) -> Option<Arc<V>> {
+    map.get(key)
+        .filter(|(at, _)| at.elapsed() < ROW_CACHE_TTL)
+        .map(|(_, v)| v.clone())
+}
+
+impl RowCache {
+    pub async fn script(&self, store: &dyn Store, id: &ScriptId) -> StoreResult<Arc<Script>> {
+        if let Some(script) = fresh(&self.scripts.lock(), id) {
+            return Ok(script);
+        }
+        let script = Arc::new(store.get_script(id).await?);
+        self.scripts
+            .lock()
+            .insert(id.clone(), (Instant::now(), script.clone()));
+        Ok(script)
+    }
+
+    pub async fn app(&self, store: &dyn Store, id: &AppId) -> StoreResult<Arc<App>> {
+        if let Some(app) = fresh(&self.apps.lock(), id) {
+            return Ok(app);
+        }
+        let app = Arc::new(store.get_app(id).await?);
+        self.apps
+            .lock()
+            .insert(id.clone(), (Instant::now(), app.clone()));
+        Ok(app)
+    }
+
+    pub fn forget_script(&self, id: &ScriptId) {
+        self.scripts.lock().remove(id);
+    }
+
+    pub fn forget_app(&self, id: &AppId) {
+        self.apps.lock().remove(id);
+    }
+}
+
 /// The engine and the pool, shared by everything that runs scripts.
 #[derive(Clone)]
 pub struct Runner {
@@ -109,9 +162,16 @@ pub struct Runner {
     pub executor: Arc<crate::Executor>,
     pub recorder: Arc<crate::ExecutionRecorder>,
     pub metrics: Arc<crate::Metrics>,
+    pub rows: Arc<RowCache>,
 }
 
 impl Runner {
+    /// A script changed or is gone: drop its compiled copy and cached row.
+    pub fn forget_script(&self, id: &ScriptId) {
+        self.engine.forget(id.as_str());
+        self.rows.forget_script(id);
+    }
+
     /// Records a finished run and counts it.
     pub async fn record(&self, execution: Execution) {
         self.metrics.observe_execution(execution.status.as_str());

@@ -200,6 +200,7 @@ impl DeadLetterStore for PostgresStore {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
+        self.announce();
         Ok(dl.event_id)
     }
 

@@ -45,24 +45,22 @@ pub(crate) fn outbox_event(row: &PgRow) -> StoreResult<OutboxEvent> {
     })
 }
 
-/// The channel writes notify when they queue deliveries, so that every node's
+/// The channel announced on after writes that queued deliveries, so that every node's
 /// dispatcher wakes, not only the writer's.
 pub(crate) const EVENTS_CHANNEL: &str = "picloud_events";
 
 /// Queues one delivery inside the caller's transaction (or alone, on a pooled
-/// connection), and notifies [`EVENTS_CHANNEL`] (delivered at commit) in the same
-/// statement. A missing app, script or trigger is `NotFound`.
+/// connection). The caller announces it after commit (see `PostgresStore::announce`).
+/// A missing app, script or trigger is `NotFound`.
 pub(crate) async fn insert_event(
     conn: &mut PgConnection,
     e: &NewEvent,
     replay_of: Option<&DeadLetterId>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "WITH queued AS (INSERT INTO outbox (id, app_id, trigger_id, script_id, source, \
-         payload, attempt, max_attempts, base_delay_ms, max_delay_ms, depth, due_at, \
-         replay_of, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8, $9, $10, $11, $12, $13) RETURNING 1) \
-         SELECT pg_notify('picloud_events', '') FROM queued",
+        "INSERT INTO outbox (id, app_id, trigger_id, script_id, source, payload, attempt, \
+         max_attempts, base_delay_ms, max_delay_ms, depth, due_at, replay_of, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(e.id.as_str())
     .bind(e.app_id.as_str())
@@ -121,7 +119,9 @@ async fn lock_claimed_app(
 impl EventStore for PostgresStore {
     async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        insert_event(&mut conn, &new, None).await
+        insert_event(&mut conn, &new, None).await?;
+        self.announce();
+        Ok(())
     }
 
     async fn claim_events(
@@ -237,7 +237,8 @@ impl EventStore for PostgresStore {
         };
         let event = outbox_event(&row)?;
         let dl = insert_dead_letter(&mut tx, &event, error).await?;
-        if !targets.is_empty() {
+        let queued_handlers = !targets.is_empty();
+        if queued_handlers {
             let payload = dead_letter_event(&dl);
             for target in targets {
                 let new = NewEvent {
@@ -255,6 +256,9 @@ impl EventStore for PostgresStore {
             }
         }
         tx.commit().await.map_err(db_err)?;
+        if queued_handlers {
+            self.announce();
+        }
         Ok(Some(dl))
     }
 

@@ -178,6 +178,9 @@ impl KvStore for PostgresStore {
         let payload = kv_event(KvOp::Set, &collection, &key, Some(value), prev.as_ref());
         let mut outcome = emit(&mut tx, app, targets, payload, cause).await?;
         tx.commit().await.map_err(db_err)?;
+        if !outcome.events.is_empty() {
+            self.announce();
+        }
         outcome.prev = prev;
         Ok(outcome)
     }
@@ -217,6 +220,9 @@ impl KvStore for PostgresStore {
             None => WriteOutcome::default(),
         };
         tx.commit().await.map_err(db_err)?;
+        if !outcome.events.is_empty() {
+            self.announce();
+        }
         outcome.prev = prev;
         Ok(outcome)
     }

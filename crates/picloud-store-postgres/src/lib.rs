@@ -84,6 +84,9 @@ pub struct PostgresStore {
     /// For the `LISTEN` connection, which lives outside the pool.
     options: PgConnectOptions,
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Asks the announcer task to tell other nodes that deliveries were queued.
+    announcements: std::sync::Arc<tokio::sync::Notify>,
+    announcer: tokio::task::JoinHandle<()>,
 }
 
 impl PostgresStore {
@@ -111,11 +114,20 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await
             .map_err(StoreError::other)?;
+        let announcements = std::sync::Arc::new(tokio::sync::Notify::new());
+        let announcer = tokio::spawn(announce_loop(pool.clone(), announcements.clone()));
         Ok(Self {
             pool,
             options,
             listener: parking_lot::Mutex::new(None),
+            announcements,
+            announcer,
         })
+    }
+
+    /// Tells the other nodes (soon, after commit) that deliveries were queued.
+    pub(crate) fn announce(&self) {
+        self.announcements.notify_one();
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
@@ -282,6 +294,25 @@ impl MetaStore for PostgresStore {
     }
 }
 
+/// Sends `NOTIFY` on the events channel for writes that queued deliveries: after their
+/// commit and outside their transaction, at most one per couple of milliseconds. A
+/// `NOTIFY` inside the writing transaction would hold PostgreSQL's notification lock
+/// until that commit is flushed, serialising every such commit in the database.
+async fn announce_loop(pool: PgPool, requests: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        requests.notified().await;
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(events::EVENTS_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "announcing queued deliveries failed; other nodes will poll");
+        }
+        // Writes committing meanwhile share the next announcement.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Wakes the dispatcher on every notification of the events channel, until the
 /// connection fails. The listener has a one-connection pool of its own, so closing the
 /// store's pool never waits for it.
@@ -338,6 +369,7 @@ impl Store for PostgresStore {
         if let Some(task) = self.listener.lock().take() {
             task.abort();
         }
+        self.announcer.abort();
         self.pool.close().await;
     }
 }

@@ -185,6 +185,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         executor,
         recorder,
         metrics: Arc::new(Metrics::default()),
+        rows: Arc::default(),
     };
     let signal = Arc::new(EventSignal::default());
     {
@@ -235,7 +236,10 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
             poll_interval: config.events.poll_interval,
             trigger_timeout: config.limits.trigger_timeout,
             max_log_lines: config.limits.max_log_lines,
-            capacity: config.executor.threads,
+            // Twice the script threads: while one delivery runs its script, another
+            // does its database steps (claim, complete), which would otherwise leave
+            // threads idle. The executor's gate still bounds what actually runs.
+            capacity: 2 * config.executor.threads,
         },
     );
     let dispatching = dispatcher.spawn(stopped.clone());

@@ -175,6 +175,7 @@ pub async fn update_app(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     state.routing.invalidate_app(&app.id);
+    state.runner.rows.forget_app(&app.id);
     Ok(Json(updated.into()))
 }
 
@@ -196,5 +197,6 @@ pub async fn delete_app(
         .map_err(|e| ApiError::from_store(e, "app"))?;
     state.routing.invalidate_app(&app.id);
     state.runner.executor.forget_app(app.id.as_str());
+    state.runner.rows.forget_app(&app.id);
     Ok(StatusCode::NO_CONTENT)
 }

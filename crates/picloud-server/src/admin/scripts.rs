@@ -278,7 +278,7 @@ async fn apply_update(
         )
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state.runner.engine.forget(script.id.as_str());
+    state.runner.forget_script(&script.id);
     state.routing.invalidate_routes(&script.app_id);
     Ok(Json(updated.into()))
 }
@@ -322,7 +322,7 @@ async fn remove(state: &AppState, script: Script) -> ApiResult<StatusCode> {
         .delete_script(&script.id)
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state.runner.engine.forget(script.id.as_str());
+    state.runner.forget_script(&script.id);
     state.routing.invalidate_routes(&script.app_id);
     Ok(StatusCode::NO_CONTENT)
 }
