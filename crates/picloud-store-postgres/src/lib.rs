@@ -56,6 +56,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 const MAX_CONNECTIONS: u32 = 16;
+const RELAXED_CONNECTIONS: u32 = 4;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn migrator() -> Migrator {
@@ -81,6 +82,10 @@ fn migrator() -> Migrator {
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections with `synchronous_commit = off`, for the dispatcher's bookkeeping
+    /// (claims, lease extensions, completions), where losing the last few commits in a
+    /// crash only means a delivery runs once more.
+    relaxed: PgPool,
     /// For the `LISTEN` connection, which lives outside the pool.
     options: PgConnectOptions,
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -114,10 +119,15 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await
             .map_err(StoreError::other)?;
+        let relaxed = PgPoolOptions::new()
+            .max_connections(RELAXED_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let announcements = std::sync::Arc::new(tokio::sync::Notify::new());
         let announcer = tokio::spawn(announce_loop(pool.clone(), announcements.clone()));
         Ok(Self {
             pool,
+            relaxed,
             options,
             listener: parking_lot::Mutex::new(None),
             announcements,
@@ -370,6 +380,7 @@ impl Store for PostgresStore {
             task.abort();
         }
         self.announcer.abort();
+        self.relaxed.close().await;
         self.pool.close().await;
     }
 }
