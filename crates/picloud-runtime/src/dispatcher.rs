@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use picloud_core::model::ExecutionSource;
-use picloud_core::{DeadLetterId, ExecutionId};
+use picloud_core::{DeadLetterId, EventId, ExecutionId};
 use picloud_script::{AppRef, RunInput, ScriptFailure, ScriptRef, ServiceAccess};
 use picloud_services::{CallContext, EventSignal, Services};
 use picloud_store::{App, OutboxEvent, RetryPolicy, Script, Store, StoreError};
@@ -44,6 +44,8 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     in_flight: AtomicUsize,
     finished: Notify,
+    /// Deliveries whose script is running, with their fencing tokens.
+    running: parking_lot::Mutex<std::collections::HashMap<EventId, i64>>,
 }
 
 /// Exponential backoff with ±20 % jitter: `base · 2^(attempt-1)`, at most `max`.
@@ -73,6 +75,7 @@ impl Dispatcher {
             config,
             in_flight: AtomicUsize::new(0),
             finished: Notify::new(),
+            running: parking_lot::Mutex::default(),
         })
     }
 
@@ -82,6 +85,7 @@ impl Dispatcher {
     }
 
     pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.clone().lease_loop(shutdown.clone()));
         tokio::spawn(self.clone().claim_loop(shutdown))
     }
 
@@ -155,27 +159,33 @@ impl Dispatcher {
         }
     }
 
-    /// Keeps the claim alive while the run lives.
-    fn keep_lease(&self, event: &OutboxEvent) -> JoinHandle<()> {
-        let store = self.store.clone();
+    /// Keeps the claims of running deliveries alive: one task for all of them, every
+    /// third of a lease, instead of a timer per delivery.
+    async fn lease_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let lease = self.config.lease;
-        let id = event.id.clone();
-        let version = event.lease_version;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                let until = picloud_core::now()
-                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
-                match store.extend_lease(&id, version, until).await {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(lease / 3) => {}
+                _ = shutdown.changed() => return,
+            }
+            let running: Vec<(EventId, i64)> = self
+                .running
+                .lock()
+                .iter()
+                .map(|(id, version)| (id.clone(), *version))
+                .collect();
+            let until = picloud_core::now()
+                + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+            for (id, version) in running {
+                match self.store.extend_lease(&id, version, until).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(event = %id, "lost the claim of a running delivery");
-                        return;
+                        tracing::warn!(event = %id, "lost the claim of a running delivery")
                     }
                     Err(e) => tracing::warn!(event = %id, error = %e, "extending a lease failed"),
                 }
             }
-        })
+        }
     }
 
     async fn deliver(self: &Arc<Self>, event: OutboxEvent) {
@@ -199,7 +209,9 @@ impl Dispatcher {
                 return;
             }
         };
-        let lease = self.keep_lease(&event);
+        self.running
+            .lock()
+            .insert(event.id.clone(), event.lease_version);
         let started_at = picloud_core::now();
         let execution_id = ExecutionId::at(started_at);
         let script = match self
@@ -218,7 +230,7 @@ impl Dispatcher {
             Some(script) => self.run(&app, script, &event, &execution_id).await,
             None => Some(failed(ScriptFailure::error("the script no longer exists"))),
         };
-        lease.abort();
+        self.running.lock().remove(&event.id);
         let Some(report) = report else {
             // Shutting down: the claim stays until its lease runs out (or, on SQLite,
             // the next start releases it).
