@@ -72,6 +72,7 @@ settings! {
     "PICLOUD_EXECUTION_RETENTION_DAYS" => "execution records kept this long [default: 7]",
     "PICLOUD_EXECUTION_LOG_MAX_LINES" => "log lines kept per execution [default: 100]",
     "PICLOUD_KV_MAX_VALUE_BYTES" => "largest KV value, as JSON [default: 1048576]",
+    "PICLOUD_DOCS_MAX_DOC_BYTES" => "largest document, as JSON [default: 1048576]",
     "PICLOUD_MAX_TRIGGER_DEPTH" => "events caused by handlers deeper than this are skipped [default: 8]",
     "PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS" => "runs per delivery, the first included [default: 5]",
     "PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS" => "first retry delay, doubled per attempt [default: 1000]",
@@ -143,6 +144,8 @@ impl Default for ScriptLimits {
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
     pub kv_max_value_bytes: usize,
+    /// Largest document, as JSON.
+    pub docs_max_doc_bytes: usize,
     pub max_trigger_depth: u32,
     pub retry_max_attempts: u32,
     pub retry_base_delay: Duration,
@@ -410,6 +413,7 @@ impl Config {
         };
         let events = EventsConfig {
             kv_max_value_bytes: src.number("PICLOUD_KV_MAX_VALUE_BYTES", 1 << 20, 1)?,
+            docs_max_doc_bytes: src.number("PICLOUD_DOCS_MAX_DOC_BYTES", 1 << 20, 1)?,
             max_trigger_depth: src.number("PICLOUD_MAX_TRIGGER_DEPTH", 8, 1)?,
             retry_max_attempts: src.number("PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS", 5, 1)?,
             retry_base_delay: src.millis("PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS", 1_000)?,

@@ -173,6 +173,7 @@ define_id!(AuditId, "aud", "audit entry");
 define_id!(TriggerId, "trg", "trigger");
 define_id!(DeadLetterId, "dlq", "dead letter");
 define_id!(AbandonedId, "abn", "abandoned execution");
+define_id!(DocId, "doc", "document");
 
 #[cfg(test)]
 mod tests {

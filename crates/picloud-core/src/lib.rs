@@ -9,8 +9,8 @@ pub mod route_pattern;
 pub mod route_trie;
 
 pub use ids::{
-    AbandonedId, ApiKeyId, AppId, AuditId, DeadLetterId, EventId, ExecutionId, RouteId, ScriptId,
-    SessionId, TriggerId, UserId,
+    AbandonedId, ApiKeyId, AppId, AuditId, DeadLetterId, DocId, EventId, ExecutionId, RouteId,
+    ScriptId, SessionId, TriggerId, UserId,
 };
 
 /// The current time, truncated to microseconds: the precision both databases keep, so

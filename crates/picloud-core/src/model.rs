@@ -128,7 +128,7 @@ string_enum!(
 string_enum!(
     /// What a trigger listens to. Adding a kind: a variant here, a detail table, an
     /// event shape and a matcher.
-    TriggerKind { Kv = "kv", DeadLetter = "dead_letter" }
+    TriggerKind { Kv = "kv", Docs = "docs", DeadLetter = "dead_letter" }
 );
 
 impl TriggerKind {
@@ -136,6 +136,7 @@ impl TriggerKind {
     pub fn source(self) -> ExecutionSource {
         match self {
             TriggerKind::Kv => ExecutionSource::Kv,
+            TriggerKind::Docs => ExecutionSource::Docs,
             TriggerKind::DeadLetter => ExecutionSource::DeadLetter,
         }
     }
@@ -144,6 +145,11 @@ impl TriggerKind {
 string_enum!(
     /// A change to a KV entry.
     KvOp { Set = "set", Delete = "delete" }
+);
+
+string_enum!(
+    /// A change to a document.
+    DocsOp { Create = "create", Update = "update", Delete = "delete" }
 );
 
 string_enum!(

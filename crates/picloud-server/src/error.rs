@@ -121,6 +121,9 @@ impl ApiError {
             StoreError::NotFound => Self::not_found(what),
             StoreError::Conflict(message) => Self::conflict(message),
             StoreError::InvalidCursor => Self::bad_request("invalid cursor"),
+            StoreError::Invalid(message) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            }
             StoreError::Other(cause) => Self::internal(cause),
         }
     }

@@ -50,7 +50,7 @@ impl Modify for BearerAuth {
 /// The documented routes: everything under `/api/v1` plus the operations endpoints.
 fn api_router() -> OpenApiRouter<AppState> {
     use admin::{
-        apps, audit, data, executions, keys, members, routes as rts, scripts, triggers, users,
+        apps, audit, data, docs, executions, keys, members, routes as rts, scripts, triggers, users,
     };
     use auth::session;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -80,6 +80,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             triggers::delete_trigger
         ))
         .routes(routes!(data::browse_kv))
+        .routes(routes!(docs::browse_docs))
         .routes(routes!(data::list_dead_letters))
         .routes(routes!(data::get_dead_letter))
         .routes(routes!(data::replay_dead_letter))

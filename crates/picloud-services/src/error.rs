@@ -24,6 +24,7 @@ impl ServiceError {
         match e {
             StoreError::NotFound => ServiceError::NotFound(what.to_owned()),
             StoreError::Conflict(message) => ServiceError::Conflict(message),
+            StoreError::Invalid(message) => ServiceError::Invalid(message),
             other => {
                 tracing::error!(error = %other, "storage error in a service call");
                 ServiceError::Store(other)

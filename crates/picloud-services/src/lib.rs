@@ -1,4 +1,4 @@
-//! The services scripts call — kv and dead letters today; docs, files, pubsub, outbound
+//! The services scripts call — kv, docs and dead letters today; files, pubsub, outbound
 //! HTTP, secrets and email to come — as rules and validation over the store.
 //!
 //! Every call takes a [`CallContext`]: the app comes from it, never from script
@@ -8,6 +8,7 @@
 
 mod context;
 mod dead_letters;
+mod docs;
 mod error;
 mod kv;
 
@@ -19,6 +20,7 @@ use tokio::sync::Notify;
 
 pub use context::CallContext;
 pub use dead_letters::DeadLetterService;
+pub use docs::{DocWrite, DocsPage, DocsService};
 pub use error::{ServiceError, ServiceResult};
 pub use kv::{KvPage, KvService};
 
@@ -39,6 +41,7 @@ impl EventSignal {
 /// Everything scripts can call, bundled.
 pub struct Services {
     pub kv: KvService,
+    pub docs: DocsService,
     pub dead_letters: DeadLetterService,
 }
 
@@ -47,6 +50,7 @@ impl Services {
         let defaults = default_retry(config);
         Self {
             kv: KvService::new(store.clone(), config, signal.clone()),
+            docs: DocsService::new(store.clone(), config, signal.clone()),
             dead_letters: DeadLetterService::new(store, defaults, signal),
         }
     }

@@ -5,12 +5,14 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::ExecutionSource;
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
 use picloud_store::{
-    dead_letter_event, DeadLetter, EventStore, NewEvent, OutboxEvent, RetryPolicy, StoreResult,
+    dead_letter_event, DeadLetter, EventCause, EventStore, NewEvent, OutboxEvent, RetryPolicy,
+    StoreResult, WriteOutcome,
 };
+use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::dead_letters::insert_dead_letter;
-use crate::triggers::dead_letter_targets;
+use crate::triggers::{dead_letter_targets, Target};
 use crate::{
     big, col, col_enum, col_json, col_u32, col_u64, db_err, int, json_text, map_insert_err,
     PostgresStore,
@@ -79,6 +81,38 @@ pub(crate) async fn insert_event(
     .await
     .map_err(|err| map_insert_err(err, "that event is already queued"))?;
     Ok(())
+}
+
+/// Queues an event per target; part of the write's transaction.
+pub(crate) async fn emit(
+    conn: &mut PgConnection,
+    app: &AppId,
+    targets: Vec<Target>,
+    source: ExecutionSource,
+    payload: Value,
+    cause: &EventCause,
+) -> StoreResult<WriteOutcome> {
+    let mut outcome = WriteOutcome::default();
+    let Some(depth) = cause.child_depth() else {
+        outcome.skipped_for_depth = targets.len();
+        return Ok(outcome);
+    };
+    for target in targets {
+        let new = NewEvent {
+            id: EventId::new(),
+            app_id: app.clone(),
+            trigger_id: Some(target.trigger_id),
+            script_id: target.script_id,
+            source,
+            payload: payload.clone(),
+            retry: target.retry,
+            depth,
+            due_at: picloud_core::now(),
+        };
+        insert_event(conn, &new, None).await?;
+        outcome.events.push(new.id);
+    }
+    Ok(outcome)
 }
 
 /// What [`EventStore::dead_letter_event`] needs to know before it locks anything

@@ -1,15 +1,15 @@
 use async_trait::async_trait;
 use picloud_core::model::{ExecutionSource, KvOp};
-use picloud_core::{AppId, EventId};
+use picloud_core::AppId;
 use picloud_store::{
-    kv_event, EventCause, KvEntry, KvStore, NewEvent, Page, PageRequest, StoreError, StoreResult,
+    kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
 };
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 
-use crate::events::insert_event;
-use crate::triggers::{kv_targets, Target};
+use crate::events::emit;
+use crate::triggers::kv_targets;
 use crate::{col, col_json, db_err, json_text, map_insert_err, without_nul, PostgresStore};
 
 /// jsonb is read as text: sqlx's `json` feature is not enabled.
@@ -91,37 +91,6 @@ async fn upsert(
     Ok(result.rows_affected() == 1)
 }
 
-/// Queues an event per target; part of the write's transaction.
-async fn emit(
-    conn: &mut PgConnection,
-    app: &AppId,
-    targets: Vec<Target>,
-    payload: Value,
-    cause: &EventCause,
-) -> StoreResult<WriteOutcome> {
-    let mut outcome = WriteOutcome::default();
-    let Some(depth) = cause.child_depth() else {
-        outcome.skipped_for_depth = targets.len();
-        return Ok(outcome);
-    };
-    for target in targets {
-        let new = NewEvent {
-            id: EventId::new(),
-            app_id: app.clone(),
-            trigger_id: Some(target.trigger_id),
-            script_id: target.script_id,
-            source: ExecutionSource::Kv,
-            payload: payload.clone(),
-            retry: target.retry,
-            depth,
-            due_at: picloud_core::now(),
-        };
-        insert_event(conn, &new, None).await?;
-        outcome.events.push(new.id);
-    }
-    Ok(outcome)
-}
-
 #[async_trait]
 impl KvStore for PostgresStore {
     async fn kv_get(
@@ -176,7 +145,7 @@ impl KvStore for PostgresStore {
         // (The outbox stores the payload with NUL replaced, so it shows the value as
         // stored, like `prev`.)
         let payload = kv_event(KvOp::Set, &collection, &key, Some(value), prev.as_ref());
-        let mut outcome = emit(&mut tx, app, targets, payload, cause).await?;
+        let mut outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
         tx.commit().await.map_err(db_err)?;
         if !outcome.events.is_empty() {
             self.announce();
@@ -215,7 +184,7 @@ impl KvStore for PostgresStore {
         let mut outcome = match &prev {
             Some(prev) => {
                 let payload = kv_event(KvOp::Delete, &collection, &key, None, Some(prev));
-                emit(&mut tx, app, targets, payload, cause).await?
+                emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?
             }
             None => WriteOutcome::default(),
         };

@@ -14,6 +14,7 @@ mod abandoned;
 mod apps;
 mod audit;
 mod dead_letters;
+mod docs;
 mod events;
 mod executions;
 mod keys;
@@ -53,6 +54,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0003_executions_by_id.sql"),
     ),
     (4, "events", include_str!("../migrations/0004_events.sql")),
+    (5, "docs", include_str!("../migrations/0005_docs.sql")),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use picloud_core::model::{KvOp, TriggerKind};
+use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
     NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult, Trigger, TriggerConfig,
@@ -13,8 +13,12 @@ use crate::{
 
 const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_max_attempts, \
      t.retry_base_delay_ms, t.retry_max_delay_ms, t.created_at, t.updated_at, \
-     k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete";
-const FROM: &str = "triggers t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id";
+     k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete, \
+     d.collection AS docs_collection, d.on_create AS docs_on_create, \
+     d.on_update AS docs_on_update, d.on_delete AS docs_on_delete";
+/// The details tables of every kind, joined to a `triggers` relation named `t`.
+const DETAILS: &str = "LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id \
+     LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id";
 
 fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
     let max: Option<i32> = col(row, "retry_max_attempts")?;
@@ -43,6 +47,22 @@ fn trigger(row: &PgRow) -> StoreResult<Trigger> {
             }
             TriggerConfig::Kv {
                 collection: col(row, "kv_collection")?,
+                ops,
+            }
+        }
+        TriggerKind::Docs => {
+            let mut ops = Vec::new();
+            for (column, op) in [
+                ("docs_on_create", DocsOp::Create),
+                ("docs_on_update", DocsOp::Update),
+                ("docs_on_delete", DocsOp::Delete),
+            ] {
+                if col::<bool>(row, column)? {
+                    ops.push(op);
+                }
+            }
+            TriggerConfig::Docs {
+                collection: col(row, "docs_collection")?,
                 ops,
             }
         }
@@ -98,6 +118,35 @@ pub(crate) async fn kv_targets(
          t.retry_max_delay_ms FROM apps a JOIN triggers t ON t.app_id = a.id \
          JOIN kv_trigger_details k ON k.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
          WHERE a.id = $1 AND t.kind = 'kv' AND t.enabled AND k.collection = $2 \
+         AND {op_column} ORDER BY t.id FOR KEY SHARE OF a, s, t"
+    ))
+    .bind(app.as_str())
+    .bind(without_nul(collection).as_ref())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, default_retry)).collect()
+}
+
+/// Enabled docs triggers of the app listening to `op` on `collection`, locked like
+/// [`kv_targets`].
+pub(crate) async fn docs_targets(
+    conn: &mut PgConnection,
+    app: &AppId,
+    collection: &str,
+    op: DocsOp,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let op_column = match op {
+        DocsOp::Create => "d.on_create",
+        DocsOp::Update => "d.on_update",
+        DocsOp::Delete => "d.on_delete",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM apps a JOIN triggers t ON t.app_id = a.id \
+         JOIN docs_trigger_details d ON d.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
+         WHERE a.id = $1 AND t.kind = 'docs' AND t.enabled AND d.collection = $2 \
          AND {op_column} ORDER BY t.id FOR KEY SHARE OF a, s, t"
     ))
     .bind(app.as_str())
@@ -167,16 +216,32 @@ impl TriggerStore for PostgresStore {
                 .await
                 .map_err(db_err)?;
             }
+            TriggerConfig::Docs { collection, ops } => {
+                sqlx::query(
+                    "INSERT INTO docs_trigger_details (trigger_id, collection, on_create, \
+                     on_update, on_delete) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id.as_str())
+                .bind(without_nul(collection).as_ref())
+                .bind(ops.contains(&DocsOp::Create))
+                .bind(ops.contains(&DocsOp::Update))
+                .bind(ops.contains(&DocsOp::Delete))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
             TriggerConfig::DeadLetter => {}
         }
         // Read back before committing: the stored form (ops normalised, values as
         // stored), and a trigger deleted right after commit cannot turn success into
         // `NotFound`.
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE t.id = $1"))
-            .bind(id.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM triggers t {DETAILS} WHERE t.id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
         let created = trigger(&row)?;
         tx.commit().await.map_err(db_err)?;
         Ok(created)
@@ -184,7 +249,7 @@ impl TriggerStore for PostgresStore {
 
     async fn get_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<Trigger> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {FROM} WHERE t.id = $1 AND t.app_id = $2"
+            "SELECT {COLUMNS} FROM triggers t {DETAILS} WHERE t.id = $1 AND t.app_id = $2"
         ))
         .bind(id.as_str())
         .bind(app.as_str())
@@ -196,7 +261,7 @@ impl TriggerStore for PostgresStore {
 
     async fn list_triggers(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Trigger>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {FROM} WHERE t.app_id = $1 AND t.id > $2 \
+            "SELECT {COLUMNS} FROM triggers t {DETAILS} WHERE t.app_id = $1 AND t.id > $2 \
              ORDER BY t.id LIMIT $3"
         ))
         .bind(app.as_str())
@@ -219,7 +284,7 @@ impl TriggerStore for PostgresStore {
         let row = sqlx::query(&format!(
             "WITH t AS (UPDATE triggers SET enabled = $1, updated_at = $2 \
              WHERE id = $3 AND app_id = $4 RETURNING *) \
-             SELECT {COLUMNS} FROM t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id"
+             SELECT {COLUMNS} FROM t {DETAILS}"
         ))
         .bind(enabled)
         .bind(picloud_core::now())

@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::ExecutionSource;
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
 use picloud_store::{
-    dead_letter_event, DeadLetter, EventStore, NewEvent, OutboxEvent, RetryPolicy, StoreError,
-    StoreResult,
+    dead_letter_event, DeadLetter, EventCause, EventStore, NewEvent, OutboxEvent, RetryPolicy,
+    StoreError, StoreResult, WriteOutcome,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::dead_letters::insert_dead_letter;
-use crate::triggers::dead_letter_targets;
+use crate::triggers::{dead_letter_targets, Target};
 use crate::{col, col_enum, col_ts, db_err, map_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, trigger_id, script_id, source, payload, attempt, max_attempts, \
@@ -86,6 +86,40 @@ pub(crate) async fn insert_event(
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
         _ => map_err(err, "that event is already queued"),
     })?;
+    Ok(())
+}
+
+/// Queues an event per target (the matching enabled triggers of a write); part of the
+/// write's transaction. Past the depth limit nothing is queued and the count of what
+/// was skipped is noted instead.
+pub(crate) async fn emit(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    targets: Vec<Target>,
+    source: ExecutionSource,
+    payload: serde_json::Value,
+    cause: &EventCause,
+    outcome: &mut WriteOutcome,
+) -> StoreResult<()> {
+    let Some(depth) = cause.child_depth() else {
+        outcome.skipped_for_depth = targets.len();
+        return Ok(());
+    };
+    for target in targets {
+        let new = NewEvent {
+            id: EventId::new(),
+            app_id: app.clone(),
+            trigger_id: Some(target.trigger_id),
+            script_id: target.script_id,
+            source,
+            payload: payload.clone(),
+            retry: target.retry,
+            depth,
+            due_at: picloud_core::now(),
+        };
+        insert_event(conn, &new, None).await?;
+        outcome.events.push(new.id);
+    }
     Ok(())
 }
 

@@ -1,14 +1,14 @@
 use async_trait::async_trait;
-use picloud_core::model::KvOp;
-use picloud_core::{AppId, EventId};
+use picloud_core::model::{ExecutionSource, KvOp};
+use picloud_core::AppId;
 use picloud_store::{
-    kv_event, EventCause, KvEntry, KvStore, NewEvent, Page, PageRequest, StoreError, StoreResult,
+    kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
 };
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use crate::events::insert_event;
+use crate::events::emit;
 use crate::triggers::kv_targets;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
@@ -56,39 +56,6 @@ async fn previous(
     .map_err(db_err)?;
     prev.map(|p| serde_json::from_str(&p).map_err(StoreError::other))
         .transpose()
-}
-
-/// Queues an event per matching trigger; part of the write's transaction.
-async fn emit(
-    conn: &mut SqliteConnection,
-    app: &AppId,
-    collection: &str,
-    op: KvOp,
-    payload: Value,
-    cause: &EventCause,
-    outcome: &mut WriteOutcome,
-) -> StoreResult<()> {
-    let targets = kv_targets(conn, app, collection, op, cause.default_retry).await?;
-    let Some(depth) = cause.child_depth() else {
-        outcome.skipped_for_depth = targets.len();
-        return Ok(());
-    };
-    for target in targets {
-        let new = NewEvent {
-            id: EventId::new(),
-            app_id: app.clone(),
-            trigger_id: Some(target.trigger_id),
-            script_id: target.script_id,
-            source: picloud_core::model::ExecutionSource::Kv,
-            payload: payload.clone(),
-            retry: target.retry,
-            depth,
-            due_at: picloud_core::now(),
-        };
-        insert_event(conn, &new, None).await?;
-        outcome.events.push(new.id);
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -144,11 +111,12 @@ impl KvStore for SqliteStore {
         })?;
         let payload = kv_event(KvOp::Set, collection, key, Some(value), prev.as_ref());
         let mut outcome = WriteOutcome::default();
+        let targets = kv_targets(&mut tx, app, collection, KvOp::Set, cause.default_retry).await?;
         emit(
             &mut tx,
             app,
-            collection,
-            KvOp::Set,
+            targets,
+            ExecutionSource::Kv,
             payload,
             cause,
             &mut outcome,
@@ -182,11 +150,13 @@ impl KvStore for SqliteStore {
                 .await
                 .map_err(db_err)?;
             let payload = kv_event(KvOp::Delete, collection, key, None, Some(prev));
+            let targets =
+                kv_targets(&mut tx, app, collection, KvOp::Delete, cause.default_retry).await?;
             emit(
                 &mut tx,
                 app,
-                collection,
-                KvOp::Delete,
+                targets,
+                ExecutionSource::Kv,
                 payload,
                 cause,
                 &mut outcome,

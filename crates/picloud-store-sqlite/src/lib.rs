@@ -8,6 +8,7 @@ mod abandoned;
 mod apps;
 mod audit;
 mod dead_letters;
+mod docs;
 mod events;
 mod executions;
 mod keys;
@@ -16,6 +17,8 @@ mod members;
 mod routes;
 mod scripts;
 mod triggers;
+#[cfg(test)]
+mod upgrade_tests;
 mod users;
 
 use std::borrow::Cow;
@@ -50,11 +53,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0003_executions_by_id.sql"),
     ),
     (4, "events", include_str!("../migrations/0004_events.sql")),
+    (5, "docs", include_str!("../migrations/0005_docs.sql")),
 ];
 
 fn migrator() -> Migrator {
+    migrator_upto(i64::MAX)
+}
+
+/// The migrations up to `version` (tests upgrade from older schemas).
+fn migrator_upto(version: i64) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
+        .filter(|(v, _, _)| *v <= version)
         .map(|(version, description, sql)| {
             Migration::new(
                 *version,
@@ -111,11 +121,42 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    /// Applies pending migrations with foreign keys off, as SQLite's procedure for
+    /// rebuilding a table asks (a migration that drops and recreates a parent table
+    /// would otherwise cascade the drop into its children). SQLite ignores the pragma
+    /// inside a transaction, and every migration runs in one, so it is set on the
+    /// connection around them; the keys are checked before it is handed back.
     pub async fn migrate(&self) -> StoreResult<()> {
-        migrator()
-            .run(&self.writer)
+        self.migrate_with(migrator()).await
+    }
+
+    async fn migrate_with(&self, migrator: Migrator) -> StoreResult<()> {
+        let mut conn = self.writer.acquire().await.map_err(db_err)?;
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
             .await
-            .map_err(StoreError::other)
+            .map_err(db_err)?;
+        let migrated = migrator.run(&mut *conn).await.map_err(StoreError::other);
+        let violations = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err);
+        let restored = sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err);
+        if restored.is_err() {
+            // Never hand a connection without foreign keys back to the pool.
+            conn.detach();
+        }
+        migrated?;
+        restored?;
+        if !violations?.is_empty() {
+            return Err(StoreError::other(std::io::Error::other(
+                "a migration left rows whose parents are missing",
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use picloud_core::model::{KvOp, TriggerKind};
+use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
     NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult, Trigger, TriggerConfig,
@@ -12,8 +12,11 @@ use crate::{col, col_enum, col_ts, db_err, expect_row, ts, SqliteStore};
 
 const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_max_attempts, \
      t.retry_base_delay_ms, t.retry_max_delay_ms, t.created_at, t.updated_at, \
-     k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete";
-const FROM: &str = "triggers t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id";
+     k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete, \
+     d.collection AS docs_collection, d.on_create AS docs_on_create, \
+     d.on_update AS docs_on_update, d.on_delete AS docs_on_delete";
+const FROM: &str = "triggers t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id \
+     LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id";
 
 fn retry(row: &SqliteRow) -> StoreResult<Option<RetryPolicy>> {
     let max: Option<i64> = col(row, "retry_max_attempts")?;
@@ -42,6 +45,24 @@ fn trigger(row: &SqliteRow) -> StoreResult<Trigger> {
             }
             TriggerConfig::Kv {
                 collection: col(row, "kv_collection")?,
+                ops,
+            }
+        }
+        TriggerKind::Docs => {
+            let ops = [
+                ("docs_on_create", DocsOp::Create),
+                ("docs_on_update", DocsOp::Update),
+                ("docs_on_delete", DocsOp::Delete),
+            ]
+            .into_iter()
+            .filter_map(|(column, op)| match col::<bool>(row, column) {
+                Ok(true) => Some(Ok(op)),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+            TriggerConfig::Docs {
+                collection: col(row, "docs_collection")?,
                 ops,
             }
         }
@@ -90,6 +111,33 @@ pub(crate) async fn kv_targets(
         "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
          t.retry_max_delay_ms FROM triggers t JOIN kv_trigger_details k ON k.trigger_id = t.id \
          WHERE t.app_id = ? AND t.kind = 'kv' AND t.enabled = 1 AND k.collection = ? \
+         AND {op_column} = 1 ORDER BY t.id"
+    ))
+    .bind(app.as_str())
+    .bind(collection)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, default_retry)).collect()
+}
+
+/// Enabled docs triggers of the app listening to `op` on `collection`.
+pub(crate) async fn docs_targets(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    op: DocsOp,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let op_column = match op {
+        DocsOp::Create => "d.on_create",
+        DocsOp::Update => "d.on_update",
+        DocsOp::Delete => "d.on_delete",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM triggers t JOIN docs_trigger_details d ON d.trigger_id = t.id \
+         WHERE t.app_id = ? AND t.kind = 'docs' AND t.enabled = 1 AND d.collection = ? \
          AND {op_column} = 1 ORDER BY t.id"
     ))
     .bind(app.as_str())
@@ -162,6 +210,20 @@ impl TriggerStore for SqliteStore {
                 .bind(collection)
                 .bind(ops.contains(&KvOp::Set))
                 .bind(ops.contains(&KvOp::Delete))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            TriggerConfig::Docs { collection, ops } => {
+                sqlx::query(
+                    "INSERT INTO docs_trigger_details (trigger_id, collection, on_create, \
+                     on_update, on_delete) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(id.as_str())
+                .bind(collection)
+                .bind(ops.contains(&DocsOp::Create))
+                .bind(ops.contains(&DocsOp::Update))
+                .bind(ops.contains(&DocsOp::Delete))
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;

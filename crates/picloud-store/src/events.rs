@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_core::model::{ExecutionSource, KvOp, Resolution, TriggerKind};
+use picloud_core::model::{DocsOp, ExecutionSource, KvOp, Resolution, TriggerKind};
 use picloud_core::{AbandonedId, AppId, DeadLetterId, EventId, ExecutionId, ScriptId, TriggerId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -76,7 +76,14 @@ pub struct KvEntry {
 /// The kind-specific part of a trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerConfig {
-    Kv { collection: String, ops: Vec<KvOp> },
+    Kv {
+        collection: String,
+        ops: Vec<KvOp>,
+    },
+    Docs {
+        collection: String,
+        ops: Vec<DocsOp>,
+    },
     DeadLetter,
 }
 
@@ -84,6 +91,7 @@ impl TriggerConfig {
     pub fn kind(&self) -> TriggerKind {
         match self {
             TriggerConfig::Kv { .. } => TriggerKind::Kv,
+            TriggerConfig::Docs { .. } => TriggerKind::Docs,
             TriggerConfig::DeadLetter => TriggerKind::DeadLetter,
         }
     }

@@ -4,6 +4,7 @@
 //! Backends own their SQL and migrations; nothing here knows a dialect. The same
 //! conformance suite (`picloud-testkit`) runs against every implementation.
 
+pub mod docs;
 pub mod events;
 pub mod models;
 pub mod page;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
 use picloud_core::{ApiKeyId, AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
+pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryError};
 pub use events::*;
 pub use models::*;
 pub use page::{Cursor, Page, PageRequest};
@@ -26,6 +28,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("invalid cursor")]
     InvalidCursor,
+    /// The request cannot be applied to the stored data (a patch's `$inc` on a
+    /// string, a document grown past its size limit); nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     #[error("storage error: {0}")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -199,6 +205,7 @@ pub trait Store:
     + ApiKeyStore
     + AuditStore
     + KvStore
+    + DocsStore
     + TriggerStore
     + EventStore
     + DeadLetterStore

@@ -27,3 +27,12 @@ picloud_testkit::store_conformance!(
     deleting_a_script_drops_its_pending_deliveries,
     concurrent_claims_never_overlap,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_docs:
+    docs_query_semantics_table,
+    docs_crud_envelope_and_prev,
+    docs_list_pages_with_a_filter,
+    docs_apps_are_isolated,
+    docs_writes_queue_their_events,
+);

@@ -67,7 +67,8 @@ async fn kv_triggers_fire_with_the_documented_event(backend: Backend) {
         .create_script(
             "shop",
             "seen",
-            r#"kv::collection("seen").set(`${ctx.event.kv.key}-${ctx.event.op}`, ctx.event); ()"#,
+            // Events run concurrently, so each one gets its own key.
+            r#"kv::collection("seen").set(ctx.event.id, ctx.event); ()"#,
         )
         .await;
     let writer = app
@@ -103,13 +104,13 @@ async fn kv_triggers_fire_with_the_documented_event(backend: Backend) {
     post("/orders/o1?delete=1", json!(null))
         .await
         .expect("delete");
-    let seen = kv_entries(&app, "seen", 2).await;
-    let by_key = |k: &str| {
+    let seen = kv_entries(&app, "seen", 3).await;
+    let find = |op: &str, value: Value| {
         seen.iter()
-            .find(|e| e["key"] == k)
             .map(|e| e["value"].clone())
+            .find(|e| e["op"] == op && e["kv"]["value"] == value)
     };
-    let set = by_key("o1-set").expect("set event");
+    let set = find("set", json!({"total": 7})).expect("second set event");
     assert_eq!(set["source"], "kv");
     assert_eq!(set["op"], "set");
     assert_eq!(set["attempt"], 1);
@@ -119,7 +120,9 @@ async fn kv_triggers_fire_with_the_documented_event(backend: Backend) {
         set["kv"],
         json!({"collection": "orders", "key": "o1", "value": {"total": 7}, "prev": {"total": 5}})
     );
-    let delete = by_key("o1-delete").expect("delete event");
+    let first = find("set", json!({"total": 5})).expect("first set event");
+    assert_eq!(first["kv"]["prev"], Value::Null);
+    let delete = find("delete", Value::Null).expect("delete event");
     assert_eq!(
         delete["kv"],
         json!({"collection": "orders", "key": "o1", "value": null, "prev": {"total": 7}})
@@ -138,9 +141,9 @@ async fn kv_triggers_fire_with_the_documented_event(backend: Backend) {
     .await;
     post("/orders/o2", json!(1)).await.expect("set");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let seen = kv_entries(&app, "seen", 2).await;
+    let seen = kv_entries(&app, "seen", 3).await;
     assert!(
-        !seen.iter().any(|e| e["key"] == "o2-set"),
+        !seen.iter().any(|e| e["value"]["kv"]["key"] == "o2"),
         "disabled trigger fired"
     );
     let runs = app.executions("shop", 5).await;

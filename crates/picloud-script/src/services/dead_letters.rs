@@ -4,7 +4,7 @@ use picloud_store::{DeadLetter, DeadLetterFilter};
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Map};
 
-use super::{call, error};
+use super::{call, error, PageOptions};
 use crate::convert::json_to_dynamic;
 
 fn to_map(dl: &DeadLetter) -> Dynamic {
@@ -49,9 +49,11 @@ mod dead_letters_ns {
     #[rhai_fn(return_raw)]
     pub fn list(options: Map) -> Result<Map, Box<EvalAltResult>> {
         let mut filter = DeadLetterFilter::Unresolved;
-        let mut cursor = None;
-        let mut limit = None;
+        let mut page = PageOptions::default();
         for (key, value) in &options {
+            if page.take("dead_letters", key, value)? {
+                continue;
+            }
             match key.as_str() {
                 "status" => {
                     filter = match value.clone().into_string().unwrap_or_default().as_str() {
@@ -63,25 +65,6 @@ mod dead_letters_ns {
                         }
                     }
                 }
-                "cursor" => {
-                    if !value.is_unit() {
-                        cursor = Some(
-                            value
-                                .clone()
-                                .into_string()
-                                .map_err(|_| error("dead_letters", "cursor must be a string"))?,
-                        );
-                    }
-                }
-                "limit" => {
-                    let n = value
-                        .as_int()
-                        .map_err(|_| error("dead_letters", "limit must be an integer"))?;
-                    limit = Some(
-                        u32::try_from(n)
-                            .map_err(|_| error("dead_letters", "limit must be 1 to 500"))?,
-                    );
-                }
                 other => {
                     return Err(error(
                         "dead_letters",
@@ -90,6 +73,7 @@ mod dead_letters_ns {
                 }
             }
         }
+        let PageOptions { cursor, limit } = page;
         let (items, next) = call("dead_letters", |s, ctx| async move {
             s.dead_letters
                 .list(&ctx, filter, cursor.as_deref(), limit)

@@ -3,7 +3,7 @@
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
-use super::{call, error, note_skipped};
+use super::{call, error, note_skipped, PageOptions};
 use crate::convert::{dynamic_to_json, json_to_dynamic};
 
 /// A handle on one KV collection of the running app.
@@ -13,17 +13,13 @@ pub struct KvCollection {
 }
 
 /// `#{prefix?, cursor?, limit?}` of `list`.
-struct ListOptions {
-    prefix: Option<String>,
-    cursor: Option<String>,
-    limit: Option<u32>,
-}
-
-fn list_options(options: &Map) -> Result<ListOptions, Box<EvalAltResult>> {
+fn list_options(options: &Map) -> Result<(Option<String>, PageOptions), Box<EvalAltResult>> {
     let mut prefix = None;
-    let mut cursor = None;
-    let mut limit = None;
+    let mut page = PageOptions::default();
     for (key, value) in options {
+        if page.take("kv", key, value)? {
+            continue;
+        }
         match key.as_str() {
             "prefix" => {
                 prefix = Some(
@@ -33,30 +29,10 @@ fn list_options(options: &Map) -> Result<ListOptions, Box<EvalAltResult>> {
                         .map_err(|_| error("kv", "prefix must be a string"))?,
                 )
             }
-            "cursor" => {
-                if !value.is_unit() {
-                    cursor = Some(
-                        value
-                            .clone()
-                            .into_string()
-                            .map_err(|_| error("kv", "cursor must be a string"))?,
-                    );
-                }
-            }
-            "limit" => {
-                let n = value
-                    .as_int()
-                    .map_err(|_| error("kv", "limit must be an integer"))?;
-                limit = Some(u32::try_from(n).map_err(|_| error("kv", "limit must be 1 to 500"))?);
-            }
             other => return Err(error("kv", format!("unknown list option {other:?}"))),
         }
     }
-    Ok(ListOptions {
-        prefix,
-        cursor,
-        limit,
-    })
+    Ok((prefix, page))
 }
 
 #[export_module]
@@ -129,11 +105,7 @@ mod kv_ns {
     /// last page.
     #[rhai_fn(global, return_raw)]
     pub fn list(coll: KvCollection, options: Map) -> Result<Map, Box<EvalAltResult>> {
-        let ListOptions {
-            prefix,
-            cursor,
-            limit,
-        } = list_options(&options)?;
+        let (prefix, PageOptions { cursor, limit }) = list_options(&options)?;
         let name = coll.name.clone();
         let page = call("kv", |s, ctx| async move {
             s.kv.list(&ctx, &name, prefix.as_deref(), cursor.as_deref(), limit)

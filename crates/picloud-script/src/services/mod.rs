@@ -1,8 +1,9 @@
-//! Script bindings of the services (`kv`, `dead_letters`): each call blocks the script
+//! Script bindings of the services (`kv`, `docs`, `dead_letters`): each call blocks the script
 //! thread on the async service, bounded by what is left of the run's wall-clock limit,
 //! and turns the outcome into a script value or a namespaced error.
 
 mod dead_letters;
+mod docs;
 mod kv;
 
 use std::future::Future;
@@ -18,6 +19,8 @@ use crate::{state, Forbidden};
 pub(crate) fn register(engine: &mut Engine) {
     engine.register_type_with_name::<kv::KvCollection>("KvCollection");
     engine.register_static_module("kv", kv::module().into());
+    engine.register_type_with_name::<docs::DocsCollection>("DocsCollection");
+    engine.register_static_module("docs", docs::module().into());
     engine.register_static_module("dead_letters", dead_letters::module().into());
 }
 
@@ -60,6 +63,45 @@ where
             Dynamic::from(TIMEOUT_TOKEN),
             Position::NONE,
         ))),
+    }
+}
+
+/// `cursor` and `limit` of every `list(#{…})`.
+#[derive(Default)]
+pub(crate) struct PageOptions {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl PageOptions {
+    /// Takes `key` if it is `cursor` or `limit`; `false` leaves it to the caller.
+    pub(crate) fn take(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: &Dynamic,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        match key {
+            // `()` is what the last page hands back: reading on from it is the start.
+            "cursor" if value.is_unit() => {}
+            "cursor" => {
+                self.cursor = Some(
+                    value
+                        .clone()
+                        .into_string()
+                        .map_err(|_| error(namespace, "cursor must be a string"))?,
+                );
+            }
+            "limit" => {
+                let n = value
+                    .as_int()
+                    .map_err(|_| error(namespace, "limit must be an integer"))?;
+                self.limit =
+                    Some(u32::try_from(n).map_err(|_| error(namespace, "limit must be 1 to 500"))?);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 

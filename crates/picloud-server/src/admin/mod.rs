@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod audit;
 pub mod data;
+pub mod docs;
 pub mod executions;
 pub mod keys;
 pub mod members;

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
-use picloud_core::model::{KvOp, TriggerKind};
+use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{ScriptId, TriggerId};
 use picloud_store::{NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,10 @@ impl From<Trigger> for TriggerDto {
                 Some(collection),
                 Some(ops.iter().map(|o| o.as_str().to_owned()).collect()),
             ),
+            TriggerConfig::Docs { collection, ops } => (
+                Some(collection),
+                Some(ops.iter().map(|o| o.as_str().to_owned()).collect()),
+            ),
             TriggerConfig::DeadLetter => (None, None),
         };
         Self {
@@ -79,9 +83,10 @@ pub struct CreateTrigger {
     /// An endpoint script of this app.
     pub script_id: String,
     pub retry: Option<RetryDto>,
-    /// `kv`: the collection to watch.
+    /// `kv`, `docs`: the collection to watch.
     pub collection: Option<String>,
-    /// `kv`: some of `["set", "delete"]`.
+    /// `kv`: some of `["set", "delete"]`; `docs`: some of `["create", "update",
+    /// "delete"]`. All of them when left out.
     pub ops: Option<Vec<String>>,
 }
 
@@ -112,37 +117,53 @@ fn retry_policy(retry: Option<RetryDto>) -> ApiResult<Option<RetryPolicy>> {
     }))
 }
 
+/// The `collection` and `ops` of a kind that watches a collection; `all` when `ops`
+/// is left out.
+fn collection_and_ops<Op>(
+    kind: TriggerKind,
+    req: &CreateTrigger,
+    all: &[Op],
+) -> ApiResult<(String, Vec<Op>)>
+where
+    Op: std::str::FromStr + PartialEq + Copy + std::fmt::Display,
+    Op::Err: std::fmt::Display,
+{
+    let collection = req.collection.clone().ok_or_else(|| {
+        ApiError::invalid("collection", format!("a {kind} trigger needs a collection"))
+    })?;
+    picloud_services::KvService::validate_collection_name(&collection)
+        .map_err(|e| ApiError::invalid("collection", e.to_string()))?;
+    let Some(ops) = &req.ops else {
+        return Ok((collection, all.to_vec()));
+    };
+    if ops.is_empty() {
+        let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+        return Err(ApiError::invalid(
+            "ops",
+            format!("ops must name at least one of {}", names.join(", ")),
+        ));
+    }
+    let mut parsed = Vec::new();
+    for op in ops {
+        let op: Op = op
+            .parse()
+            .map_err(|e| ApiError::invalid("ops", format!("op {e}")))?;
+        if !parsed.contains(&op) {
+            parsed.push(op);
+        }
+    }
+    Ok((collection, parsed))
+}
+
 fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig> {
     match kind {
         TriggerKind::Kv => {
-            let collection = req.collection.clone().ok_or_else(|| {
-                ApiError::invalid("collection", "a kv trigger needs a collection")
-            })?;
-            picloud_services::KvService::validate_collection_name(&collection)
-                .map_err(|e| ApiError::invalid("collection", e.to_string()))?;
-            let ops = req
-                .ops
-                .clone()
-                .unwrap_or_else(|| vec!["set".into(), "delete".into()]);
-            if ops.is_empty() {
-                return Err(ApiError::invalid(
-                    "ops",
-                    "ops must name at least one of set, delete",
-                ));
-            }
-            let mut parsed = Vec::new();
-            for op in &ops {
-                let op: KvOp = op
-                    .parse()
-                    .map_err(|e| ApiError::invalid("ops", format!("op {e}")))?;
-                if !parsed.contains(&op) {
-                    parsed.push(op);
-                }
-            }
-            Ok(TriggerConfig::Kv {
-                collection,
-                ops: parsed,
-            })
+            let (collection, ops) = collection_and_ops(kind, req, KvOp::ALL)?;
+            Ok(TriggerConfig::Kv { collection, ops })
+        }
+        TriggerKind::Docs => {
+            let (collection, ops) = collection_and_ops(kind, req, DocsOp::ALL)?;
+            Ok(TriggerConfig::Docs { collection, ops })
         }
         TriggerKind::DeadLetter => {
             if req.retry.is_some() {
@@ -162,7 +183,7 @@ fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig
     }
 }
 
-/// Create a trigger of `kind` (`kv` or `dead_letter`). The script must be an endpoint of
+/// Create a trigger of `kind` (`kv`, `docs` or `dead_letter`). The script must be an endpoint of
 /// this app.
 ///
 /// (The path segment is named `{trigger}` because the same position holds the trigger
@@ -170,7 +191,7 @@ fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig
 #[utoipa::path(post, path = "/api/v1/admin/apps/{app}/triggers/{trigger}", tag = "triggers",
     request_body = CreateTrigger,
     params(("app" = String, Path, description = "app id or slug"),
-        ("trigger" = String, Path, description = "the kind to create: kv or dead_letter")),
+        ("trigger" = String, Path, description = "the kind to create: kv, docs or dead_letter")),
     responses((status = 201, body = TriggerDto), (status = 404, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])), extensions(("x-capability" = json!("trigger.manage"))))]

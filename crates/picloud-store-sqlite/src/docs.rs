@@ -1,0 +1,509 @@
+//! Documents on SQLite: filters compile to `json_type` / `json_extract` predicates, so
+//! a query never loads a collection into memory; writes lock the database (one writer)
+//! from read to write, so `prev_data` and patches see no interleaving.
+
+use async_trait::async_trait;
+use picloud_core::model::{DocsOp, ExecutionSource};
+use picloud_core::{AppId, DocId};
+use picloud_store::docs::{Scalar, SortKey};
+use picloud_store::{
+    docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
+    StoreError, StoreResult, WriteOutcome,
+};
+use serde_json::{Number, Value};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::Arguments;
+
+use crate::events::emit;
+use crate::triggers::docs_targets;
+use crate::{col, col_ts, db_err, ts, SqliteStore};
+
+const COLUMNS: &str = "id, collection, data, created_at, updated_at";
+
+fn doc(row: &SqliteRow) -> StoreResult<Doc> {
+    let data: String = col(row, "data")?;
+    Ok(Doc {
+        id: DocId::from_trusted(col(row, "id")?),
+        collection: col(row, "collection")?,
+        data: serde_json::from_str(&data).map_err(StoreError::other)?,
+        created_at: col_ts(row, "created_at")?,
+        updated_at: col_ts(row, "updated_at")?,
+    })
+}
+
+/// SQL text with its arguments, built together so they cannot drift apart.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: SqliteArguments<'static>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    fn text_arg(&mut self, value: String) {
+        self.text.push('?');
+        let _ = self.args.add(value);
+    }
+
+    fn number_arg(&mut self, n: &Number) {
+        self.text.push('?');
+        let _ = match n.as_i64() {
+            Some(i) => self.args.add(i),
+            None => self.args.add(n.as_f64().unwrap_or(f64::NAN)),
+        };
+    }
+
+    /// `json_type(data, <path>)`
+    fn json_type(&mut self, path: &picloud_store::docs::FieldPath) {
+        self.push("json_type(data, ");
+        self.text_arg(path.sqlite());
+        self.push(")");
+    }
+
+    fn json_extract(&mut self, path: &picloud_store::docs::FieldPath) {
+        self.push("json_extract(data, ");
+        self.text_arg(path.sqlite());
+        self.push(")");
+    }
+}
+
+/// Compiles a condition. Every leaf is wrapped in `IFNULL(…, 0)` so that a missing
+/// field yields false, never NULL (`NOT NULL` would drop rows `$ne` must keep).
+fn condition(c: &Condition, sql: &mut Sql) {
+    match c {
+        Condition::All => sql.push("1"),
+        Condition::And(parts) | Condition::Or(parts) if parts.is_empty() => {
+            sql.push(if matches!(c, Condition::And(_)) {
+                "1"
+            } else {
+                "0"
+            })
+        }
+        Condition::And(parts) | Condition::Or(parts) => {
+            let joiner = if matches!(c, Condition::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            sql.push("(");
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    sql.push(joiner);
+                }
+                condition(part, sql);
+            }
+            sql.push(")");
+        }
+        Condition::Not(inner) => {
+            sql.push("NOT (");
+            condition(inner, sql);
+            sql.push(")");
+        }
+        Condition::Exists(path, present) => {
+            sql.push("(");
+            sql.json_type(path);
+            sql.push(if *present {
+                " IS NOT NULL)"
+            } else {
+                " IS NULL)"
+            });
+        }
+        Condition::Eq(path, value) => equals(path, value, sql),
+        Condition::Cmp(path, op, operand) => {
+            sql.push("IFNULL(");
+            sql.json_type(path);
+            match operand {
+                Scalar::Number(n) => {
+                    sql.push(" IN ('integer', 'real') AND ");
+                    sql.json_extract(path);
+                    sql.push(&format!(" {} ", op.sql()));
+                    sql.number_arg(n);
+                }
+                Scalar::Text(t) => {
+                    sql.push(" = 'text' AND ");
+                    sql.json_extract(path);
+                    sql.push(&format!(" {} ", op.sql()));
+                    sql.text_arg(t.clone());
+                }
+            }
+            sql.push(", 0)");
+        }
+    }
+}
+
+fn equals(path: &picloud_store::docs::FieldPath, value: &Value, sql: &mut Sql) {
+    match value {
+        Value::Null => {
+            sql.push("(IFNULL(");
+            sql.json_type(path);
+            sql.push(", 'null') = 'null')");
+        }
+        Value::Bool(b) => {
+            sql.push("IFNULL(");
+            sql.json_type(path);
+            sql.push(if *b {
+                " = 'true', 0)"
+            } else {
+                " = 'false', 0)"
+            });
+        }
+        Value::Number(n) => {
+            sql.push("IFNULL(");
+            sql.json_type(path);
+            sql.push(" IN ('integer', 'real') AND ");
+            sql.json_extract(path);
+            sql.push(" = ");
+            sql.number_arg(n);
+            sql.push(", 0)");
+        }
+        Value::String(s) => {
+            sql.push("IFNULL(");
+            sql.json_type(path);
+            sql.push(" = 'text' AND ");
+            sql.json_extract(path);
+            sql.push(" = ");
+            sql.text_arg(s.clone());
+            sql.push(", 0)");
+        }
+        // Stored data and filter values are both serialised with sorted keys, so
+        // their minified texts are equal exactly when the values are.
+        Value::Array(_) | Value::Object(_) => {
+            sql.push("IFNULL(");
+            sql.json_type(path);
+            sql.push(" IN ('object', 'array') AND json(");
+            sql.json_extract(path);
+            sql.push(") = json(");
+            sql.text_arg(value.to_string());
+            sql.push("), 0)");
+        }
+    }
+}
+
+/// One `$sort` key as four SQL sort terms: type rank (missing and null, numbers,
+/// strings, booleans, objects and arrays), then the value within its type.
+fn sort_terms(key: &SortKey, sql: &mut Sql) {
+    let dir = if key.descending { " DESC" } else { " ASC" };
+    sql.push("CASE ");
+    sql.json_type(&key.path);
+    sql.push(
+        " WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 WHEN 'false' THEN 3 \
+              WHEN 'true' THEN 3 WHEN 'object' THEN 4 WHEN 'array' THEN 4 ELSE 0 END",
+    );
+    sql.push(dir);
+    sql.push(", CASE WHEN ");
+    sql.json_type(&key.path);
+    sql.push(" IN ('integer', 'real') THEN ");
+    sql.json_extract(&key.path);
+    sql.push(" END");
+    sql.push(dir);
+    sql.push(", CASE WHEN ");
+    sql.json_type(&key.path);
+    sql.push(" = 'text' THEN ");
+    sql.json_extract(&key.path);
+    sql.push(" END");
+    sql.push(dir);
+    sql.push(", CASE ");
+    sql.json_type(&key.path);
+    sql.push(" WHEN 'true' THEN 1 WHEN 'false' THEN 0 END");
+    sql.push(dir);
+    sql.push(", ");
+}
+
+async fn locked_data(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    id: &DocId,
+) -> StoreResult<Option<Value>> {
+    let data: Option<String> =
+        sqlx::query_scalar("SELECT data FROM docs WHERE id = ? AND app_id = ? AND collection = ?")
+            .bind(id.as_str())
+            .bind(app.as_str())
+            .bind(collection)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    data.map(|d| serde_json::from_str(&d).map_err(StoreError::other))
+        .transpose()
+}
+
+impl SqliteStore {
+    /// Writes `data` over an existing document and queues its `update` events; the
+    /// transaction (begun IMMEDIATE: the write lock) is the caller's.
+    async fn rewrite(
+        conn: &mut SqliteConnection,
+        app: &AppId,
+        collection: &str,
+        id: &DocId,
+        data: &Value,
+        prev: &Value,
+        cause: &EventCause,
+    ) -> StoreResult<(Doc, WriteOutcome)> {
+        let now = picloud_core::now();
+        sqlx::query("UPDATE docs SET data = ?, updated_at = ? WHERE id = ?")
+            .bind(data.to_string())
+            .bind(ts(now))
+            .bind(id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM docs WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let saved = doc(&row)?;
+        let payload = docs_event_for(DocsOp::Update, &saved, Some(prev));
+        let targets =
+            docs_targets(conn, app, collection, DocsOp::Update, cause.default_retry).await?;
+        let mut outcome = WriteOutcome::default();
+        emit(
+            conn,
+            app,
+            targets,
+            ExecutionSource::Docs,
+            payload,
+            cause,
+            &mut outcome,
+        )
+        .await?;
+        outcome.prev = Some(prev.clone());
+        Ok((saved, outcome))
+    }
+}
+
+#[async_trait]
+impl DocsStore for SqliteStore {
+    async fn docs_create(
+        &self,
+        app: &AppId,
+        collection: &str,
+        data: &Value,
+        cause: &EventCause,
+    ) -> StoreResult<(Doc, WriteOutcome)> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let now = picloud_core::now();
+        let saved = Doc {
+            id: DocId::new(),
+            collection: collection.to_owned(),
+            data: data.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(&format!(
+            "INSERT INTO docs (app_id, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(app.as_str())
+        .bind(saved.id.as_str())
+        .bind(collection)
+        .bind(data.to_string())
+        .bind(ts(now))
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => db_err(e),
+        })?;
+        let payload = docs_event_for(DocsOp::Create, &saved, None);
+        let targets = docs_targets(
+            &mut tx,
+            app,
+            collection,
+            DocsOp::Create,
+            cause.default_retry,
+        )
+        .await?;
+        let mut outcome = WriteOutcome::default();
+        emit(
+            &mut tx,
+            app,
+            targets,
+            ExecutionSource::Docs,
+            payload,
+            cause,
+            &mut outcome,
+        )
+        .await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok((saved, outcome))
+    }
+
+    async fn docs_get(
+        &self,
+        app: &AppId,
+        collection: &str,
+        id: &DocId,
+    ) -> StoreResult<Option<Doc>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM docs WHERE id = ? AND app_id = ? AND collection = ?"
+        ))
+        .bind(id.as_str())
+        .bind(app.as_str())
+        .bind(collection)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(doc).transpose()
+    }
+
+    async fn docs_update(
+        &self,
+        app: &AppId,
+        collection: &str,
+        id: &DocId,
+        data: &Value,
+        cause: &EventCause,
+    ) -> StoreResult<(Doc, WriteOutcome)> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let prev = locked_data(&mut tx, app, collection, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let out = Self::rewrite(&mut tx, app, collection, id, data, &prev, cause).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
+    async fn docs_patch(
+        &self,
+        app: &AppId,
+        collection: &str,
+        id: &DocId,
+        patch: &Patch,
+        max_bytes: usize,
+        cause: &EventCause,
+    ) -> StoreResult<(Doc, WriteOutcome)> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let prev = locked_data(&mut tx, app, collection, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut data = prev.clone();
+        patch
+            .apply(&mut data)
+            .map_err(|e| StoreError::Invalid(e.0))?;
+        let size = data.to_string().len();
+        if size > max_bytes {
+            return Err(StoreError::Invalid(format!(
+                "the patched document is {size} bytes; the limit is {max_bytes}"
+            )));
+        }
+        let out = Self::rewrite(&mut tx, app, collection, id, &data, &prev, cause).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
+    async fn docs_delete(
+        &self,
+        app: &AppId,
+        collection: &str,
+        id: &DocId,
+        cause: &EventCause,
+    ) -> StoreResult<WriteOutcome> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let prev = locked_data(&mut tx, app, collection, id).await?;
+        let mut outcome = WriteOutcome::default();
+        if let Some(prev) = &prev {
+            sqlx::query("DELETE FROM docs WHERE id = ?")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let payload =
+                picloud_store::docs::docs_event(DocsOp::Delete, collection, id, None, Some(prev));
+            let targets = docs_targets(
+                &mut tx,
+                app,
+                collection,
+                DocsOp::Delete,
+                cause.default_retry,
+            )
+            .await?;
+            emit(
+                &mut tx,
+                app,
+                targets,
+                ExecutionSource::Docs,
+                payload,
+                cause,
+                &mut outcome,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        outcome.prev = prev;
+        Ok(outcome)
+    }
+
+    async fn docs_find(
+        &self,
+        app: &AppId,
+        collection: &str,
+        query: &Query,
+    ) -> StoreResult<Vec<Doc>> {
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
+        sql.text_arg(app.to_string());
+        sql.push(" AND collection = ");
+        sql.text_arg(collection.to_owned());
+        sql.push(" AND ");
+        condition(&query.filter, &mut sql);
+        sql.push(" ORDER BY ");
+        for key in &query.sort {
+            sort_terms(key, &mut sql);
+        }
+        sql.push("id ASC LIMIT ");
+        sql.number_arg(&Number::from(query.limit));
+        sql.push(" OFFSET ");
+        sql.number_arg(&Number::from(query.skip));
+        let rows = sqlx::query_with(&sql.text, sql.args)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(doc).collect()
+    }
+
+    async fn docs_list(
+        &self,
+        app: &AppId,
+        collection: &str,
+        filter: Option<&Condition>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Doc>> {
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
+        sql.text_arg(app.to_string());
+        sql.push(" AND collection = ");
+        sql.text_arg(collection.to_owned());
+        sql.push(" AND id > ");
+        sql.text_arg(page.after.clone().unwrap_or_default());
+        sql.push(" AND ");
+        condition(filter.unwrap_or(&Condition::All), &mut sql);
+        sql.push(" ORDER BY id LIMIT ");
+        sql.number_arg(&Number::from(page.fetch_limit()));
+        let rows = sqlx::query_with(&sql.text, sql.args)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        let items = rows.iter().map(doc).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |d| d.id.as_str()))
+    }
+}

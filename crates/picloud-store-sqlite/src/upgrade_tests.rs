@@ -1,0 +1,107 @@
+//! Upgrading a database that already holds data keeps every row and its links.
+
+use picloud_core::model::{ExecutionSource, ScriptKind};
+use picloud_core::TriggerId;
+use picloud_store::{
+    AppStore, EventCause, EventStore, KvStore, NewApp, NewScript, PageRequest, RetryPolicy,
+    ScriptStore, TriggerConfig, TriggerStore,
+};
+use serde_json::json;
+
+use crate::{migrator_upto, ts, SqliteStore};
+
+#[tokio::test]
+async fn rebuilding_triggers_keeps_details_and_deliveries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::connect(&dir.path().join("old.db"))
+        .await
+        .expect("open");
+    store.migrate_with(migrator_upto(4)).await.expect("v4");
+    let app = store
+        .create_app(NewApp {
+            slug: "shop".into(),
+            name: "Shop".into(),
+        })
+        .await
+        .expect("app");
+    let script = store
+        .create_script(NewScript {
+            app_id: app.id.clone(),
+            name: "h".into(),
+            kind: ScriptKind::Endpoint,
+            source: "()".into(),
+        })
+        .await
+        .expect("script");
+    // The v4 store code for triggers reads tables v4 lacks; write the rows as v4 did.
+    let trigger = TriggerId::new();
+    let now = ts(picloud_core::now());
+    sqlx::query(
+        "INSERT INTO triggers (id, app_id, script_id, kind, enabled, created_at, updated_at) \
+         VALUES (?, ?, ?, 'kv', 1, ?, ?)",
+    )
+    .bind(trigger.as_str())
+    .bind(app.id.as_str())
+    .bind(script.id.as_str())
+    .bind(&now)
+    .bind(&now)
+    .execute(&store.writer)
+    .await
+    .expect("trigger");
+    sqlx::query("INSERT INTO kv_trigger_details VALUES (?, 'orders', 1, 1)")
+        .bind(trigger.as_str())
+        .execute(&store.writer)
+        .await
+        .expect("details");
+    let cause = EventCause {
+        depth: 0,
+        max_depth: 8,
+        default_retry: RetryPolicy::ONCE,
+    };
+    let written = store
+        .kv_set(&app.id, "orders", "o1", &json!(1), &cause)
+        .await
+        .expect("kv set");
+    assert_eq!(written.events.len(), 1);
+
+    store.migrate().await.expect("upgrade");
+
+    let triggers = store
+        .list_triggers(&app.id, &PageRequest::first(10))
+        .await
+        .expect("list");
+    assert_eq!(triggers.items.len(), 1);
+    assert_eq!(
+        triggers.items[0].config,
+        TriggerConfig::Kv {
+            collection: "orders".into(),
+            ops: vec![
+                picloud_core::model::KvOp::Set,
+                picloud_core::model::KvOp::Delete
+            ],
+        }
+    );
+    let claimed = store
+        .claim_events(
+            picloud_core::now() + chrono::Duration::seconds(1),
+            10,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].source, ExecutionSource::Kv);
+    assert_eq!(claimed[0].trigger_id.as_ref(), Some(&trigger));
+    // Foreign keys are back on for the connection the migration used.
+    let orphan = sqlx::query("INSERT INTO kv_trigger_details VALUES ('trg_missing', 'x', 1, 1)")
+        .execute(&store.writer)
+        .await;
+    assert!(orphan.is_err(), "foreign keys are off after migrating");
+    // Deleting the app still cascades through the rebuilt table.
+    store.delete_app(&app.id).await.expect("delete app");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM kv_trigger_details")
+        .fetch_one(&store.writer)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+}
