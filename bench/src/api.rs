@@ -26,7 +26,7 @@ impl Reply {
         serde_json::from_slice(&self.body).context("response is not JSON")
     }
 
-    fn expect_success(self, what: &str) -> Result<Self> {
+    pub fn expect_success(self, what: &str) -> Result<Self> {
         if !self.status.is_success() {
             bail!(
                 "{what}: HTTP {} {}",

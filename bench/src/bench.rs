@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::api::{Api, EXECUTION_HEADER};
+use crate::docs::{self, DocsRun};
 use crate::events::{self, EventsRun};
 use crate::load::{self, LoadConfig, LoadResult, Target};
 use crate::pg::ScratchDatabase;
@@ -33,6 +34,8 @@ pub struct Options {
     pub event_load: LoadConfig,
     /// Sequential writes of the trigger-latency scenario.
     pub event_requests: usize,
+    /// Documents of the docs scenario; 0 skips it.
+    pub docs: usize,
 }
 
 /// One load run, and for script routes how the execution records kept up.
@@ -83,6 +86,8 @@ pub struct Results {
     pub start_existing: Vec<StartSample>,
     /// SQLite, then PostgreSQL when asked for; empty with `--events false`.
     pub events: Vec<EventsRun>,
+    /// SQLite, then PostgreSQL when asked for; empty with `--docs 0`.
+    pub docs: Vec<DocsRun>,
     pub loadavg_before: String,
     pub loadavg_after: String,
 }
@@ -299,6 +304,11 @@ pub async fn run(opts: &Options) -> Result<Results> {
     } else {
         Vec::new()
     };
+    let docs = if opts.docs > 0 {
+        docs_runs(&bin, opts).await?
+    } else {
+        Vec::new()
+    };
     Ok(Results {
         baseline,
         host,
@@ -310,6 +320,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
         start_fresh,
         start_existing,
         events,
+        docs,
         loadavg_before,
         loadavg_after: loadavg(),
     })
@@ -376,6 +387,19 @@ async fn events_runs(bin: &Binary, opts: &Options) -> Result<Vec<EventsRun>> {
         let db = ScratchDatabase::create(url).await?;
         eprintln!("events, PostgreSQL ({})", db.name);
         let outcome = events::run(bin, opts, "PostgreSQL", Some(db.url.clone())).await;
+        db.drop_database().await?;
+        runs.push(outcome?);
+    }
+    Ok(runs)
+}
+
+async fn docs_runs(bin: &Binary, opts: &Options) -> Result<Vec<DocsRun>> {
+    eprintln!("documents, SQLite");
+    let mut runs = vec![docs::run(bin, opts, "SQLite", None).await?];
+    if let Some(url) = &opts.postgres_url {
+        let db = ScratchDatabase::create(url).await?;
+        eprintln!("documents, PostgreSQL ({})", db.name);
+        let outcome = docs::run(bin, opts, "PostgreSQL", Some(&db)).await;
         db.drop_database().await?;
         runs.push(outcome?);
     }

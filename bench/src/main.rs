@@ -1,10 +1,12 @@
 //! `picloud-bench`: spawns the `picloud` binary, sets up a one-line script route and
 //! measures it against a bare handler in the same server; also the executor-pool
 //! size, execution-record throughput, idle memory, start-up time, and the events
-//! machinery (trigger latency, async-route throughput). Prints markdown.
+//! machinery (trigger latency, async-route throughput) and document queries. Prints
+//! markdown.
 
 mod api;
 mod bench;
+mod docs;
 mod events;
 mod events_report;
 mod load;
@@ -76,6 +78,12 @@ const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "PICLOUD_BENCH_EVENTS_DURATION",
         "5",
         "measured seconds of the async and sync event-route loads",
+    ),
+    (
+        "docs",
+        "PICLOUD_BENCH_DOCS",
+        "100000",
+        "documents of the docs find scenario (0: skip it)",
     ),
     (
         "event-requests",
@@ -162,6 +170,7 @@ fn options(m: &ArgMatches) -> Result<Options> {
         postgres_url,
         events: boolean(m, "events")?,
         event_requests: number::<usize>(m, "event-requests")?.max(1),
+        docs: number::<usize>(m, "docs")?,
     })
 }
 

@@ -28,6 +28,11 @@ impl ScratchDatabase {
         })
     }
 
+    /// Runs `sql` in the scratch database.
+    pub async fn execute(&self, sql: &str) -> Result<()> {
+        psql(&self.url, sql).await
+    }
+
     pub async fn drop_database(self) -> Result<()> {
         psql(
             &self.admin_url,

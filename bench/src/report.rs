@@ -18,6 +18,7 @@ pub fn markdown(r: &Results, opts: &Options) -> String {
     sweep_table(&mut out, r);
     records_table(&mut out, r);
     events_report::tables(&mut out, r, opts);
+    crate::docs::table(&mut out, &r.docs);
     memory(&mut out, r);
     startup_table(&mut out, r);
     targets(&mut out, r);
@@ -246,4 +247,5 @@ fn targets(out: &mut String, r: &Results) {
         mark(start < TARGET_START_MS),
     );
     events_report::targets(out, r);
+    crate::docs::target(out, &r.docs);
 }

@@ -12,8 +12,11 @@ CREATE TABLE docs (
 );
 -- Listing and the tie-break order of `find` (ids grow with creation time).
 CREATE INDEX docs_collection ON docs (app_id, collection, id);
--- Serves equality filters, which compile to `data @> {...}` containment.
-CREATE INDEX docs_data ON docs USING GIN (data jsonb_path_ops);
+-- Serves equality filters, which compile to `data @> {...}` containment. Without
+-- fastupdate: the pending list it would keep is scanned linearly by every search until
+-- a vacuum merges it, which made a lookup on a freshly written collection ten times
+-- slower (2.5 ms instead of 0.25 ms on 100,000 documents); writes pay instead.
+CREATE INDEX docs_data ON docs USING GIN (data jsonb_path_ops) WITH (fastupdate = off);
 
 CREATE TABLE docs_trigger_details (
     trigger_id TEXT COLLATE "C" PRIMARY KEY REFERENCES triggers(id) ON DELETE CASCADE,

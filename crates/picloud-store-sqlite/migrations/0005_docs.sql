@@ -26,7 +26,7 @@ CREATE TABLE docs (
     id         TEXT PRIMARY KEY,
     app_id     TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     collection TEXT NOT NULL,
-    data       TEXT NOT NULL, -- JSON, keys sorted
+    data       BLOB NOT NULL, -- SQLite JSONB: read without re-parsing; keys sorted
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );

@@ -18,7 +18,7 @@ use crate::events::emit;
 use crate::triggers::docs_targets;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
-const COLUMNS: &str = "id, collection, data, created_at, updated_at";
+const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
 
 fn doc(row: &SqliteRow) -> StoreResult<Doc> {
     let data: String = col(row, "data")?;
@@ -112,26 +112,40 @@ fn condition(c: &Condition, sql: &mut Sql) {
             });
         }
         Condition::Eq(path, value) => equals(path, value, sql),
-        Condition::Cmp(path, op, operand) => {
-            sql.push("IFNULL(");
-            sql.json_type(path);
-            match operand {
-                Scalar::Number(n) => {
-                    sql.push(" IN ('integer', 'real') AND ");
-                    sql.json_extract(path);
-                    sql.push(&format!(" {} ", op.sql()));
-                    sql.number_arg(n);
-                }
-                Scalar::Text(t) => {
-                    sql.push(" = 'text' AND ");
-                    sql.json_extract(path);
-                    sql.push(&format!(" {} ", op.sql()));
-                    sql.text_arg(t.clone());
-                }
-            }
-            sql.push(", 0)");
-        }
+        Condition::Cmp(path, op, operand) => match operand {
+            Scalar::Number(n) => typed(path, op.sql(), Operand::Number(n), sql),
+            Scalar::Text(t) => typed(path, op.sql(), Operand::Text(t), sql),
+        },
     }
+}
+
+enum Operand<'a> {
+    Number(&'a Number),
+    Text(&'a str),
+}
+
+/// `IFNULL(json_extract(data, p) <op> ? AND json_type(data, p) IN (…), 0)`: a typed
+/// comparison. The value test comes first so that most rows fail it after a single
+/// lookup (SQLite's AND stops at the first false); the type test then rejects what
+/// SQLite's loose comparison let through (`true` extracts as 1, text sorts above
+/// numbers).
+fn typed(path: &picloud_store::docs::FieldPath, op: &str, operand: Operand<'_>, sql: &mut Sql) {
+    sql.push("IFNULL(");
+    sql.json_extract(path);
+    sql.push(&format!(" {op} "));
+    let types = match operand {
+        Operand::Number(n) => {
+            sql.number_arg(n);
+            "('integer', 'real')"
+        }
+        Operand::Text(t) => {
+            sql.text_arg(t.to_owned());
+            "('text')"
+        }
+    };
+    sql.push(" AND ");
+    sql.json_type(path);
+    sql.push(&format!(" IN {types}, 0)"));
 }
 
 fn equals(path: &picloud_store::docs::FieldPath, value: &Value, sql: &mut Sql) {
@@ -150,24 +164,8 @@ fn equals(path: &picloud_store::docs::FieldPath, value: &Value, sql: &mut Sql) {
                 " = 'false', 0)"
             });
         }
-        Value::Number(n) => {
-            sql.push("IFNULL(");
-            sql.json_type(path);
-            sql.push(" IN ('integer', 'real') AND ");
-            sql.json_extract(path);
-            sql.push(" = ");
-            sql.number_arg(n);
-            sql.push(", 0)");
-        }
-        Value::String(s) => {
-            sql.push("IFNULL(");
-            sql.json_type(path);
-            sql.push(" = 'text' AND ");
-            sql.json_extract(path);
-            sql.push(" = ");
-            sql.text_arg(s.clone());
-            sql.push(", 0)");
-        }
+        Value::Number(n) => typed(path, "=", Operand::Number(n), sql),
+        Value::String(s) => typed(path, "=", Operand::Text(s), sql),
         // Stored data and filter values are both serialised with sorted keys, so
         // their minified texts are equal exactly when the values are.
         Value::Array(_) | Value::Object(_) => {
@@ -218,14 +216,15 @@ async fn locked_data(
     collection: &str,
     id: &DocId,
 ) -> StoreResult<Option<Value>> {
-    let data: Option<String> =
-        sqlx::query_scalar("SELECT data FROM docs WHERE id = ? AND app_id = ? AND collection = ?")
-            .bind(id.as_str())
-            .bind(app.as_str())
-            .bind(collection)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
+    let data: Option<String> = sqlx::query_scalar(
+        "SELECT json(data) FROM docs WHERE id = ? AND app_id = ? AND collection = ?",
+    )
+    .bind(id.as_str())
+    .bind(app.as_str())
+    .bind(collection)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
     data.map(|d| serde_json::from_str(&d).map_err(StoreError::other))
         .transpose()
 }
@@ -243,7 +242,7 @@ impl SqliteStore {
         cause: &EventCause,
     ) -> StoreResult<(Doc, WriteOutcome)> {
         let now = picloud_core::now();
-        sqlx::query("UPDATE docs SET data = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE docs SET data = jsonb(?), updated_at = ? WHERE id = ?")
             .bind(data.to_string())
             .bind(ts(now))
             .bind(id.as_str())
@@ -297,9 +296,10 @@ impl DocsStore for SqliteStore {
             created_at: now,
             updated_at: now,
         };
-        sqlx::query(&format!(
-            "INSERT INTO docs (app_id, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-        ))
+        sqlx::query(
+            "INSERT INTO docs (app_id, id, collection, data, created_at, updated_at) \
+             VALUES (?, ?, ?, jsonb(?), ?, ?)",
+        )
         .bind(app.as_str())
         .bind(saved.id.as_str())
         .bind(collection)
