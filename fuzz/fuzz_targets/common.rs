@@ -41,7 +41,7 @@ pub static ENGINE: LazyLock<ScriptEngine> = LazyLock::new(|| {
     if let Some(ops) = env_number("PICLOUD_FUZZ_MAX_OPERATIONS") {
         limits.max_operations = ops;
     }
-    ScriptEngine::new(limits, 16)
+    ScriptEngine::new(limits, 16, 16)
 });
 
 type Job = Box<dyn FnOnce() + Send>;

@@ -179,6 +179,48 @@ pub fn validate_slug(slug: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// How deep imports may nest: an endpoint importing a module importing a module … .
+pub const MAX_IMPORT_DEPTH: usize = 8;
+
+/// Module names may not shadow a namespace of the SDK.
+pub const RESERVED_MODULE_NAMES: &[&str] = &[
+    "log",
+    "regex",
+    "random",
+    "time",
+    "json",
+    "base64",
+    "hex",
+    "url",
+    "kv",
+    "docs",
+    "dead_letters",
+    "http",
+    "files",
+    "pubsub",
+    "secrets",
+    "email",
+    "users",
+    "queue",
+];
+
+/// Rules for a module name: `^[a-zA-Z_][a-zA-Z0-9_]{0,63}$`, and not an SDK namespace.
+pub fn validate_module_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let shaped = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !shaped {
+        return Err("a module name must match ^[a-zA-Z_][a-zA-Z0-9_]{0,63}$".into());
+    }
+    if RESERVED_MODULE_NAMES.contains(&name) {
+        return Err(format!("{name:?} is the name of an SDK namespace"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +249,24 @@ mod tests {
         assert!(validate_slug("sh_op").is_err());
         assert!(validate_slug(&"a".repeat(64)).is_err());
         assert!(validate_slug(&"a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn module_names() {
+        for ok in ["math", "_x", "A1_b", &"m".repeat(64)] {
+            assert!(super::validate_module_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1x",
+            "a-b",
+            "a.b",
+            "kv",
+            "http",
+            "dead_letters",
+            &"m".repeat(65),
+        ] {
+            assert!(super::validate_module_name(bad).is_err(), "{bad}");
+        }
     }
 }

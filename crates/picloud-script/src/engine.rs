@@ -1,5 +1,6 @@
 //! Building the one shared engine: limits, packages, the sandbox's closed doors.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use picloud_core::config::ScriptLimits;
@@ -8,6 +9,7 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine};
 
 use crate::error::{MEMORY_TOKEN, TIMEOUT_TOKEN};
+use crate::modules::{Resolver, SharedResolver};
 use crate::{services, state, stdlib, Forbidden};
 
 /// How often (in operations) the progress callback reads the clock: often enough that
@@ -15,9 +17,11 @@ use crate::{services, state, stdlib, Forbidden};
 /// that reading the clock costs under a percent.
 const CLOCK_CHECK_EVERY: u64 = 128;
 
-pub(crate) fn build(limits: &ScriptLimits) -> Engine {
-    // `new_raw`: no file-system module resolver, no printing to stdout.
+pub(crate) fn build(limits: &ScriptLimits, modules: Arc<Resolver>) -> Engine {
+    // `new_raw`: no file-system module resolver, no printing to stdout; imports resolve
+    // to the running app's modules only.
     let mut engine = Engine::new_raw();
+    engine.set_module_resolver(SharedResolver(modules));
     engine.register_global_module(StandardPackage::new().as_shared_module());
 
     // Every limit set explicitly: Rhai's defaults differ between debug and release.

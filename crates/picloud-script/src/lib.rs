@@ -9,6 +9,7 @@ mod convert;
 mod ctx;
 mod engine;
 mod error;
+mod modules;
 mod response;
 pub mod sdk;
 mod services;
@@ -24,11 +25,13 @@ use chrono::{DateTime, Utc};
 use lru::LruCache;
 use parking_lot::Mutex;
 use picloud_core::config::ScriptLimits;
+use picloud_core::model::ScriptKind;
 use rhai::{Dynamic, Engine, Scope, AST};
 
 pub use convert::{dynamic_to_json, json_to_dynamic, NotJson};
 pub use ctx::{AppRef, PrincipalInput, RequestBody, RequestInput, RunInput, ScriptRef};
 pub use error::{CompileError, FailureKind, Limit, ScriptFailure};
+pub use modules::{inspect, ScriptImport};
 pub use response::RouteResponse;
 
 /// Turns a route script's value into its HTTP response (SCRIPTING.md's table).
@@ -90,8 +93,10 @@ pub struct ScriptEngine {
 }
 
 impl ScriptEngine {
-    pub fn new(limits: ScriptLimits, cache_size: usize) -> Self {
-        let engine = engine::build(&limits);
+    /// `cache_size` compiled scripts and `module_cache_size` compiled modules are kept.
+    pub fn new(limits: ScriptLimits, cache_size: usize, module_cache_size: usize) -> Self {
+        let resolver = Arc::new(modules::Resolver::new(module_cache_size));
+        let engine = engine::build(&limits, resolver);
         let capacity = NonZeroUsize::new(cache_size.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             engine,
@@ -112,6 +117,12 @@ impl ScriptEngine {
     /// on an executor thread (large stack), not on an async worker.
     pub fn compile(&self, source: &str) -> Result<AST, CompileError> {
         self.engine.compile(source).map_err(CompileError::from)
+    }
+
+    /// Compiles a script about to be saved and returns what it imports; a module must
+    /// also have a module's shape. Call on an executor thread, as [`Self::compile`].
+    pub fn check(&self, source: &str, kind: ScriptKind) -> Result<Vec<ScriptImport>, CompileError> {
+        modules::inspect(&self.compile(source)?, kind)
     }
 
     /// The compiled script, from the cache when its `updated_at` still matches.
@@ -150,6 +161,7 @@ impl ScriptEngine {
             logs: Vec::new(),
             max_logs: self.limits.max_log_lines,
             dropped_logs: 0,
+            imports: Vec::new(),
         };
         let (outcome, run_state) = state::with_run(run_state, || {
             let mut scope = Scope::new();

@@ -29,6 +29,8 @@ pub(crate) struct RunState {
     pub logs: Vec<CapturedLog>,
     pub max_logs: usize,
     pub dropped_logs: usize,
+    /// The modules being imported, outermost first.
+    pub imports: Vec<String>,
 }
 
 thread_local! {
@@ -99,4 +101,49 @@ pub(crate) fn log(level: LogLevel, message: &str) {
             at: picloud_core::now(),
         });
     });
+}
+
+/// Why an import may not start.
+pub(crate) enum ImportRefused {
+    /// The chain from the module's first import back to itself.
+    Cycle(Vec<String>),
+    /// The whole chain, one past the limit.
+    TooDeep(Vec<String>),
+}
+
+/// Leaves the import on drop, whatever way the import ends.
+pub(crate) struct ImportEntered(bool);
+
+impl Drop for ImportEntered {
+    fn drop(&mut self) {
+        if self.0 {
+            CURRENT.with(|c| {
+                if let Some(state) = c.borrow_mut().as_mut() {
+                    state.imports.pop();
+                }
+            });
+        }
+    }
+}
+
+/// Enters the import of `name`, refusing a cycle or a chain deeper than `max`.
+pub(crate) fn enter_import(name: &str, max: usize) -> Result<ImportEntered, ImportRefused> {
+    CURRENT.with(|c| {
+        let mut guard = c.borrow_mut();
+        let Some(state) = guard.as_mut() else {
+            return Ok(ImportEntered(false));
+        };
+        if let Some(first) = state.imports.iter().position(|m| m == name) {
+            let mut chain = state.imports[first..].to_vec();
+            chain.push(name.to_owned());
+            return Err(ImportRefused::Cycle(chain));
+        }
+        if state.imports.len() >= max {
+            let mut chain = state.imports.clone();
+            chain.push(name.to_owned());
+            return Err(ImportRefused::TooDeep(chain));
+        }
+        state.imports.push(name.to_owned());
+        Ok(ImportEntered(true))
+    })
 }

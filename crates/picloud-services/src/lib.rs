@@ -11,6 +11,7 @@ mod dead_letters;
 mod docs;
 mod error;
 mod kv;
+mod modules;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub use dead_letters::DeadLetterService;
 pub use docs::{DocWrite, DocsPage, DocsService};
 pub use error::{ServiceError, ServiceResult};
 pub use kv::{KvPage, KvService};
+pub use modules::ModuleService;
 
 /// Wakes the dispatcher when a write queued deliveries.
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ pub struct Services {
     pub kv: KvService,
     pub docs: DocsService,
     pub dead_letters: DeadLetterService,
+    pub modules: ModuleService,
 }
 
 impl Services {
@@ -51,6 +54,7 @@ impl Services {
         Self {
             kv: KvService::new(store.clone(), config, signal.clone()),
             docs: DocsService::new(store.clone(), config, signal.clone()),
+            modules: ModuleService::new(store.clone()),
             dead_letters: DeadLetterService::new(store, defaults, signal),
         }
     }

@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (4, "events", include_str!("../migrations/0004_events.sql")),
     (5, "docs", include_str!("../migrations/0005_docs.sql")),
+    (6, "modules", include_str!("../migrations/0006_modules.sql")),
 ];
 
 fn migrator() -> Migrator {

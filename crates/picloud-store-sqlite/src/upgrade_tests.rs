@@ -1,10 +1,10 @@
 //! Upgrading a database that already holds data keeps every row and its links.
 
-use picloud_core::model::{ExecutionSource, ScriptKind};
-use picloud_core::TriggerId;
+use picloud_core::model::ExecutionSource;
+use picloud_core::{ScriptId, TriggerId};
 use picloud_store::{
-    AppStore, EventCause, EventStore, KvStore, NewApp, NewScript, PageRequest, RetryPolicy,
-    ScriptStore, TriggerConfig, TriggerStore,
+    AppStore, EventCause, EventStore, KvStore, NewApp, PageRequest, RetryPolicy, TriggerConfig,
+    TriggerStore,
 };
 use serde_json::json;
 
@@ -24,25 +24,28 @@ async fn rebuilding_triggers_keeps_details_and_deliveries() {
         })
         .await
         .expect("app");
-    let script = store
-        .create_script(NewScript {
-            app_id: app.id.clone(),
-            name: "h".into(),
-            kind: ScriptKind::Endpoint,
-            source: "()".into(),
-        })
-        .await
-        .expect("script");
-    // The v4 store code for triggers reads tables v4 lacks; write the rows as v4 did.
-    let trigger = TriggerId::new();
+    // Today's store code reads and writes tables v4 lacks; write the rows as v4 did.
+    let script = ScriptId::new();
     let now = ts(picloud_core::now());
+    sqlx::query(
+        "INSERT INTO scripts (id, app_id, name, kind, source, created_at, updated_at) \
+         VALUES (?, ?, 'h', 'endpoint', '()', ?, ?)",
+    )
+    .bind(script.as_str())
+    .bind(app.id.as_str())
+    .bind(&now)
+    .bind(&now)
+    .execute(&store.writer)
+    .await
+    .expect("script");
+    let trigger = TriggerId::new();
     sqlx::query(
         "INSERT INTO triggers (id, app_id, script_id, kind, enabled, created_at, updated_at) \
          VALUES (?, ?, ?, 'kv', 1, ?, ?)",
     )
     .bind(trigger.as_str())
     .bind(app.id.as_str())
-    .bind(script.id.as_str())
+    .bind(script.as_str())
     .bind(&now)
     .bind(&now)
     .execute(&store.writer)

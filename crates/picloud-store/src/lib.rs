@@ -77,10 +77,33 @@ pub trait ScriptStore {
     async fn create_script(&self, new: NewScript) -> StoreResult<Script>;
     async fn get_script(&self, id: &ScriptId) -> StoreResult<Script>;
     async fn list_scripts(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Script>>;
-    /// Bumps `updated_at`, which is what invalidates compiled copies.
+    /// Bumps `updated_at`, which is what invalidates compiled copies. `Conflict`
+    /// naming the importers when a module that other scripts import is renamed.
     async fn update_script(&self, id: &ScriptId, patch: ScriptPatch) -> StoreResult<Script>;
-    /// Deletes the script and its routes.
+    /// Deletes the script and its routes. `Conflict` naming the importers when it is a
+    /// module other scripts import.
     async fn delete_script(&self, id: &ScriptId) -> StoreResult<()>;
+    /// The app's module of that name (`NotFound` for endpoints and other apps).
+    async fn get_module(&self, app: &AppId, name: &str) -> StoreResult<Script>;
+    /// Every import edge of the app, sorted by script name then module.
+    async fn import_edges(&self, app: &AppId) -> StoreResult<Vec<ImportEdge>>;
+}
+
+/// The `Invalid` message for an import of a module the app does not have.
+pub fn no_module(module: &str) -> String {
+    format!("the app has no module named {module:?}")
+}
+
+/// The `Conflict` message for a module that is still imported.
+pub fn module_in_use(module: &str, importers: &[String]) -> String {
+    format!(
+        "module {module:?} is imported by {}",
+        importers
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 #[async_trait]

@@ -45,12 +45,24 @@ pub struct NewScript {
     pub name: String,
     pub kind: ScriptKind,
     pub source: String,
+    /// Names of the modules the source imports (written with the script).
+    pub imports: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ScriptPatch {
     pub name: Option<String>,
     pub source: Option<String>,
+    /// The imports of the new source; `None` keeps the recorded ones.
+    pub imports: Option<Vec<String>>,
+}
+
+/// One edge of an app's import graph: script `script_name` imports `module`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportEdge {
+    pub script_id: ScriptId,
+    pub script_name: String,
+    pub module: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,6 +33,7 @@ async fn script(store: &Arc<dyn Store>, app: &AppId, name: &str) -> Script {
             name: name.into(),
             kind: ScriptKind::Endpoint,
             source: "1 + 1".into(),
+            imports: vec![],
         })
         .await
         .expect("create script")
@@ -222,6 +223,7 @@ pub async fn scripts_crud(store: Arc<dyn Store>) {
                 name: "hello".into(),
                 kind: ScriptKind::Module,
                 source: String::new(),
+                imports: vec![],
             })
             .await,
         "hello",
@@ -235,6 +237,7 @@ pub async fn scripts_crud(store: Arc<dyn Store>) {
                 name: "orphan".into(),
                 kind: ScriptKind::Endpoint,
                 source: String::new(),
+                imports: vec![],
             })
             .await,
     );
@@ -245,7 +248,7 @@ pub async fn scripts_crud(store: Arc<dyn Store>) {
             &s.id,
             ScriptPatch {
                 source: Some("2 + 2".into()),
-                name: None,
+                ..Default::default()
             },
         )
         .await
@@ -262,7 +265,7 @@ pub async fn scripts_crud(store: Arc<dyn Store>) {
                 &s.id,
                 ScriptPatch {
                     name: Some("second".into()),
-                    source: None,
+                    ..Default::default()
                 },
             )
             .await,

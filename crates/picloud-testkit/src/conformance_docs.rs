@@ -388,6 +388,7 @@ async fn docs_trigger(store: &Arc<dyn Store>, app: &AppId, ops: Vec<DocsOp>) -> 
             name: format!("on-{}", ops.len()),
             kind: ScriptKind::Endpoint,
             source: "()".into(),
+            imports: vec![],
         })
         .await
         .expect("script")

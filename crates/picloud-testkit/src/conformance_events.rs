@@ -40,6 +40,7 @@ async fn app_with_script(store: &Arc<dyn Store>, slug: &str) -> (AppId, ScriptId
             name: "handler".into(),
             kind: ScriptKind::Endpoint,
             source: "()".into(),
+            imports: vec![],
         })
         .await
         .expect("script");
@@ -220,6 +221,7 @@ pub async fn triggers_belong_to_their_app(store: Arc<dyn Store>) {
             name: "lib".into(),
             kind: ScriptKind::Module,
             source: String::new(),
+            imports: vec![],
         })
         .await
         .expect("module");

@@ -10,6 +10,7 @@ pub mod app;
 pub mod conformance;
 pub mod conformance_docs;
 pub mod conformance_events;
+pub mod conformance_modules;
 pub mod db;
 
 pub use app::{Backend, TestApp};

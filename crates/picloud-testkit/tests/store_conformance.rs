@@ -36,3 +36,9 @@ picloud_testkit::store_conformance!(
     docs_apps_are_isolated,
     docs_writes_queue_their_events,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_modules:
+    imports_are_recorded_with_the_script,
+    imported_modules_cannot_vanish,
+);

@@ -177,6 +177,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let engine = Arc::new(ScriptEngine::new(
         config.limits.clone(),
         config.executor.script_cache_size,
+        config.executor.module_cache_size,
     ));
     let executor = Executor::start(&config.executor);
     let recorder = ExecutionRecorder::start(store.clone());

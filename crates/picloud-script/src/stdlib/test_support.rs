@@ -5,7 +5,12 @@ use std::sync::LazyLock;
 use picloud_core::config::ScriptLimits;
 use rhai::{Dynamic, Engine, EvalAltResult};
 
-static ENGINE: LazyLock<Engine> = LazyLock::new(|| crate::engine::build(&ScriptLimits::default()));
+static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
+    crate::engine::build(
+        &ScriptLimits::default(),
+        std::sync::Arc::new(crate::modules::Resolver::new(8)),
+    )
+});
 
 /// The shared test engine (default limits, the whole standard library registered).
 pub(crate) fn engine() -> &'static Engine {

@@ -3,12 +3,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
-use picloud_core::model::ScriptKind;
+use picloud_core::model::{validate_module_name, ScriptKind};
 use picloud_core::ScriptId;
+use picloud_script::ScriptImport;
 use picloud_store::{NewScript, Script, ScriptPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::imports::check_imports;
 use super::List;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
@@ -17,28 +19,6 @@ use crate::state::AppState;
 
 /// Largest script source accepted.
 const MAX_SOURCE_BYTES: usize = 1 << 20;
-
-/// Module names may not shadow a namespace of the SDK.
-const RESERVED_MODULE_NAMES: &[&str] = &[
-    "log",
-    "regex",
-    "random",
-    "time",
-    "json",
-    "base64",
-    "hex",
-    "url",
-    "kv",
-    "docs",
-    "dead_letters",
-    "http",
-    "files",
-    "pubsub",
-    "secrets",
-    "email",
-    "users",
-    "queue",
-];
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScriptDto {
@@ -88,21 +68,7 @@ fn validate_name(name: &str, kind: ScriptKind) -> ApiResult<()> {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     match kind {
         ScriptKind::Module => {
-            let ok = first_ok
-                && name.len() <= 64
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
-                return Err(ApiError::invalid(
-                    "name",
-                    "a module name must match ^[a-zA-Z_][a-zA-Z0-9_]{0,63}$",
-                ));
-            }
-            if RESERVED_MODULE_NAMES.contains(&name) {
-                return Err(ApiError::invalid(
-                    "name",
-                    format!("{name:?} is the name of an SDK namespace"),
-                ));
-            }
+            validate_module_name(name).map_err(|m| ApiError::invalid("name", m))?;
         }
         ScriptKind::Endpoint => {
             let ok = first_ok
@@ -119,8 +85,13 @@ fn validate_name(name: &str, kind: ScriptKind) -> ApiResult<()> {
     Ok(())
 }
 
-/// Compiles on a thread with a script-sized stack: the parser recurses on nesting.
-async fn compile_check(state: &AppState, source: String) -> ApiResult<()> {
+/// Compiles on a thread with a script-sized stack (the parser recurses on nesting) and
+/// returns what the script imports; a module must have a module's shape.
+async fn compile_check(
+    state: &AppState,
+    source: String,
+    kind: ScriptKind,
+) -> ApiResult<Vec<ScriptImport>> {
     if source.len() > MAX_SOURCE_BYTES {
         return Err(ApiError::invalid(
             "source",
@@ -128,7 +99,7 @@ async fn compile_check(state: &AppState, source: String) -> ApiResult<()> {
         ));
     }
     let engine = state.runner.engine.clone();
-    let compiled = picloud_runtime::on_script_stack(move || engine.compile(&source).map(drop))
+    let compiled = picloud_runtime::on_script_stack(move || engine.check(&source, kind))
         .await
         .map_err(ApiError::internal)?;
     compiled.map_err(|e| {
@@ -197,7 +168,8 @@ pub async fn create_script(
     let app = caller.app(&state, &app, Capability::ScriptWrite).await?;
     let kind = req.kind.unwrap_or(ScriptKind::Endpoint);
     validate_name(&req.name, kind)?;
-    compile_check(&state, req.source.clone()).await?;
+    let imports = compile_check(&state, req.source.clone(), kind).await?;
+    check_imports(&state, &app.id, &req.name, kind, &imports).await?;
     let script = state
         .store
         .create_script(NewScript {
@@ -205,6 +177,7 @@ pub async fn create_script(
             name: req.name,
             kind,
             source: req.source,
+            imports: imports.into_iter().map(|i| i.name).collect(),
         })
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
@@ -264,8 +237,12 @@ async fn apply_update(
     if let Some(name) = &req.name {
         validate_name(name, script.kind)?;
     }
+    let mut imports = None;
     if let Some(source) = &req.source {
-        compile_check(state, source.clone()).await?;
+        let found = compile_check(state, source.clone(), script.kind).await?;
+        let name = req.name.as_deref().unwrap_or(&script.name);
+        check_imports(state, &script.app_id, name, script.kind, &found).await?;
+        imports = Some(found.into_iter().map(|i| i.name).collect());
     }
     let updated = state
         .store
@@ -274,6 +251,7 @@ async fn apply_update(
             ScriptPatch {
                 name: req.name,
                 source: req.source,
+                imports,
             },
         )
         .await
