@@ -7,7 +7,7 @@ use picloud_core::config::Config;
 use picloud_core::crypto;
 use picloud_runtime::Runner;
 use picloud_services::{EventSignal, Services};
-use picloud_store::Store;
+use picloud_store::{Change, Store};
 
 use crate::auth::ratelimit::LoginLimiter;
 use crate::dataplane::routing::Routing;
@@ -29,8 +29,44 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Drops what this node caches about `changes`, and tells the other nodes on the
+    /// same database to do the same.
+    pub async fn changed(&self, changes: &[Change]) {
+        for change in changes {
+            forget(&self.routing, &self.runner, change);
+            if let Err(e) = self.store.announce_change(change).await {
+                tracing::warn!(error = %e, change = %change.encode(),
+                    "could not tell the other nodes about a change");
+            }
+        }
+    }
+
+    /// Applies the changes other nodes announce to this node's caches.
+    pub fn watch_changes(&self) {
+        let routing = self.routing.clone();
+        let runner = self.runner.clone();
+        self.store
+            .watch_changes(Arc::new(move |change| forget(&routing, &runner, &change)));
+    }
+
     pub fn session_ttl(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.config.session_ttl).unwrap_or(chrono::Duration::days(1))
+    }
+}
+
+/// Drops this node's cached copies of what `change` touched.
+fn forget(routing: &Routing, runner: &Runner, change: &Change) {
+    match change {
+        Change::App(app) => {
+            routing.invalidate_app(app);
+            runner.rows.forget_app(app);
+        }
+        Change::Routes(app) => routing.invalidate_routes(app),
+        Change::Script(script) => runner.forget_script(script),
+        Change::All => {
+            routing.clear();
+            runner.rows.clear();
+        }
     }
 }
 

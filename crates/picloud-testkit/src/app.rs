@@ -29,7 +29,9 @@ pub struct TestApp {
     pub admin_token: String,
     pub backend: Backend,
     started: Option<Started>,
-    _db: TestDb,
+    /// `None` for a second node sharing another's database.
+    _db: Option<TestDb>,
+    database_url: String,
     _data_dir: tempfile::TempDir,
 }
 
@@ -46,12 +48,28 @@ impl TestApp {
             Backend::Sqlite => TestDb::sqlite().await,
             Backend::Postgres => TestDb::postgres().await?,
         };
+        let url = db.url().to_owned();
+        Some(Self::boot(backend, Some(db), url, tune).await)
+    }
+
+    /// A second node on this one's database (PostgreSQL: several nodes may share one),
+    /// signed in as the same admin.
+    pub async fn start_beside(&self, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::boot(self.backend, None, self.database_url.clone(), tune).await
+    }
+
+    async fn boot(
+        backend: Backend,
+        db: Option<TestDb>,
+        database_url: String,
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::defaults();
         config.listen = ([127, 0, 0, 1], 0).into();
         config.data_dir = data_dir.path().to_path_buf();
         config.files_root = data_dir.path().join("files");
-        config.database_url = Some(db.url().to_owned());
+        config.database_url = Some(database_url.clone());
         config.dev_mode = true;
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.into());
@@ -70,12 +88,13 @@ impl TestApp {
             backend,
             started: Some(started),
             _db: db,
+            database_url,
             _data_dir: data_dir,
         };
         if let (Some(email), Some(password)) = (&config_admin.0, &config_admin.1) {
             app.admin_token = app.login(email, password).await;
         }
-        Some(app)
+        app
     }
 
     pub fn started(&self) -> &Started {

@@ -255,6 +255,8 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         csrf_key: Arc::new(key.derive("csrf")),
         login_limiter: Arc::default(),
     };
+    // Route tables and script rows other nodes change reach this node's caches.
+    state.watch_changes();
     let mut stop_signal = stopped;
     let task = tokio::spawn(picloud_server::serve(listener, state.clone(), async move {
         let _ = stop_signal.wait_for(|stop| *stop).await;
