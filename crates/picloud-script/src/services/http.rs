@@ -161,28 +161,56 @@ fn to_map(response: InboundResponse) -> Map {
     out
 }
 
-fn send(request: OutboundRequest) -> HttpResult<Map> {
-    let response = call(
-        NS,
-        |s, ctx| async move { s.http.request(&ctx, request).await },
-    )?;
+fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
+    let response = call(NS, |s, call_ctx| async move {
+        s.http.request(&call_ctx, request).await
+    })?;
+    fits(ctx, &response)?;
     Ok(to_map(response))
 }
 
-fn without_body(method: &str, url: &str, opts: &Map) -> HttpResult<Map> {
-    let mut request = OutboundRequest::new(method, url);
-    apply_opts(&mut request, opts)?;
-    send(request)
+/// Rhai checks every value a function returns against the script's size limits, and
+/// counts a Blob's bytes against the array limit: a body past those would stop the run
+/// with a bare "size limit" failure. Refused here instead, with a message saying why,
+/// and catchable like any other `http:` error.
+fn fits(ctx: &NativeCallContext, response: &InboundResponse) -> HttpResult<()> {
+    let engine = ctx.engine();
+    let len = response.body.len();
+    let max_array = engine.max_array_size();
+    let max_string = engine.max_string_size();
+    if (max_array != 0 && len >= max_array) || (max_string != 0 && len > max_string) {
+        return Err(error(
+            NS,
+            format!(
+                "response body of {len} bytes is larger than a script value may be \
+                 (PICLOUD_SCRIPT_MAX_ARRAY_LEN counts body_raw's bytes, \
+                 PICLOUD_SCRIPT_MAX_STRING_BYTES the text)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
-fn with_body(method: &str, url: &str, body: &Dynamic, opts: &Map) -> HttpResult<Map> {
+fn without_body(ctx: &NativeCallContext, method: &str, url: &str, opts: &Map) -> HttpResult<Map> {
+    let mut request = OutboundRequest::new(method, url);
+    apply_opts(&mut request, opts)?;
+    send(ctx, request)
+}
+
+fn with_body(
+    ctx: &NativeCallContext,
+    method: &str,
+    url: &str,
+    body: &Dynamic,
+    opts: &Map,
+) -> HttpResult<Map> {
     let mut request = OutboundRequest::new(method, url);
     request.body = body_of(body)?;
     apply_opts(&mut request, opts)?;
-    send(request)
+    send(ctx, request)
 }
 
-fn form(url: &str, fields: &Map, opts: &Map) -> HttpResult<Map> {
+fn form(ctx: &NativeCallContext, url: &str, fields: &Map, opts: &Map) -> HttpResult<Map> {
     let mut encoder = url::form_urlencoded::Serializer::new(String::new());
     for (name, value) in fields {
         encoder.append_pair(
@@ -196,7 +224,7 @@ fn form(url: &str, fields: &Map, opts: &Map) -> HttpResult<Map> {
         content_type: "application/x-www-form-urlencoded",
     });
     apply_opts(&mut request, opts)?;
-    send(request)
+    send(ctx, request)
 }
 
 #[export_module]
@@ -205,93 +233,141 @@ mod http_ns {
 
     /// GET `url`; returns `#{status, headers, body, body_raw}` (non-2xx does not throw).
     #[rhai_fn(name = "get", return_raw)]
-    pub fn get(url: &str) -> Result<Map, Box<EvalAltResult>> {
-        without_body("GET", url, &Map::new())
+    pub fn get(ctx: NativeCallContext, url: &str) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "GET", url, &Map::new())
     }
 
     /// GET `url` with `opts = #{headers, timeout_ms, follow_redirects, max_redirects}`.
     #[rhai_fn(name = "get", return_raw)]
-    pub fn get_opts(url: &str, opts: Map) -> Result<Map, Box<EvalAltResult>> {
-        without_body("GET", url, &opts)
+    pub fn get_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "GET", url, &opts)
     }
 
     /// HEAD `url`: status and headers, no body.
     #[rhai_fn(name = "head", return_raw)]
-    pub fn head(url: &str) -> Result<Map, Box<EvalAltResult>> {
-        without_body("HEAD", url, &Map::new())
+    pub fn head(ctx: NativeCallContext, url: &str) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "HEAD", url, &Map::new())
     }
 
     /// HEAD `url` with `opts`.
     #[rhai_fn(name = "head", return_raw)]
-    pub fn head_opts(url: &str, opts: Map) -> Result<Map, Box<EvalAltResult>> {
-        without_body("HEAD", url, &opts)
+    pub fn head_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "HEAD", url, &opts)
     }
 
     /// DELETE `url`.
     #[rhai_fn(name = "delete", return_raw)]
-    pub fn delete(url: &str) -> Result<Map, Box<EvalAltResult>> {
-        without_body("DELETE", url, &Map::new())
+    pub fn delete(ctx: NativeCallContext, url: &str) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "DELETE", url, &Map::new())
     }
 
     /// DELETE `url` with `opts`.
     #[rhai_fn(name = "delete", return_raw)]
-    pub fn delete_opts(url: &str, opts: Map) -> Result<Map, Box<EvalAltResult>> {
-        without_body("DELETE", url, &opts)
+    pub fn delete_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "DELETE", url, &opts)
     }
 
     /// POST `body` to `url`: a map or array is sent as JSON, a string as text/plain,
     /// a Blob as application/octet-stream, `()` as no body.
     #[rhai_fn(name = "post", return_raw)]
-    pub fn post(url: &str, body: Dynamic) -> Result<Map, Box<EvalAltResult>> {
-        with_body("POST", url, &body, &Map::new())
+    pub fn post(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "POST", url, &body, &Map::new())
     }
 
     /// POST `body` to `url` with `opts`.
     #[rhai_fn(name = "post", return_raw)]
-    pub fn post_opts(url: &str, body: Dynamic, opts: Map) -> Result<Map, Box<EvalAltResult>> {
-        with_body("POST", url, &body, &opts)
+    pub fn post_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "POST", url, &body, &opts)
     }
 
     /// PUT `body` to `url` (body types as for `post`).
     #[rhai_fn(name = "put", return_raw)]
-    pub fn put(url: &str, body: Dynamic) -> Result<Map, Box<EvalAltResult>> {
-        with_body("PUT", url, &body, &Map::new())
+    pub fn put(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PUT", url, &body, &Map::new())
     }
 
     /// PUT `body` to `url` with `opts`.
     #[rhai_fn(name = "put", return_raw)]
-    pub fn put_opts(url: &str, body: Dynamic, opts: Map) -> Result<Map, Box<EvalAltResult>> {
-        with_body("PUT", url, &body, &opts)
+    pub fn put_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PUT", url, &body, &opts)
     }
 
     /// PATCH `body` to `url` (body types as for `post`).
     #[rhai_fn(name = "patch", return_raw)]
-    pub fn patch(url: &str, body: Dynamic) -> Result<Map, Box<EvalAltResult>> {
-        with_body("PATCH", url, &body, &Map::new())
+    pub fn patch(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PATCH", url, &body, &Map::new())
     }
 
     /// PATCH `body` to `url` with `opts`.
     #[rhai_fn(name = "patch", return_raw)]
-    pub fn patch_opts(url: &str, body: Dynamic, opts: Map) -> Result<Map, Box<EvalAltResult>> {
-        with_body("PATCH", url, &body, &opts)
+    pub fn patch_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PATCH", url, &body, &opts)
     }
 
     /// POST a map of fields as application/x-www-form-urlencoded.
     #[rhai_fn(name = "post_form", return_raw)]
-    pub fn post_form(url: &str, fields: Map) -> Result<Map, Box<EvalAltResult>> {
-        form(url, &fields, &Map::new())
+    pub fn post_form(
+        ctx: NativeCallContext,
+        url: &str,
+        fields: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        form(&ctx, url, &fields, &Map::new())
     }
 
     /// POST a map of fields as a form, with `opts`.
     #[rhai_fn(name = "post_form", return_raw)]
-    pub fn post_form_opts(url: &str, fields: Map, opts: Map) -> Result<Map, Box<EvalAltResult>> {
-        form(url, &fields, &opts)
+    pub fn post_form_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        fields: Map,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        form(&ctx, url, &fields, &opts)
     }
 
     /// Any request: `#{method, url, body?, headers?, timeout_ms?, follow_redirects?,
     /// max_redirects?}`.
     #[rhai_fn(name = "request", return_raw)]
-    pub fn request(spec: Map) -> Result<Map, Box<EvalAltResult>> {
+    pub fn request(ctx: NativeCallContext, spec: Map) -> Result<Map, Box<EvalAltResult>> {
         let text = |key: &str| -> HttpResult<String> {
             spec.get(key)
                 .and_then(|v| v.clone().into_string().ok())
@@ -315,7 +391,7 @@ mod http_ns {
                 }
             }
         }
-        send(request)
+        send(&ctx, request)
     }
 }
 
