@@ -7,13 +7,14 @@
 //! - `/slow?ms=N`: answers after `N` ms
 //! - `/bytes?n=N[&chunked=1]`: `N` bytes of `a` (chunked: no content-length)
 //! - `/text`, `/json`, `/binary`: fixed bodies of those types
+//! - `/peer`: the client's address as text (tells connections apart)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -48,6 +49,10 @@ impl TestHttpServer {
             .route("/bytes", get(bytes))
             .route("/text", get(|| async { "hello" }))
             .route(
+                "/peer",
+                get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+            )
+            .route(
                 "/json",
                 get(|| async { Json(json!({"ok": true, "n": [1, 2]})) }),
             )
@@ -61,7 +66,8 @@ impl TestHttpServer {
                 }),
             );
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(listener, service).await;
         });
         Self { addr, task }
     }

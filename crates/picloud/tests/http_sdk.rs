@@ -461,6 +461,36 @@ async fn large_responses_and_script_limits() {
     );
 }
 
+/// One client serves every run: consecutive requests, in one run and across runs,
+/// reuse the same connection.
+#[tokio::test]
+async fn connections_are_reused() {
+    let up = TestHttpServer::start().await;
+    let app = server(&up, |_| {}).await;
+    app.deploy(
+        "shop",
+        "GET",
+        "/peers",
+        &format!(
+            r#"let u = "{}"; [http::get(u).body, http::get(u).body, http::get(u).body]"#,
+            up.url("/peer")
+        ),
+    )
+    .await;
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let r = app
+            .on_host("shop", Method::GET, "/peers")
+            .send()
+            .await
+            .expect("request");
+        let run: Vec<String> = r.json().await.expect("json");
+        peers.extend(run);
+    }
+    assert_eq!(peers.len(), 6);
+    assert!(peers.iter().all(|p| p == &peers[0]), "{peers:?}");
+}
+
 /// `http::*` needs script:write when the run acts for a caller.
 #[tokio::test]
 async fn callers_need_script_write() {
