@@ -349,6 +349,19 @@ async fn redirects() {
     assert!(headers.get("cookie").is_none(), "{headers}");
     assert_eq!(headers["x-keep"], "k");
     assert_eq!(headers["host"], format!("localhost:{}", up.port()));
+    // Same host, another port: another origin too.
+    let other = TestHttpServer::start().await;
+    let app = server(&other, |c| c.http.allowed_ports.push(up.port())).await;
+    app.deploy("shop", "POST", "/request", REQUEST).await;
+    let to = other.url("/echo");
+    let moved = request(
+        &app,
+        json!({"method": "GET", "url": up.url(&format!("/redirect?to={to}")), "headers": secret}),
+    )
+    .await;
+    let headers = &ok(&moved)["body"]["headers"];
+    assert!(headers.get("authorization").is_none(), "{headers}");
+    assert!(headers.get("cookie").is_none(), "{headers}");
 }
 
 #[tokio::test]
