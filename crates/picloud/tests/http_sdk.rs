@@ -185,7 +185,12 @@ async fn verbs_bodies_headers_and_responses() {
 #[tokio::test]
 async fn options_are_validated() {
     let up = TestHttpServer::start().await;
-    let app = server(&up, |_| {}).await;
+    // A port that was free a moment ago: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let app = server(&up, |c| c.http.allowed_ports.push(closed)).await;
     app.deploy("shop", "POST", "/request", REQUEST).await;
     let echo = up.url("/echo");
     let cases = [
@@ -236,6 +241,19 @@ async fn options_are_validated() {
         (
             json!({"method": "POST", "url": echo, "body": 5}),
             "http: body must be a map, array, string, Blob or ()",
+        ),
+        // Network failures: TLS spoken to a plain-HTTP server, a closed port.
+        (
+            json!({"method": "GET", "url": echo.replace("http:", "https:")}),
+            "http: connection failed",
+        ),
+        (
+            json!({"method": "GET", "url": format!("http://127.0.0.1:{closed}/")}),
+            "http: connection failed",
+        ),
+        (
+            json!({"method": "GET", "url": "http://no-such-host.invalid/"}),
+            "http: could not resolve host",
         ),
     ];
     for (spec, expected) in cases {
