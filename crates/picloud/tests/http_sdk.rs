@@ -490,6 +490,25 @@ async fn large_responses_and_script_limits() {
         e.starts_with("http: response body of 300000 bytes is larger than a script value may be"),
         "{e}"
     );
+
+    // Measured as Rhai measures the returned value: header values count as text too.
+    let app = server(&up, |c| c.limits.max_string_bytes = 2000).await;
+    app.deploy("shop", "POST", "/request", REQUEST).await;
+    let fits = request(
+        &app,
+        json!({"method": "GET", "url": up.url("/bytes?n=1000")}),
+    )
+    .await;
+    assert_eq!(ok(&fits)["raw_len"], 1000);
+    let headers_tip_it = request(
+        &app,
+        json!({"method": "GET", "url": up.url("/bytes?n=1990")}),
+    )
+    .await;
+    assert!(
+        err(&headers_tip_it).starts_with("http: response body of 1990 bytes is larger"),
+        "{headers_tip_it}"
+    );
 }
 
 /// One client serves every run: consecutive requests, in one run and across runs,

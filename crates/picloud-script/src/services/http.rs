@@ -165,30 +165,36 @@ fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
     let response = call(NS, |s, call_ctx| async move {
         s.http.request(&call_ctx, request).await
     })?;
-    fits(ctx, &response)?;
-    Ok(to_map(response))
+    let len = response.body.len();
+    let engine = ctx.engine();
+    let (max_array, max_string) = (engine.max_array_size(), engine.max_string_size());
+    // Cheap first: the bytes alone are past a limit (a Blob in a map counts 1 + len).
+    if (max_array != 0 && len >= max_array) || (max_string != 0 && len > max_string) {
+        return Err(too_large(len));
+    }
+    // Then exactly as Rhai will measure it (parsed JSON, header values).
+    let value = Dynamic::from_map(to_map(response));
+    if engine.ensure_data_size_within_limits(&value).is_err() {
+        return Err(too_large(len));
+    }
+    value
+        .try_cast::<Map>()
+        .ok_or_else(|| error(NS, "internal error: response is not a map"))
 }
 
 /// Rhai checks every value a function returns against the script's size limits, and
 /// counts a Blob's bytes against the array limit: a body past those would stop the run
 /// with a bare "size limit" failure. Refused here instead, with a message saying why,
 /// and catchable like any other `http:` error.
-fn fits(ctx: &NativeCallContext, response: &InboundResponse) -> HttpResult<()> {
-    let engine = ctx.engine();
-    let len = response.body.len();
-    let max_array = engine.max_array_size();
-    let max_string = engine.max_string_size();
-    if (max_array != 0 && len >= max_array) || (max_string != 0 && len > max_string) {
-        return Err(error(
-            NS,
-            format!(
-                "response body of {len} bytes is larger than a script value may be \
-                 (PICLOUD_SCRIPT_MAX_ARRAY_LEN counts body_raw's bytes, \
-                 PICLOUD_SCRIPT_MAX_STRING_BYTES the text)"
-            ),
-        ));
-    }
-    Ok(())
+fn too_large(len: usize) -> Box<EvalAltResult> {
+    error(
+        NS,
+        format!(
+            "response body of {len} bytes is larger than a script value may be \
+             (PICLOUD_SCRIPT_MAX_ARRAY_LEN counts body_raw's bytes, \
+             PICLOUD_SCRIPT_MAX_STRING_BYTES the text)"
+        ),
+    )
 }
 
 fn without_body(ctx: &NativeCallContext, method: &str, url: &str, opts: &Map) -> HttpResult<Map> {

@@ -190,6 +190,16 @@ impl HttpService {
             }
         });
         match tokio::time::timeout(limit, exchange).await {
+            Ok(Err(HttpError::Blocked(blocked))) => {
+                // Operators see refusals (scripts probing the network show up here).
+                tracing::warn!(
+                    app = %ctx.app_id,
+                    script = ?ctx.script_id.as_ref().map(|s| s.to_string()),
+                    category = %blocked.0,
+                    "outbound http request blocked by the SSRF guard"
+                );
+                Err(ServiceError::from(HttpError::Blocked(blocked)))
+            }
             Ok(result) => result.map_err(ServiceError::from),
             Err(_) => Err(ServiceError::Upstream(format!(
                 "timed out after {} ms",
