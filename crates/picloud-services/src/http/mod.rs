@@ -347,3 +347,104 @@ fn collect_headers(map: &HeaderMap) -> Vec<(String, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use picloud_core::access::Scope;
+    use picloud_core::config::Config;
+    use picloud_core::{AppId, ScriptId};
+
+    use super::*;
+
+    fn service(tune: impl FnOnce(&mut HttpConfig)) -> HttpService {
+        let mut config = Config::defaults().http;
+        tune(&mut config);
+        HttpService::new(&config, TestHosts::default()).expect("client")
+    }
+
+    fn ctx(scopes: Option<Vec<Scope>>) -> CallContext {
+        CallContext {
+            app_id: AppId::new(),
+            caller_scopes: scopes,
+            depth: 0,
+            script_id: Some(ScriptId::new()),
+        }
+    }
+
+    /// Everything here is refused before a connection is attempted.
+    #[tokio::test]
+    async fn refusals_before_any_connection() {
+        let s = service(|c| c.max_request_body_bytes = 4);
+        let get = OutboundRequest::new("GET", "http://127.0.0.1/");
+        let reader = ctx(Some(vec![Scope::ScriptRead, Scope::ScriptInvoke]));
+        assert!(matches!(
+            s.request(&reader, get.clone()).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+        let writer = ctx(Some(vec![Scope::ScriptWrite]));
+        match s.request(&writer, get).await {
+            Err(ServiceError::Invalid(m)) => assert_eq!(m, "blocked: loopback"),
+            other => panic!("{other:?}"),
+        }
+        let mut big = OutboundRequest::new("POST", "http://example.com/");
+        big.body = Some(OutboundBody {
+            bytes: vec![0; 5],
+            content_type: "application/octet-stream",
+        });
+        match s.request(&ctx(None), big).await {
+            Err(ServiceError::Invalid(m)) => assert_eq!(m, "request body larger than 4 bytes"),
+            other => panic!("{other:?}"),
+        }
+        let odd = OutboundRequest::new("CONNECT", "http://example.com/");
+        assert!(matches!(
+            s.request(&ctx(None), odd).await,
+            Err(ServiceError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn default_headers() {
+        let cx = ctx(None);
+        let mut request = OutboundRequest::new("POST", "http://example.com/");
+        request.body = Some(OutboundBody {
+            bytes: b"{}".to_vec(),
+            content_type: "application/json",
+        });
+        let headers = build_headers(&cx, &request).expect("headers");
+        let agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+        let expected = format!(
+            "picloud/{} (script:{})",
+            env!("CARGO_PKG_VERSION"),
+            cx.script_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert_eq!(agent, Some(expected.as_str()));
+        assert_eq!(
+            headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        request.headers = vec![
+            ("User-Agent".into(), "mine".into()),
+            ("content-type".into(), "application/vnd.x+json".into()),
+        ];
+        let headers = build_headers(&cx, &request).expect("headers");
+        assert_eq!(
+            headers.get(USER_AGENT).map(|v| v.as_bytes()),
+            Some(&b"mine"[..])
+        );
+        assert_eq!(headers.get_all(CONTENT_TYPE).iter().count(), 1);
+    }
+
+    #[test]
+    fn repeated_response_headers_are_joined() {
+        let mut map = HeaderMap::new();
+        map.append("set-cookie", HeaderValue::from_static("a=1"));
+        map.append("set-cookie", HeaderValue::from_static("b=2"));
+        map.append("x-one", HeaderValue::from_static("1"));
+        let headers = collect_headers(&map);
+        assert!(headers.contains(&("set-cookie".into(), "a=1, b=2".into())));
+        assert!(headers.contains(&("x-one".into(), "1".into())));
+    }
+}
