@@ -81,6 +81,11 @@ settings! {
     "PICLOUD_DISPATCH_POLL_INTERVAL_MS" => "safety-net poll of the outbox [default: 5000]",
     "PICLOUD_DEAD_LETTER_RETENTION_DAYS" => "dead letters kept this long [default: 30]",
     "PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS" => "abandoned-run records kept this long [default: 7]",
+    "PICLOUD_HTTP_TIMEOUT_MS" => "longest outbound http:: request, redirects included [default: 10000]",
+    "PICLOUD_HTTP_ALLOWED_PORTS" => "ports outbound http:: may reach, comma-separated [default: 80,443,8080,8443]",
+    "PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES" => "largest outbound request body [default: 10485760]",
+    "PICLOUD_HTTP_MAX_RESPONSE_BODY_BYTES" => "largest response body http:: reads [default: 10485760]",
+    "PICLOUD_HTTP_ALLOW_PRIVATE" => "let http:: reach private, loopback and other internal addresses (development only) [default: false]",
 }
 
 /// A value that could not be used; `Display` is the one line printed at start-up.
@@ -156,6 +161,17 @@ pub struct EventsConfig {
     pub abandoned_retention: Duration,
 }
 
+/// Outbound HTTP from scripts (`http::*`).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub timeout: Duration,
+    pub allowed_ports: Vec<u16>,
+    pub max_request_body_bytes: usize,
+    pub max_response_body_bytes: usize,
+    /// Turns the SSRF guard's address checks off; logged as a warning at start-up.
+    pub allow_private: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
     pub threads: usize,
@@ -184,6 +200,7 @@ pub struct Config {
     pub session_ttl: Duration,
     pub execution_retention: Duration,
     pub events: EventsConfig,
+    pub http: HttpConfig,
 }
 
 impl fmt::Debug for Config {
@@ -206,6 +223,7 @@ impl fmt::Debug for Config {
             .field("session_ttl", &self.session_ttl)
             .field("execution_retention", &self.execution_retention)
             .field("events", &self.events)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -273,6 +291,19 @@ impl Source<'_> {
             _ => Err(format!("invalid value {s:?}: expected true or false")),
         })
     }
+}
+
+/// `80,443,8080`: a non-empty list of ports 1 to 65535.
+fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+    s.split(',')
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(format!(
+                "invalid port {:?}: expected a comma-separated list of ports 1 to 65535",
+                p.trim()
+            )),
+        })
+        .collect()
 }
 
 impl Config {
@@ -433,8 +464,29 @@ impl Config {
             });
         }
 
+        let http = HttpConfig {
+            timeout: src.millis("PICLOUD_HTTP_TIMEOUT_MS", 10_000)?,
+            allowed_ports: src.parse(
+                "PICLOUD_HTTP_ALLOWED_PORTS",
+                vec![80, 443, 8080, 8443],
+                parse_ports,
+            )?,
+            max_request_body_bytes: src.number(
+                "PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES",
+                10 << 20,
+                0,
+            )?,
+            max_response_body_bytes: src.number(
+                "PICLOUD_HTTP_MAX_RESPONSE_BODY_BYTES",
+                10 << 20,
+                0,
+            )?,
+            allow_private: src.flag("PICLOUD_HTTP_ALLOW_PRIVATE", false)?,
+        };
+
         Ok(Self {
             events,
+            http,
             listen,
             data_dir,
             database_url,
@@ -512,6 +564,30 @@ mod tests {
         let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).expect_err("error");
         assert_eq!(e.var, "PICLOUD_DEV_MODE");
         assert!(load(&[("PICLOUD_ADMIN_EMAIL", "a@b.c")]).is_err());
+        for bad in ["80,", "http", "0", "70000", "80;443"] {
+            let e = load(&[("PICLOUD_HTTP_ALLOWED_PORTS", bad)]).expect_err(bad);
+            assert_eq!(e.var, "PICLOUD_HTTP_ALLOWED_PORTS");
+            assert!(!e.to_string().contains('\n'));
+        }
+        let e = load(&[("PICLOUD_HTTP_ALLOW_PRIVATE", "sure")]).expect_err("error");
+        assert_eq!(e.var, "PICLOUD_HTTP_ALLOW_PRIVATE");
+    }
+
+    #[test]
+    fn http_settings() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.http.timeout, Duration::from_millis(10_000));
+        assert_eq!(c.http.allowed_ports, vec![80, 443, 8080, 8443]);
+        assert_eq!(c.http.max_request_body_bytes, 10 << 20);
+        assert_eq!(c.http.max_response_body_bytes, 10 << 20);
+        assert!(!c.http.allow_private);
+        let c = load(&[
+            ("PICLOUD_HTTP_ALLOWED_PORTS", " 443 , 9000"),
+            ("PICLOUD_HTTP_ALLOW_PRIVATE", "true"),
+        ])
+        .expect("valid");
+        assert_eq!(c.http.allowed_ports, vec![443, 9000]);
+        assert!(c.http.allow_private);
     }
 
     #[test]

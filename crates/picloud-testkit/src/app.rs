@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use picloud::Started;
 use picloud_core::config::Config;
+use picloud_services::http::TestHosts;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
@@ -44,18 +45,34 @@ impl TestApp {
 
     /// A server whose configuration `tune` adjusts first.
     pub async fn start_with(backend: Backend, tune: impl FnOnce(&mut Config)) -> Option<Self> {
+        Self::start_with_hosts(backend, tune, TestHosts::default()).await
+    }
+
+    /// [`TestApp::start_with`], with fixed host-name answers for outbound `http::*`.
+    pub async fn start_with_hosts(
+        backend: Backend,
+        tune: impl FnOnce(&mut Config),
+        hosts: TestHosts,
+    ) -> Option<Self> {
         let db = match backend {
             Backend::Sqlite => TestDb::sqlite().await,
             Backend::Postgres => TestDb::postgres().await?,
         };
         let url = db.url().to_owned();
-        Some(Self::boot(backend, Some(db), url, tune).await)
+        Some(Self::boot(backend, Some(db), url, tune, hosts).await)
     }
 
     /// A second node on this one's database (PostgreSQL: several nodes may share one),
     /// signed in as the same admin.
     pub async fn start_beside(&self, tune: impl FnOnce(&mut Config)) -> Self {
-        Self::boot(self.backend, None, self.database_url.clone(), tune).await
+        Self::boot(
+            self.backend,
+            None,
+            self.database_url.clone(),
+            tune,
+            TestHosts::default(),
+        )
+        .await
     }
 
     async fn boot(
@@ -63,6 +80,7 @@ impl TestApp {
         db: Option<TestDb>,
         database_url: String,
         tune: impl FnOnce(&mut Config),
+        hosts: TestHosts,
     ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::defaults();
@@ -75,7 +93,9 @@ impl TestApp {
         config.admin_password = Some(ADMIN_PASSWORD.into());
         tune(&mut config);
         let config_admin = (config.admin_email.clone(), config.admin_password.clone());
-        let started = picloud::start(config).await.expect("server starts");
+        let started = picloud::start_with_hosts(config, hosts)
+            .await
+            .expect("server starts");
         let base = format!("http://{}", started.addr);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))

@@ -13,7 +13,8 @@ use picloud_runtime::{sweeper, Dispatcher, ExecutionRecorder, Executor, Metrics,
 use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
 use picloud_server::{AppState, SetupToken};
-use picloud_services::{EventSignal, Services};
+use picloud_services::http::TestHosts;
+use picloud_services::{EventSignal, HttpService, Services};
 use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
@@ -35,6 +36,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Http(#[from] picloud_services::http::HttpSetupError),
     #[error("PICLOUD_LISTEN: cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -161,6 +164,12 @@ impl Started {
 
 /// Starts a server: store, key check, admin bootstrap, runtime, listener.
 pub async fn start(config: Config) -> Result<Started, StartError> {
+    start_with_hosts(config, TestHosts::default()).await
+}
+
+/// [`start`], with fixed host-name answers for outbound HTTP. Only tests call this:
+/// there is deliberately no setting that fills `hosts`.
+pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Started, StartError> {
     // Fail on a missing key before anything is created on disk.
     let key = config.effective_secret_key()?;
     let store = open_store(&config).await?;
@@ -194,7 +203,19 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         let signal = signal.clone();
         store.watch_events(Arc::new(move || signal.notify()));
     }
-    let services = Arc::new(Services::new(store.clone(), &config.events, signal.clone()));
+    if config.http.allow_private {
+        tracing::warn!(
+            "PICLOUD_HTTP_ALLOW_PRIVATE is on: scripts can reach loopback, private and \
+             link-local addresses (cloud metadata included); use only in development"
+        );
+    }
+    let http = HttpService::new(&config.http, hosts)?;
+    let services = Arc::new(Services::new(
+        store.clone(),
+        &config.events,
+        signal.clone(),
+        http,
+    ));
     if store.backend() == Backend::Sqlite {
         // One process owns a SQLite file: whatever was claimed died with the last one.
         let released = store.release_claims().await?;
