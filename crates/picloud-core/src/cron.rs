@@ -162,11 +162,7 @@ mod tests {
     #[test]
     fn every_two_seconds() {
         let s = schedule("*/2 * * * * *", "UTC");
-        let got = windows(
-            &s,
-            utc("2026-01-01T00:00:01Z"),
-            utc("2026-01-01T00:00:09Z"),
-        );
+        let got = windows(&s, utc("2026-01-01T00:00:01Z"), utc("2026-01-01T00:00:09Z"));
         let want: Vec<_> = ["00:00:02", "00:00:04", "00:00:06", "00:00:08"]
             .iter()
             .map(|t| utc(&format!("2026-01-01T{t}Z")))
@@ -202,11 +198,7 @@ mod tests {
     fn spring_forward_fires_a_skipped_time_once_right_after_the_gap() {
         // Berlin, 2026-03-29: 02:00 CET becomes 03:00 CEST; 02:30 never happens.
         let s = schedule("0 30 2 * * *", "Europe/Berlin");
-        let day = windows(
-            &s,
-            utc("2026-03-28T00:00:00Z"),
-            utc("2026-03-30T12:00:00Z"),
-        );
+        let day = windows(&s, utc("2026-03-28T00:00:00Z"), utc("2026-03-30T12:00:00Z"));
         assert_eq!(
             day,
             vec![
@@ -217,11 +209,7 @@ mod tests {
         );
         // New York, 2026-03-08: 02:00 EST becomes 03:00 EDT.
         let s = schedule("0 30 2 * * *", "America/New_York");
-        let day = windows(
-            &s,
-            utc("2026-03-08T00:00:00Z"),
-            utc("2026-03-09T00:00:00Z"),
-        );
+        let day = windows(&s, utc("2026-03-08T00:00:00Z"), utc("2026-03-09T00:00:00Z"));
         assert_eq!(day, vec![utc("2026-03-08T07:00:00Z")]);
     }
 
@@ -230,19 +218,11 @@ mod tests {
         // New York, 2026-11-01: 02:00 EDT becomes 01:00 EST; 01:30 happens twice
         // (05:30 and 06:30 UTC). The fixed-time schedule fires on the first pass only.
         let s = schedule("0 30 1 * * *", "America/New_York");
-        let day = windows(
-            &s,
-            utc("2026-11-01T00:00:00Z"),
-            utc("2026-11-02T00:00:00Z"),
-        );
+        let day = windows(&s, utc("2026-11-01T00:00:00Z"), utc("2026-11-02T00:00:00Z"));
         assert_eq!(day, vec![utc("2026-11-01T05:30:00Z")]);
         // Berlin, 2026-10-25: 03:00 CEST becomes 02:00 CET; 02:30 happens twice.
         let s = schedule("0 30 2 * * *", "Europe/Berlin");
-        let day = windows(
-            &s,
-            utc("2026-10-24T22:00:00Z"),
-            utc("2026-10-25T22:00:00Z"),
-        );
+        let day = windows(&s, utc("2026-10-24T22:00:00Z"), utc("2026-10-25T22:00:00Z"));
         assert_eq!(day, vec![utc("2026-10-25T00:30:00Z")]);
     }
 
@@ -251,11 +231,7 @@ mod tests {
         // Every 15 minutes through New York's doubled 01:00 hour: both passes fire,
         // and no window is repeated or skipped in real time.
         let s = schedule("0 */15 * * * *", "America/New_York");
-        let got = windows(
-            &s,
-            utc("2026-11-01T05:00:00Z"),
-            utc("2026-11-01T07:00:00Z"),
-        );
+        let got = windows(&s, utc("2026-11-01T05:00:00Z"), utc("2026-11-01T07:00:00Z"));
         assert_eq!(got.len(), 8);
         for pair in got.windows(2) {
             assert_eq!(pair[1] - pair[0], chrono::Duration::minutes(15));
@@ -266,11 +242,7 @@ mod tests {
     fn catch_up_fires_once_for_the_latest_missed_window() {
         let s = schedule("0 * * * * *", "UTC");
         // Down from 10:00:00 to 10:42:30: 43 windows missed, one firing.
-        let f = plan(
-            &s,
-            utc("2026-01-01T10:00:00Z"),
-            utc("2026-01-01T10:42:30Z"),
-        );
+        let f = plan(&s, utc("2026-01-01T10:00:00Z"), utc("2026-01-01T10:42:30Z"));
         assert_eq!(f.scheduled_at, utc("2026-01-01T10:42:00Z"));
         assert_eq!(f.next_fire_at, Some(utc("2026-01-01T10:43:00Z")));
         // On time (a few milliseconds late): the due window itself.
@@ -282,11 +254,7 @@ mod tests {
         assert_eq!(f.scheduled_at, utc("2026-01-01T10:00:00Z"));
         assert_eq!(f.next_fire_at, Some(utc("2026-01-01T10:01:00Z")));
         // Exactly on the window: the next one is strictly later.
-        let f = plan(
-            &s,
-            utc("2026-01-01T10:00:00Z"),
-            utc("2026-01-01T10:00:00Z"),
-        );
+        let f = plan(&s, utc("2026-01-01T10:00:00Z"), utc("2026-01-01T10:00:00Z"));
         assert_eq!(f.next_fire_at, Some(utc("2026-01-01T10:01:00Z")));
     }
 
@@ -295,11 +263,7 @@ mod tests {
         // A due time that is not a window of the schedule (it was edited, or set by
         // hand) with no window between it and now: the due time itself is reported.
         let s = schedule("0 0 * * * *", "UTC");
-        let f = plan(
-            &s,
-            utc("2026-01-01T10:20:00Z"),
-            utc("2026-01-01T10:30:00Z"),
-        );
+        let f = plan(&s, utc("2026-01-01T10:20:00Z"), utc("2026-01-01T10:30:00Z"));
         assert_eq!(f.scheduled_at, utc("2026-01-01T10:20:00Z"));
         assert_eq!(f.next_fire_at, Some(utc("2026-01-01T11:00:00Z")));
     }
@@ -307,16 +271,16 @@ mod tests {
     #[test]
     fn expressions_need_six_valid_fields() {
         for bad in [
-            "* * * * *",         // five fields: no seconds
-            "0 * * * * * 2030",  // a year field
-            "@daily",            // nicknames are not six fields
+            "* * * * *",        // five fields: no seconds
+            "0 * * * * * 2030", // a year field
+            "@daily",           // nicknames are not six fields
             "",
-            "61 * * * * *",      // second out of range
-            "* * 25 * * *",      // hour out of range
-            "* * * * 13 *",      // month out of range
-            "*/0 * * * * *",     // step of zero
+            "61 * * * * *",  // second out of range
+            "* * 25 * * *",  // hour out of range
+            "* * * * 13 *",  // month out of range
+            "*/0 * * * * *", // step of zero
             "a b c d e f",
-            "0 0 0 31 2 *",      // 31 February never comes
+            "0 0 0 31 2 *", // 31 February never comes
         ] {
             match CronSchedule::parse(bad, "UTC") {
                 Err(CronError::Schedule(message)) => assert!(!message.is_empty(), "{bad}"),
@@ -357,7 +321,10 @@ mod tests {
 
     #[test]
     fn event_times_are_rfc3339_utc() {
-        let t = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).single().expect("time");
+        let t = Utc
+            .with_ymd_and_hms(2026, 3, 29, 1, 0, 0)
+            .single()
+            .expect("time");
         assert_eq!(rfc3339(t), "2026-03-29T01:00:00Z");
     }
 }

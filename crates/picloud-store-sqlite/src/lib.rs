@@ -7,6 +7,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod cron;
 mod dead_letters;
 mod docs;
 mod events;
@@ -54,6 +55,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (4, "events", include_str!("../migrations/0004_events.sql")),
     (5, "docs", include_str!("../migrations/0005_docs.sql")),
+    // 6 is taken by modules (another branch).
+    (7, "cron", include_str!("../migrations/0007_cron.sql")),
 ];
 
 fn migrator() -> Migrator {
