@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod conformance;
+pub mod conformance_cron;
 pub mod conformance_docs;
 pub mod conformance_events;
 pub mod db;
