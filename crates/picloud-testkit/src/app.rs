@@ -29,7 +29,10 @@ pub struct TestApp {
     pub admin_token: String,
     pub backend: Backend,
     started: Option<Started>,
-    _db: TestDb,
+    /// The database URL, for further nodes on it.
+    db_url: String,
+    /// Owned by the first node; further nodes borrow it (`None`).
+    _db: Option<TestDb>,
     _data_dir: tempfile::TempDir,
 }
 
@@ -46,12 +49,29 @@ impl TestApp {
             Backend::Sqlite => TestDb::sqlite().await,
             Backend::Postgres => TestDb::postgres().await?,
         };
+        let url = db.url().to_owned();
+        Some(Self::launch(backend, url, Some(db), tune).await)
+    }
+
+    /// Another server on this one's database, with its own data directory and the
+    /// same admin: a second node (PostgreSQL). The database lives as long as the first
+    /// server's `TestApp`, so stop this one first or keep the first alive.
+    pub async fn start_node(&self, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(self.backend, self.db_url.clone(), None, tune).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        db_url: String,
+        db: Option<TestDb>,
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::defaults();
         config.listen = ([127, 0, 0, 1], 0).into();
         config.data_dir = data_dir.path().to_path_buf();
         config.files_root = data_dir.path().join("files");
-        config.database_url = Some(db.url().to_owned());
+        config.database_url = Some(db_url.clone());
         config.dev_mode = true;
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.into());
@@ -69,13 +89,14 @@ impl TestApp {
             admin_token: String::new(),
             backend,
             started: Some(started),
+            db_url,
             _db: db,
             _data_dir: data_dir,
         };
         if let (Some(email), Some(password)) = (&config_admin.0, &config_admin.1) {
             app.admin_token = app.login(email, password).await;
         }
-        Some(app)
+        app
     }
 
     pub fn started(&self) -> &Started {
@@ -235,6 +256,11 @@ impl TestApp {
     }
 
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Shuts the server down but keeps its database (other nodes may still use it).
+    pub async fn stop(&mut self) {
         if let Some(started) = self.started.take() {
             started.shutdown().await.expect("clean shutdown");
         }

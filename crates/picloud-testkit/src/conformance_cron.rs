@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Timelike, Utc};
 use picloud_core::model::{ExecutionSource, ScriptKind, TriggerKind};
 use picloud_core::{AppId, EventId, ScriptId};
 use picloud_store::{
-    cron_event, CronFire, NewApp, NewEvent, NewScript, NewTrigger, PageRequest, RetryPolicy,
-    Store, StoreError, Trigger, TriggerConfig,
+    cron_event, CronFire, NewApp, NewEvent, NewScript, NewTrigger, PageRequest, RetryPolicy, Store,
+    StoreError, Trigger, TriggerConfig,
 };
 
 const RETRY: RetryPolicy = RetryPolicy {
