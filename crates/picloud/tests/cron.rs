@@ -303,6 +303,27 @@ async fn missed_windows_fire_once(backend: Backend) {
     app.shutdown().await;
 }
 
+/// With an hour-long tick, only waking for the new trigger and then at each due window
+/// can make it fire within the test's deadline.
+async fn sleeps_until_the_next_window_not_the_tick(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.events.cron_tick_interval = Duration::from_secs(3600);
+    })
+    .await
+    .expect("server");
+    let script = set_up(&app).await;
+    // The scheduler has gone to sleep with nothing to do before the trigger exists.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = cron(
+        &app,
+        json!({"script_id": script["id"], "schedule": "* * * * * *"}),
+    )
+    .await;
+    let events = ticks(&app, 3).await;
+    assert!(windows_of(&events, &t).len() >= 3);
+    app.shutdown().await;
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.split_whitespace().next() == Some(name))
@@ -401,4 +422,5 @@ picloud_testkit::backend_tests!(
     fires_every_two_seconds_with_the_documented_event => fires_on_a_two_second_schedule,
     invalid_schedules_and_zones_answer_422 => bad_schedules_and_zones_are_refused,
     missed_windows_fire_once_for_the_latest => missed_windows_fire_once,
+    wakes_for_changes_and_due_windows_not_the_tick => sleeps_until_the_next_window_not_the_tick,
 );
