@@ -297,6 +297,10 @@ mod tests {
             "*/10 * * * * *",
             "0 0 0 L * *",
             "0 0 0 * * 5#2",
+            "0 0 0 * * 5L",
+            "0 0 0 15W * *",
+            "0 0 0 1 * +MON",
+            "0 10-50/10 * * JAN-DEC 0-7",
             "  0 0 * * * *  ",
         ] {
             assert!(CronSchedule::parse(good, "UTC").is_ok(), "{good}");
