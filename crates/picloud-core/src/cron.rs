@@ -125,9 +125,10 @@ pub fn plan(schedule: &CronSchedule, due: DateTime<Utc>, now: DateTime<Utc>) -> 
     }
 }
 
-/// A time as cron events show it: RFC 3339 in UTC, fractions only when present.
+/// A time as cron events show it: RFC 3339 in UTC with milliseconds, the form every
+/// time a script sees has (`time::now()`, document envelopes).
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -329,6 +330,6 @@ mod tests {
             .with_ymd_and_hms(2026, 3, 29, 1, 0, 0)
             .single()
             .expect("time");
-        assert_eq!(rfc3339(t), "2026-03-29T01:00:00Z");
+        assert_eq!(rfc3339(t), "2026-03-29T01:00:00.000Z");
     }
 }
