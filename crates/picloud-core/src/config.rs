@@ -79,6 +79,7 @@ settings! {
     "PICLOUD_TRIGGER_RETRY_MAX_DELAY_MS" => "longest retry delay [default: 300000]",
     "PICLOUD_DISPATCH_LEASE_SECS" => "claim lease of a delivery, extended while it runs [default: 60]",
     "PICLOUD_DISPATCH_POLL_INTERVAL_MS" => "safety-net poll of the outbox [default: 5000]",
+    "PICLOUD_CRON_TICK_INTERVAL_MS" => "longest sleep of the cron scheduler, which wakes at the next due time anyway; at least 1000 [default: 30000]",
     "PICLOUD_DEAD_LETTER_RETENTION_DAYS" => "dead letters kept this long [default: 30]",
     "PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS" => "abandoned-run records kept this long [default: 7]",
     "PICLOUD_HTTP_TIMEOUT_MS" => "longest outbound http:: request, redirects included [default: 10000]",
@@ -108,6 +109,9 @@ pub enum LogFormat {
 /// Call and expression depth are capped at 256 each for the same reason (a call level
 /// holding a maximally nested expression measured at ~125 KiB).
 pub const MAX_COLLECTION_LEN: usize = 1_000_000;
+
+/// The shortest cron tick interval; smaller values are raised to it.
+pub const MIN_CRON_TICK_MS: u64 = 1_000;
 
 /// The sandbox of every run.
 #[derive(Debug, Clone)]
@@ -157,6 +161,9 @@ pub struct EventsConfig {
     pub retry_max_delay: Duration,
     pub lease: Duration,
     pub poll_interval: Duration,
+    /// Longest sleep of the cron scheduler (it wakes at the next window anyway), and
+    /// how often a node that is not the scheduler tries to become it.
+    pub cron_tick_interval: Duration,
     pub dead_letter_retention: Duration,
     pub abandoned_retention: Duration,
 }
@@ -451,6 +458,12 @@ impl Config {
             retry_max_delay: src.millis("PICLOUD_TRIGGER_RETRY_MAX_DELAY_MS", 300_000)?,
             lease: Duration::from_secs(src.number("PICLOUD_DISPATCH_LEASE_SECS", 60u64, 1)?),
             poll_interval: src.millis("PICLOUD_DISPATCH_POLL_INTERVAL_MS", 5_000)?,
+            // Floored: a shorter tick only costs queries, since due windows wake the
+            // scheduler by themselves.
+            cron_tick_interval: Duration::from_millis(
+                src.number("PICLOUD_CRON_TICK_INTERVAL_MS", 30_000u64, 0)?
+                    .max(MIN_CRON_TICK_MS),
+            ),
             dead_letter_retention: days("PICLOUD_DEAD_LETTER_RETENTION_DAYS", 30)?,
             abandoned_retention: days("PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS", 7)?,
         };
@@ -588,6 +601,21 @@ mod tests {
         .expect("valid");
         assert_eq!(c.http.allowed_ports, vec![443, 9000]);
         assert!(c.http.allow_private);
+    }
+
+    #[test]
+    fn cron_tick_defaults_and_is_floored_at_a_second() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.events.cron_tick_interval, Duration::from_secs(30));
+        let c = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", "200")]).expect("floored");
+        assert_eq!(c.events.cron_tick_interval, Duration::from_secs(1));
+        let c = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", "2500")]).expect("valid");
+        assert_eq!(c.events.cron_tick_interval, Duration::from_millis(2500));
+        for bad in ["soon", "-5", "1.5"] {
+            let e = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", bad)]).expect_err(bad);
+            assert_eq!(e.var, "PICLOUD_CRON_TICK_INTERVAL_MS");
+            assert!(!e.to_string().contains('\n'));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use picloud_core::config::Config;
 use picloud_core::crypto;
-use picloud_runtime::Runner;
+use picloud_runtime::{CronWake, Runner};
 use picloud_services::{EventSignal, Services};
 use picloud_store::{Change, Store};
 
@@ -21,6 +21,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     /// Wakes the dispatcher when something was queued.
     pub signal: Arc<EventSignal>,
+    /// Wakes the cron scheduler when a cron trigger changes.
+    pub cron_wake: Arc<CronWake>,
     pub routing: Arc<Routing>,
     pub setup: Arc<SetupToken>,
     /// Key of the CSRF tokens of cookie sessions (derived from the master key).

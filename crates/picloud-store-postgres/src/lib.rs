@@ -13,6 +13,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod cron;
 mod dead_letters;
 mod docs;
 mod events;
@@ -56,6 +57,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "events", include_str!("../migrations/0004_events.sql")),
     (5, "docs", include_str!("../migrations/0005_docs.sql")),
     (6, "modules", include_str!("../migrations/0006_modules.sql")),
+    (7, "cron", include_str!("../migrations/0007_cron.sql")),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -462,7 +464,7 @@ mod tests {
     #[test]
     fn migrations_are_numbered_in_order() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _, _)| *v).collect();
-        let expected: Vec<i64> = (1..).take(versions.len()).collect();
+        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
         assert_eq!(versions, expected);
     }
 }

@@ -4,6 +4,7 @@
 //! Backends own their SQL and migrations; nothing here knows a dialect. The same
 //! conformance suite (`picloud-testkit`) runs against every implementation.
 
+pub mod cron;
 pub mod docs;
 pub mod events;
 pub mod models;
@@ -14,6 +15,9 @@ use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
 use picloud_core::{ApiKeyId, AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
+pub use cron::{
+    cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
+};
 pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryError};
 pub use events::*;
 pub use models::*;
@@ -266,6 +270,7 @@ pub trait Store:
     + KvStore
     + DocsStore
     + TriggerStore
+    + CronStore
     + EventStore
     + DeadLetterStore
     + AbandonedStore

@@ -62,9 +62,10 @@ impl TestApp {
         Some(Self::boot(backend, Some(db), url, tune, hosts).await)
     }
 
-    /// A second node on this one's database (PostgreSQL: several nodes may share one),
-    /// signed in as the same admin.
-    pub async fn start_beside(&self, tune: impl FnOnce(&mut Config)) -> Self {
+    /// Another server on this one's database, with its own data directory and the
+    /// same admin: a second node (PostgreSQL). The database lives as long as the first
+    /// server's `TestApp`, so stop this one first or keep the first alive.
+    pub async fn start_node(&self, tune: impl FnOnce(&mut Config)) -> Self {
         Self::boot(
             self.backend,
             None,
@@ -274,6 +275,11 @@ impl TestApp {
     }
 
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Shuts the server down but keeps its database (other nodes may still use it).
+    pub async fn stop(&mut self) {
         if let Some(started) = self.started.take() {
             started.shutdown().await.expect("clean shutdown");
         }

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use picloud_core::config::{Config, ConfigError};
 use picloud_core::crypto;
+use picloud_runtime::cron::CronConfig;
 use picloud_runtime::dispatcher::DispatcherConfig;
-use picloud_runtime::{sweeper, Dispatcher, ExecutionRecorder, Executor, Metrics, Runner};
+use picloud_runtime::{
+    sweeper, CronScheduler, CronWake, Dispatcher, ExecutionRecorder, Executor, Metrics, Runner,
+};
 use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
 use picloud_server::{AppState, SetupToken};
@@ -129,6 +132,7 @@ pub struct Started {
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     dispatching: JoinHandle<()>,
+    scheduling: JoinHandle<()>,
 }
 
 impl Started {
@@ -155,6 +159,8 @@ impl Started {
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         // Claim nothing more; deliveries in flight finish (or keep their lease).
         let _ = self.dispatching.await;
+        // Gives up the cron leadership, so another node takes over without a wait.
+        let _ = self.scheduling.await;
         self.state.runner.executor.close();
         self.state.runner.recorder.flush().await;
         self.state.store.close().await;
@@ -265,12 +271,25 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         },
     );
     let dispatching = dispatcher.spawn(stopped.clone());
+    let cron_wake = Arc::new(CronWake::default());
+    let scheduling = CronScheduler::new(
+        store.clone(),
+        signal.clone(),
+        cron_wake.clone(),
+        runner.metrics.clone(),
+        CronConfig {
+            tick_interval: config.events.cron_tick_interval,
+            default_retry: picloud_services::default_retry(&config.events),
+        },
+    )
+    .spawn(stopped.clone());
     let state = AppState {
         config: Arc::new(config),
         store,
         runner,
         services,
         signal,
+        cron_wake,
         routing: Arc::new(Routing::default()),
         setup,
         csrf_key: Arc::new(key.derive("csrf")),
@@ -290,5 +309,6 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         stop,
         task,
         dispatching,
+        scheduling,
     })
 }

@@ -21,7 +21,7 @@ async fn caches_follow_changes_made_on_another_node() {
         return;
     };
     let script = a.deploy("shop", "GET", "/v", r#""one""#).await;
-    let b = a.start_beside(|_| {}).await;
+    let b = a.start_node(|_| {}).await;
     // B caches the app and its route table (with the script) on first use.
     assert_eq!(answer(&b, "/v").await, (200, "one".into()));
 
