@@ -35,7 +35,7 @@ impl AppState {
     /// same database to do the same.
     pub async fn changed(&self, changes: &[Change]) {
         for change in changes {
-            forget(&self.routing, &self.runner, change);
+            forget(&self.routing, &self.runner, &self.cron_wake, change);
             if let Err(e) = self.store.announce_change(change).await {
                 tracing::warn!(error = %e, change = %change.encode(),
                     "could not tell the other nodes about a change");
@@ -47,8 +47,10 @@ impl AppState {
     pub fn watch_changes(&self) {
         let routing = self.routing.clone();
         let runner = self.runner.clone();
-        self.store
-            .watch_changes(Arc::new(move |change| forget(&routing, &runner, &change)));
+        let cron = self.cron_wake.clone();
+        self.store.watch_changes(Arc::new(move |change| {
+            forget(&routing, &runner, &cron, &change)
+        }));
     }
 
     pub fn session_ttl(&self) -> chrono::Duration {
@@ -57,7 +59,7 @@ impl AppState {
 }
 
 /// Drops this node's cached copies of what `change` touched.
-fn forget(routing: &Routing, runner: &Runner, change: &Change) {
+fn forget(routing: &Routing, runner: &Runner, cron: &CronWake, change: &Change) {
     match change {
         Change::App(app) => {
             routing.invalidate_app(app);
@@ -65,9 +67,11 @@ fn forget(routing: &Routing, runner: &Runner, change: &Change) {
         }
         Change::Routes(app) => routing.invalidate_routes(app),
         Change::Script(script) => runner.forget_script(script),
+        Change::CronSchedules => cron.notify(),
         Change::All => {
             routing.clear();
             runner.rows.clear();
+            cron.notify();
         }
     }
 }

@@ -102,6 +102,9 @@ pub enum Change {
     Routes(AppId),
     /// A script's source or name changed, or it was deleted.
     Script(ScriptId),
+    /// A cron trigger was created, enabled, disabled or deleted: the scheduler,
+    /// wherever it runs, recomputes when it next wakes.
+    CronSchedules,
     /// Anything may have changed: drop every cache.
     All,
 }
@@ -113,6 +116,7 @@ impl Change {
             Change::App(id) => format!("app:{id}"),
             Change::Routes(id) => format!("routes:{id}"),
             Change::Script(id) => format!("script:{id}"),
+            Change::CronSchedules => "cron".to_owned(),
             Change::All => "all".to_owned(),
         }
     }
@@ -123,6 +127,7 @@ impl Change {
             Some(("app", id)) => AppId::parse(id).ok().map(Change::App),
             Some(("routes", id)) => AppId::parse(id).ok().map(Change::Routes),
             Some(("script", id)) => ScriptId::parse(id).ok().map(Change::Script),
+            None if text == "cron" => Some(Change::CronSchedules),
             _ => None,
         };
         parsed.unwrap_or(Change::All)

@@ -63,3 +63,55 @@ async fn caches_follow_changes_made_on_another_node() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// A cron trigger created through a node that does not schedule wakes the node that
+/// does at once, not after its tick (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_changes_on_one_node_wake_the_scheduler_on_another() {
+    let hour = std::time::Duration::from_secs(3600);
+    let Some(a) =
+        TestApp::start_with(Backend::Postgres, |c| c.events.cron_tick_interval = hour).await
+    else {
+        return;
+    };
+    a.eventually("node A schedules", || async {
+        let text = a
+            .client
+            .get(a.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| l.starts_with("picloud_cron_leader") && l.trim_end().ends_with(" 1"))
+            .then_some(())
+    })
+    .await;
+    let b = a.start_node(|c| c.events.cron_tick_interval = hour).await;
+    b.create_app("shop").await;
+    let script = b
+        .create_script(
+            "shop",
+            "tick",
+            r#"kv::collection("ticks").set(ctx.event.id, 1); ()"#,
+        )
+        .await;
+    b.admin_ok(
+        Method::POST,
+        "/api/v1/admin/apps/shop/triggers/cron",
+        Some(json!({"script_id": script["id"], "schedule": "* * * * * *"})),
+        201,
+    )
+    .await;
+    b.eventually("ticks scheduled by node A", || async {
+        let page = b
+            .admin_ok(Method::GET, "/api/v1/admin/apps/shop/kv/ticks", None, 200)
+            .await;
+        (page["items"].as_array().map_or(0, Vec::len) >= 2).then_some(())
+    })
+    .await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -8,7 +8,7 @@ use picloud_core::access::Capability;
 use picloud_core::cron::{CronError, CronSchedule};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{ScriptId, TriggerId};
-use picloud_store::{NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
+use picloud_store::{Change, NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -297,7 +297,7 @@ pub async fn create_trigger(
             other => other.into(),
         })?;
     if kind == TriggerKind::Cron {
-        state.cron_wake.notify();
+        state.changed(&[Change::CronSchedules]).await;
     }
     Ok((StatusCode::CREATED, Json(trigger.into())))
 }
@@ -342,7 +342,7 @@ pub async fn update_trigger(
         .await
         .map_err(|e| ApiError::from_store(e, "trigger"))?;
     if trigger.config.kind() == TriggerKind::Cron {
-        state.cron_wake.notify();
+        state.changed(&[Change::CronSchedules]).await;
     }
     Ok(Json(trigger.into()))
 }
@@ -365,6 +365,6 @@ pub async fn delete_trigger(
         .await
         .map_err(|e| ApiError::from_store(e, "trigger"))?;
     // The kind is gone with the row; waking the scheduler needlessly costs one query.
-    state.cron_wake.notify();
+    state.changed(&[Change::CronSchedules]).await;
     Ok(StatusCode::NO_CONTENT)
 }
