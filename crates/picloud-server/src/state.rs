@@ -12,8 +12,26 @@ use picloud_store::{Change, Store};
 use crate::auth::ratelimit::LoginLimiter;
 use crate::dataplane::routing::Routing;
 
+/// What every handler shares, behind one `Arc`: axum clones the state for every layer
+/// of every request, and one reference count is cheaper than a dozen.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     /// Engine, executor, execution recorder and metrics.

@@ -15,7 +15,7 @@ use picloud_runtime::{
 };
 use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
-use picloud_server::{AppState, SetupToken};
+use picloud_server::{AppState, SetupToken, Shared};
 use picloud_services::http::TestHosts;
 use picloud_services::{EventSignal, HttpService, Services};
 use picloud_store::{Backend, NewUser, Store, StoreError};
@@ -283,7 +283,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         },
     )
     .spawn(stopped.clone());
-    let state = AppState {
+    let state = AppState::new(Shared {
         config: Arc::new(config),
         store,
         runner,
@@ -294,7 +294,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         setup,
         csrf_key: Arc::new(key.derive("csrf")),
         login_limiter: Arc::default(),
-    };
+    });
     // Route tables and script rows other nodes change reach this node's caches.
     state.watch_changes();
     let mut stop_signal = stopped;

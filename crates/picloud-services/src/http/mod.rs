@@ -8,7 +8,7 @@
 mod client;
 pub mod guard;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use picloud_core::access::Capability;
@@ -129,7 +129,10 @@ fn send_error(e: &reqwest::Error) -> HttpError {
 }
 
 pub struct HttpService {
-    client: reqwest::Client,
+    /// Built on first use: its TLS roots cost a few MiB of memory that a server whose
+    /// scripts never call out should not carry.
+    client: OnceLock<Result<reqwest::Client, String>>,
+    hosts: TestHosts,
     policy: Arc<Policy>,
     config: HttpConfig,
 }
@@ -146,12 +149,25 @@ impl HttpService {
             allowed_ports: config.allowed_ports.clone(),
             allow_private: config.allow_private,
         });
-        let client = client::build(policy.clone(), hosts).map_err(HttpSetupError)?;
         Ok(Self {
-            client,
+            client: OnceLock::new(),
+            hosts,
             policy,
             config: config.clone(),
         })
+    }
+
+    /// The shared client, built by the first call that needs it.
+    fn client(&self) -> ServiceResult<&reqwest::Client> {
+        self.client
+            .get_or_init(|| {
+                client::build(self.policy.clone(), self.hosts.clone()).map_err(|e| {
+                    tracing::error!(error = %e, "cannot build the outbound http client");
+                    "the outbound client is unavailable; see the server log".to_owned()
+                })
+            })
+            .as_ref()
+            .map_err(|m| ServiceError::Invalid(m.clone()))
     }
 
     /// Sends `request`, following redirects as it asks. Non-2xx answers are answers,
@@ -182,13 +198,21 @@ impl HttpService {
         let limit = request
             .timeout
             .map_or(self.config.timeout, |t| t.min(self.config.timeout));
-        let exchange = self.exchange(method, url, headers, request.body.map(|b| b.bytes), {
-            if request.follow_redirects {
-                Some(request.max_redirects)
-            } else {
-                None
-            }
-        });
+        let client = self.client()?;
+        let exchange = self.exchange(
+            client,
+            method,
+            url,
+            headers,
+            request.body.map(|b| b.bytes),
+            {
+                if request.follow_redirects {
+                    Some(request.max_redirects)
+                } else {
+                    None
+                }
+            },
+        );
         match tokio::time::timeout(limit, exchange).await {
             Ok(Err(HttpError::Blocked(blocked))) => {
                 // Operators see refusals (scripts probing the network show up here).
@@ -210,6 +234,7 @@ impl HttpService {
 
     async fn exchange(
         &self,
+        client: &reqwest::Client,
         mut method: Method,
         mut url: Url,
         mut headers: HeaderMap,
@@ -219,8 +244,7 @@ impl HttpService {
         let mut hops = 0;
         loop {
             self.policy.check_url(&url)?;
-            let mut builder = self
-                .client
+            let mut builder = client
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
             if let Some(bytes) = &body {
