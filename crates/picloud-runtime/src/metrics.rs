@@ -34,6 +34,7 @@ pub struct Metrics {
     busy: Gauge,
     cron_leader: Gauge,
     cron_fired: Counter,
+    inline_runs: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -51,6 +52,12 @@ impl Default for Metrics {
         let busy = Gauge::default();
         let cron_leader = Gauge::default();
         let cron_fired = Counter::default();
+        let inline_runs = Counter::default();
+        registry.register(
+            "inline_runs",
+            "Route runs that finished on an async worker, without a script thread",
+            inline_runs.clone(),
+        );
         registry.register(
             "http_requests",
             "App-route requests by app and status code",
@@ -95,6 +102,7 @@ impl Default for Metrics {
             busy,
             cron_leader,
             cron_fired,
+            inline_runs,
         }
     }
 }
@@ -124,6 +132,10 @@ impl Metrics {
 
     pub fn set_cron_leader(&self, leader: bool) {
         self.cron_leader.set(i64::from(leader));
+    }
+
+    pub fn observe_inline_run(&self) {
+        self.inline_runs.inc();
     }
 
     pub fn observe_cron_fired(&self) {

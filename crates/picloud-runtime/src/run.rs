@@ -160,6 +160,29 @@ impl RowCache {
     }
 }
 
+/// Scripts (by id, with the `updated_at` it holds for) whose inline attempt gave way:
+/// they call services or run long, so they go straight to a script thread.
+#[derive(Default)]
+pub struct ThreadedScripts(parking_lot::Mutex<HashMap<ScriptId, DateTime<Utc>>>);
+
+/// Forgetting everything now and then keeps the set bounded; a forgotten script costs
+/// one more inline attempt.
+const THREADED_SCRIPTS_MAX: usize = 4096;
+
+impl ThreadedScripts {
+    pub fn contains(&self, script: &Script) -> bool {
+        self.0.lock().get(&script.id) == Some(&script.updated_at)
+    }
+
+    pub fn insert(&self, script: &Script) {
+        let mut set = self.0.lock();
+        if set.len() >= THREADED_SCRIPTS_MAX {
+            set.clear();
+        }
+        set.insert(script.id.clone(), script.updated_at);
+    }
+}
+
 /// The engine and the pool, shared by everything that runs scripts.
 #[derive(Clone)]
 pub struct Runner {
@@ -168,9 +191,35 @@ pub struct Runner {
     pub recorder: Arc<crate::ExecutionRecorder>,
     pub metrics: Arc<crate::Metrics>,
     pub rows: Arc<RowCache>,
+    pub threaded: Arc<ThreadedScripts>,
 }
 
 impl Runner {
+    /// Runs a route script inline on this async worker if it is compiled, has not
+    /// needed a script thread before, and finishes within the inline budget; `None`:
+    /// run it on a script thread.
+    pub fn try_inline<T>(
+        &self,
+        script: &Script,
+        input: &RunInput,
+        finish: fn(Dynamic) -> Result<T, ScriptFailure>,
+    ) -> Option<RunReport<T>> {
+        if self.threaded.contains(script) {
+            return None;
+        }
+        let key = CacheKey {
+            script_id: script.id.as_str(),
+            updated_at: script.updated_at,
+        };
+        let ast = self.engine.cached(key)?;
+        let report = self.engine.try_inline(&ast, input, finish);
+        match &report {
+            Some(_) => self.metrics.observe_inline_run(),
+            None => self.threaded.insert(script),
+        }
+        report
+    }
+
     /// A script changed or is gone: drop its compiled copy and cached row.
     pub fn forget_script(&self, id: &ScriptId) {
         self.engine.forget(id.as_str());

@@ -8,7 +8,7 @@ use picloud_core::model::LogLevel;
 use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine};
 
-use crate::error::{MEMORY_TOKEN, TIMEOUT_TOKEN};
+use crate::error::{INLINE_TOKEN, MEMORY_TOKEN, TIMEOUT_TOKEN};
 use crate::modules::{Resolver, SharedResolver};
 use crate::{services, state, stdlib, Forbidden};
 
@@ -16,6 +16,9 @@ use crate::{services, state, stdlib, Forbidden};
 /// a run of expensive operations cannot overshoot its deadline by much, rarely enough
 /// that reading the clock costs under a percent.
 const CLOCK_CHECK_EVERY: u64 = 128;
+
+/// Operations an inline attempt may use before it gives way to a script thread.
+pub(crate) const INLINE_MAX_OPS: u64 = 20_000;
 
 pub(crate) fn build(limits: &ScriptLimits, modules: Arc<Resolver>) -> Engine {
     // `new_raw`: no file-system module resolver, no printing to stdout; imports resolve
@@ -44,14 +47,27 @@ pub(crate) fn build(limits: &ScriptLimits, modules: Arc<Resolver>) -> Engine {
     engine.disable_symbol("curry");
 
     engine.on_progress(|ops| {
+        let stop = |token: &'static str| {
+            // An inline attempt hands every limit to the script thread that re-runs it,
+            // where the run ends the way it always would.
+            let token = if state::defer_if_inline() {
+                INLINE_TOKEN
+            } else {
+                token
+            };
+            Some(Dynamic::from(token))
+        };
         if state::memory_exceeded() {
-            return Some(Dynamic::from(MEMORY_TOKEN));
+            return stop(MEMORY_TOKEN);
         }
         if ops % CLOCK_CHECK_EVERY != 0 {
             return None;
         }
+        if ops >= INLINE_MAX_OPS && state::defer_if_inline() {
+            return Some(Dynamic::from(INLINE_TOKEN));
+        }
         match state::deadline() {
-            Some(deadline) if Instant::now() >= deadline => Some(Dynamic::from(TIMEOUT_TOKEN)),
+            Some(deadline) if Instant::now() >= deadline => stop(TIMEOUT_TOKEN),
             _ => None,
         }
     });

@@ -94,6 +94,9 @@ impl ScriptFailure {
 
 pub(crate) const TIMEOUT_TOKEN: &str = "picloud:timeout";
 pub(crate) const MEMORY_TOKEN: &str = "picloud:memory";
+/// Stops an inline attempt that must give way to a script thread. Like the other
+/// tokens it ends the run through `ErrorTerminated`, which no `try` can catch.
+pub(crate) const INLINE_TOKEN: &str = "picloud:inline";
 
 fn position(pos: Position) -> (Option<u32>, Option<u32>) {
     let to_u32 = |v: Option<usize>| v.and_then(|v| u32::try_from(v).ok());

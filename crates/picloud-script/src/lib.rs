@@ -16,6 +16,7 @@ mod services;
 mod state;
 mod stdlib;
 
+use std::cell::Cell;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -83,6 +84,24 @@ pub struct CacheKey<'a> {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The wall-clock budget of an inline attempt ([`ScriptEngine::try_inline`]): what an
+/// async worker may spend on one before other connections would notice.
+pub const INLINE_MAX_WALL: Duration = Duration::from_millis(1);
+
+thread_local! {
+    static INLINE_ALLOWED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Lets [`ScriptEngine::try_inline`] run scripts on this thread. Call it from threads
+/// whose stack is at least [`INLINE_STACK_BYTES`] (the runtime's `on_thread_start`).
+pub fn allow_inline_runs_on_this_thread() {
+    INLINE_ALLOWED.with(|a| a.set(true));
+}
+
+/// Native stack that inline runs need: the call- and expression-depth limits, not the
+/// stack, must stop deep recursion (a native overflow aborts the process).
+pub const INLINE_STACK_BYTES: usize = 256 << 20;
+
 /// Compiled scripts by id, each with the `updated_at` it was compiled from.
 type AstCache = LruCache<String, (DateTime<Utc>, Arc<AST>)>;
 
@@ -144,6 +163,14 @@ impl ScriptEngine {
         self.cache.lock().pop(script_id);
     }
 
+    /// The compiled script if the cache holds it for this `updated_at`; never compiles.
+    pub fn cached(&self, key: CacheKey<'_>) -> Option<Arc<AST>> {
+        match self.cache.lock().get(key.script_id) {
+            Some((updated_at, ast)) if *updated_at == key.updated_at => Some(ast.clone()),
+            _ => None,
+        }
+    }
+
     /// Runs `ast` with `input` as `ctx`, stopped at `timeout` of wall-clock time, and
     /// turns the returned value into `T` with `finish` while still on this thread.
     pub fn run<T>(
@@ -153,6 +180,45 @@ impl ScriptEngine {
         timeout: Duration,
         finish: impl FnOnce(Dynamic) -> Result<T, ScriptFailure>,
     ) -> RunReport<T> {
+        self.attempt(ast, input, timeout, false, finish).0
+    }
+
+    /// Tries a run right here, on an async worker, within a budget of
+    /// [`INLINE_MAX_WALL`] and a few thousand operations: a short script that calls no
+    /// service (most glue code does not) answers without the two thread switches of a
+    /// hand-off to a script thread. A service call, the budget or any limit makes the
+    /// attempt give way with nothing observable done (service calls are where effects
+    /// happen, and the attempt stops before its first), and `None` says: run it on a
+    /// script thread. Only on threads that [`allow_inline_runs_on_this_thread`] marked:
+    /// their stacks are as large as the limits assume.
+    pub fn try_inline<T>(
+        &self,
+        ast: &AST,
+        input: &RunInput,
+        finish: fn(Dynamic) -> Result<T, ScriptFailure>,
+    ) -> Option<RunReport<T>> {
+        if !INLINE_ALLOWED.with(Cell::get) {
+            return None;
+        }
+        // A panic here would take the connection's task down; on a script thread the
+        // executor catches it and reports the run as crashed, so give way instead.
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.attempt(ast, input.clone(), INLINE_MAX_WALL, true, finish)
+        }));
+        match attempt {
+            Ok((report, false)) => Some(report),
+            Ok((_, true)) | Err(_) => None,
+        }
+    }
+
+    fn attempt<T>(
+        &self,
+        ast: &AST,
+        input: RunInput,
+        timeout: Duration,
+        inline: bool,
+        finish: impl FnOnce(Dynamic) -> Result<T, ScriptFailure>,
+    ) -> (RunReport<T>, bool) {
         let started = Instant::now();
         let run_state = state::RunState {
             deadline: started + timeout,
@@ -162,6 +228,8 @@ impl ScriptEngine {
             max_logs: self.limits.max_log_lines,
             dropped_logs: 0,
             imports: Vec::new(),
+            inline,
+            deferred: false,
         };
         let (outcome, run_state) = state::with_run(run_state, || {
             let mut scope = Scope::new();
@@ -172,12 +240,13 @@ impl ScriptEngine {
                 .map_err(|e| error::classify(&e))?;
             finish(value)
         });
-        RunReport {
+        let report = RunReport {
             outcome,
             logs: run_state.logs,
             dropped_logs: run_state.dropped_logs,
             duration: started.elapsed(),
-        }
+        };
+        (report, run_state.deferred)
     }
 
     /// Runs a route script: the value becomes an HTTP response.

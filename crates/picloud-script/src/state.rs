@@ -31,6 +31,11 @@ pub(crate) struct RunState {
     pub dropped_logs: usize,
     /// The modules being imported, outermost first.
     pub imports: Vec<String>,
+    /// An inline attempt (see `ScriptEngine::try_inline`): it gives way instead of
+    /// calling a service or running long.
+    pub inline: bool,
+    /// The inline attempt gave way; its outcome means nothing.
+    pub deferred: bool,
 }
 
 thread_local! {
@@ -145,5 +150,16 @@ pub(crate) fn enter_import(name: &str, max: usize) -> Result<ImportEntered, Impo
         }
         state.imports.push(name.to_owned());
         Ok(ImportEntered(true))
+    })
+}
+
+/// In an inline attempt, marks it as given way and returns `true`; otherwise `false`.
+pub(crate) fn defer_if_inline() -> bool {
+    CURRENT.with(|c| match c.borrow_mut().as_mut() {
+        Some(state) if state.inline => {
+            state.deferred = true;
+            true
+        }
+        _ => false,
     })
 }

@@ -291,20 +291,26 @@ impl TestApp {
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident => $body:ident),+ $(,)?) => {
+        // The server's own runtime (script-sized stacks, inline runs allowed), so the
+        // tests exercise what production runs.
         mod sqlite {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$body($crate::app::Backend::Sqlite).await;
+                #[test]
+                fn $name() {
+                    picloud::runtime(Some(2))
+                        .expect("runtime")
+                        .block_on(super::$body($crate::app::Backend::Sqlite));
                 }
             )+
         }
         mod postgres {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
+                #[test]
+                fn $name() {
                     if $crate::db::postgres_admin_url().is_none() { return; }
-                    super::$body($crate::app::Backend::Postgres).await;
+                    picloud::runtime(Some(2))
+                        .expect("runtime")
+                        .block_on(super::$body($crate::app::Backend::Postgres));
                 }
             )+
         }

@@ -123,6 +123,21 @@ async fn bootstrap_admin(store: &dyn Store, config: &Config) -> Result<(), Start
 }
 
 /// A running server.
+/// The async runtime the server runs on. Its threads get a script-sized stack and may
+/// run short scripts inline (`ScriptEngine::try_inline`); `workers` overrides the
+/// number of worker threads (tests use 2).
+pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .enable_all()
+        .thread_stack_size(picloud_script::INLINE_STACK_BYTES)
+        .on_thread_start(picloud_script::allow_inline_runs_on_this_thread);
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.build()
+}
+
 pub struct Started {
     pub addr: SocketAddr,
     /// Set when no user exists yet: the token for `POST /api/v1/auth/setup`.
@@ -202,6 +217,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         recorder,
         metrics: Arc::new(Metrics::default()),
         rows: Arc::default(),
+        threaded: Arc::default(),
     };
     let signal = Arc::new(EventSignal::default());
     {

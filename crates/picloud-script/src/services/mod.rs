@@ -14,7 +14,7 @@ use std::time::Instant;
 use picloud_services::{CallContext, ServiceError, Services};
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
-use crate::error::TIMEOUT_TOKEN;
+use crate::error::{INLINE_TOKEN, TIMEOUT_TOKEN};
 use crate::{state, Forbidden};
 
 pub(crate) fn register(engine: &mut Engine) {
@@ -47,6 +47,13 @@ where
     F: FnOnce(Arc<Services>, CallContext) -> Fut,
     Fut: Future<Output = Result<T, ServiceError>>,
 {
+    if state::defer_if_inline() {
+        // Service calls block; an inline attempt runs on an async worker.
+        return Err(Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::from(INLINE_TOKEN),
+            Position::NONE,
+        )));
+    }
     let Some(access) = state::services() else {
         return Err(error(namespace, "not available in this context"));
     };

@@ -26,34 +26,9 @@ pub(super) async fn run_sync(
 ) -> Response {
     let started_at = picloud_core::now();
     let runner = &state.runner;
-    let timeout = state.config.limits.route_timeout;
-    let wait = runner.executor.queue_timeout() + timeout + state.config.limits.abandon_grace;
-    let job = {
-        let engine = runner.engine.clone();
-        let script = script.clone();
-        move || {
-            run_script(
-                &engine,
-                &script,
-                input,
-                timeout,
-                picloud_script::to_route_response,
-            )
-        }
-    };
-    let executor = runner.executor.clone();
-    let app_id = app.id.to_string();
-    let mut run = Box::pin(async move { executor.run(&app_id, job).await });
-    let ran = tokio::select! {
-        ran = &mut run => ran,
-        () = tokio::time::sleep(wait) => {
-            abandon(state, app, &script, &execution_id, started_at, run);
-            Ok(failed(ScriptFailure {
-                kind: FailureKind::Timeout,
-                message: format!("no answer within {} ms; the run was abandoned", wait.as_millis()),
-                line: None,
-            }))
-        }
+    let ran = match inline_attempt(state, &script, &input) {
+        Some(report) => Ok(report),
+        None => on_script_thread(state, app, &script, &execution_id, started_at, input).await,
     };
     let report = match ran {
         Ok(report) => report,
@@ -91,6 +66,67 @@ pub(super) async fn run_sync(
         ))
         .await;
     with_execution_header(response, &execution_id)
+}
+
+/// Bodies up to this size are copied for an inline attempt (which may give way and
+/// leave the run to a script thread); larger requests go to a script thread at once.
+const INLINE_MAX_BODY_BYTES: usize = 16 << 10;
+
+fn inline_attempt(
+    state: &AppState,
+    script: &Script,
+    input: &RunInput,
+) -> Option<RunReport<RouteResponse>> {
+    let small = input
+        .request
+        .as_ref()
+        .is_none_or(|r| r.body_raw.len() <= INLINE_MAX_BODY_BYTES);
+    if !small {
+        return None;
+    }
+    state
+        .runner
+        .try_inline(script, input, picloud_script::to_route_response)
+}
+
+async fn on_script_thread(
+    state: &AppState,
+    app: &App,
+    script: &Arc<Script>,
+    execution_id: &ExecutionId,
+    started_at: chrono::DateTime<chrono::Utc>,
+    input: RunInput,
+) -> Result<RunReport<RouteResponse>, ExecError> {
+    let runner = &state.runner;
+    let timeout = state.config.limits.route_timeout;
+    let wait = runner.executor.queue_timeout() + timeout + state.config.limits.abandon_grace;
+    let job = {
+        let engine = runner.engine.clone();
+        let script = script.clone();
+        move || {
+            run_script(
+                &engine,
+                &script,
+                input,
+                timeout,
+                picloud_script::to_route_response,
+            )
+        }
+    };
+    let executor = runner.executor.clone();
+    let app_id = app.id.to_string();
+    let mut run = Box::pin(async move { executor.run(&app_id, job).await });
+    tokio::select! {
+        ran = &mut run => ran,
+        () = tokio::time::sleep(wait) => {
+            abandon(state, app, script, execution_id, started_at, run);
+            Ok(failed(ScriptFailure {
+                kind: FailureKind::Timeout,
+                message: format!("no answer within {} ms; the run was abandoned", wait.as_millis()),
+                line: None,
+            }))
+        }
+    }
 }
 
 /// The client got its 504; the run still holds its slot. Record that for forensics,
