@@ -1,0 +1,114 @@
+//! Tests of configuration parsing: defaults, bad values, one clear line each.
+use super::*;
+use std::collections::HashMap;
+
+fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::load(&|k| map.get(k).cloned())
+}
+
+#[test]
+fn defaults_match_the_contract() {
+    let c = load(&[]).expect("defaults");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.base_domain, "localhost");
+    assert_eq!(c.max_request_body_bytes, 10 << 20);
+    assert_eq!(c.executor.queue_timeout, Duration::from_millis(2000));
+    assert_eq!(c.limits.max_operations, 10_000_000);
+    assert!(!c.dev_mode);
+    assert!(c.effective_secret_key().is_err());
+}
+
+#[test]
+fn bad_values_name_the_variable() {
+    let e = load(&[("PICLOUD_EXECUTOR_THREADS", "lots")]).expect_err("error");
+    assert_eq!(e.var, "PICLOUD_EXECUTOR_THREADS");
+    assert!(!e.to_string().contains('\n'));
+    let e = load(&[("PICLOUD_SECRET_KEY", "short")]).expect_err("error");
+    assert_eq!(e.var, "PICLOUD_SECRET_KEY");
+    let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).expect_err("error");
+    assert_eq!(e.var, "PICLOUD_DEV_MODE");
+    assert!(load(&[("PICLOUD_ADMIN_EMAIL", "a@b.c")]).is_err());
+    for bad in ["80,", "http", "0", "70000", "80;443"] {
+        let e = load(&[("PICLOUD_HTTP_ALLOWED_PORTS", bad)]).expect_err(bad);
+        assert_eq!(e.var, "PICLOUD_HTTP_ALLOWED_PORTS");
+        assert!(!e.to_string().contains('\n'));
+    }
+    let e = load(&[("PICLOUD_HTTP_ALLOW_PRIVATE", "sure")]).expect_err("error");
+    assert_eq!(e.var, "PICLOUD_HTTP_ALLOW_PRIVATE");
+}
+
+#[test]
+fn http_settings() {
+    let c = load(&[]).expect("defaults");
+    assert_eq!(c.http.timeout, Duration::from_millis(10_000));
+    assert_eq!(c.http.allowed_ports, vec![80, 443, 8080, 8443]);
+    assert_eq!(c.http.max_request_body_bytes, 10 << 20);
+    assert_eq!(c.http.max_response_body_bytes, 10 << 20);
+    assert!(!c.http.allow_private);
+    let c = load(&[
+        ("PICLOUD_HTTP_ALLOWED_PORTS", " 443 , 9000"),
+        ("PICLOUD_HTTP_ALLOW_PRIVATE", "true"),
+    ])
+    .expect("valid");
+    assert_eq!(c.http.allowed_ports, vec![443, 9000]);
+    assert!(c.http.allow_private);
+}
+
+#[test]
+fn cron_tick_defaults_and_is_floored_at_a_second() {
+    let c = load(&[]).expect("defaults");
+    assert_eq!(c.events.cron_tick_interval, Duration::from_secs(30));
+    let c = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", "200")]).expect("floored");
+    assert_eq!(c.events.cron_tick_interval, Duration::from_secs(1));
+    let c = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", "2500")]).expect("valid");
+    assert_eq!(c.events.cron_tick_interval, Duration::from_millis(2500));
+    for bad in ["soon", "-5", "1.5"] {
+        let e = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", bad)]).expect_err(bad);
+        assert_eq!(e.var, "PICLOUD_CRON_TICK_INTERVAL_MS");
+        assert!(!e.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn flags_are_derived_from_variables() {
+    let listen = SETTINGS
+        .iter()
+        .find(|s| s.env == "PICLOUD_LISTEN")
+        .expect("listed");
+    assert_eq!(listen.flag(), "listen");
+    let s = SETTINGS
+        .iter()
+        .find(|s| s.env == "PICLOUD_MAX_REQUEST_BODY_BYTES")
+        .expect("listed");
+    assert_eq!(s.flag(), "max-request-body-bytes");
+}
+
+#[test]
+fn secrets_are_redacted() {
+    let c = load(&[
+        ("PICLOUD_DATABASE_URL", "postgres://u:hunter2@h/db"),
+        ("PICLOUD_ADMIN_EMAIL", "a@b.c"),
+        ("PICLOUD_ADMIN_PASSWORD", "hunter2"),
+    ])
+    .expect("valid");
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn every_read_variable_is_listed() {
+    let read = std::cell::RefCell::new(Vec::new());
+    let _ = Config::load(&|k| {
+        read.borrow_mut().push(k.to_owned());
+        None
+    });
+    for var in read.into_inner() {
+        assert!(
+            SETTINGS.iter().any(|s| s.env == var),
+            "{var} missing from SETTINGS"
+        );
+    }
+}
