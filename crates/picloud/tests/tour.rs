@@ -74,6 +74,47 @@ async fn tour(backend: Backend) {
     assert!(runs
         .iter()
         .all(|r| r["status"] == "ok" && r["source"] == "http"));
+
+    // The module and the scheduled script that imports it (every second here, instead
+    // of the README's 09:00, so the test need not wait a day).
+    app.admin_ok(
+        Method::POST,
+        "/api/v1/admin/apps/shop/scripts",
+        Some(json!({"name": "fmt", "kind": "module",
+                    "source": "fn shout(s) { s.to_upper() + \"!\" }"})),
+        201,
+    )
+    .await;
+    let daily = app
+        .create_script(
+            "shop",
+            "daily",
+            r#"import "fmt" as f; log::info(f::shout("good morning"));"#,
+        )
+        .await;
+    app.admin_ok(
+        Method::POST,
+        "/api/v1/admin/apps/shop/triggers/cron",
+        Some(json!({"script_id": daily["id"], "schedule": "* * * * * *",
+                    "timezone": "Europe/Berlin"})),
+        201,
+    )
+    .await;
+    let run = app
+        .eventually("the scheduled run", || async {
+            let page = app
+                .admin_ok(
+                    Method::GET,
+                    "/api/v1/admin/apps/shop/executions?source=cron",
+                    None,
+                    200,
+                )
+                .await;
+            page["items"].as_array()?.first().cloned()
+        })
+        .await;
+    assert_eq!(run["status"], "ok", "{run}");
+    assert_eq!(run["logs"][0]["message"], "GOOD MORNING!");
     app.shutdown().await;
 }
 
