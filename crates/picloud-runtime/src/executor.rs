@@ -189,6 +189,13 @@ impl Executor {
         s
     }
 
+    /// One of the app's slots, if one is free right now, for a run that needs no thread
+    /// (an inline attempt): those count against the app's share too, so one app cannot
+    /// fill the async workers either. `None` when the executor is closed.
+    pub fn try_app_slot(&self, app_id: &str) -> Option<OwnedSemaphorePermit> {
+        self.app_semaphore(app_id).try_acquire_owned().ok()
+    }
+
     /// Forgets an app's slot counter (the app was deleted).
     pub fn forget_app(&self, app_id: &str) {
         self.apps.lock().remove(app_id);

@@ -207,6 +207,7 @@ impl Runner {
         if self.threaded.contains(script) {
             return None;
         }
+        let _slot = self.executor.try_app_slot(script.app_id.as_str())?;
         let key = CacheKey {
             script_id: script.id.as_str(),
             updated_at: script.updated_at,

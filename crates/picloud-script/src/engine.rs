@@ -17,6 +17,9 @@ use crate::{services, state, stdlib, Forbidden};
 /// that reading the clock costs under a percent.
 const CLOCK_CHECK_EVERY: u64 = 128;
 
+/// How often an inline attempt reads the clock.
+const INLINE_CLOCK_CHECK_EVERY: u64 = 8;
+
 /// Operations an inline attempt may use before it gives way to a script thread.
 pub(crate) const INLINE_MAX_OPS: u64 = 20_000;
 
@@ -47,27 +50,30 @@ pub(crate) fn build(limits: &ScriptLimits, modules: Arc<Resolver>) -> Engine {
     engine.disable_symbol("curry");
 
     engine.on_progress(|ops| {
-        let stop = |token: &'static str| {
-            // An inline attempt hands every limit to the script thread that re-runs it,
-            // where the run ends the way it always would.
-            let token = if state::defer_if_inline() {
-                INLINE_TOKEN
-            } else {
-                token
-            };
-            Some(Dynamic::from(token))
-        };
-        if state::memory_exceeded() {
-            return stop(MEMORY_TOKEN);
+        if let Some(token) = state::stopping() {
+            return Some(Dynamic::from(token));
         }
-        if ops % CLOCK_CHECK_EVERY != 0 {
+        if state::memory_exceeded() {
+            return Some(Dynamic::from(state::stop(MEMORY_TOKEN)));
+        }
+        // An inline attempt runs on an async worker: it reads the clock more often,
+        // since one native call (a sort, a pad) can take a while.
+        let inline = state::inline_run();
+        let every = if inline {
+            INLINE_CLOCK_CHECK_EVERY
+        } else {
+            CLOCK_CHECK_EVERY
+        };
+        if ops % every != 0 {
             return None;
         }
-        if ops >= INLINE_MAX_OPS && state::defer_if_inline() {
-            return Some(Dynamic::from(INLINE_TOKEN));
+        if inline && ops >= INLINE_MAX_OPS {
+            return Some(Dynamic::from(state::stop(INLINE_TOKEN)));
         }
         match state::deadline() {
-            Some(deadline) if Instant::now() >= deadline => stop(TIMEOUT_TOKEN),
+            Some(deadline) if Instant::now() >= deadline => {
+                Some(Dynamic::from(state::stop(TIMEOUT_TOKEN)))
+            }
             _ => None,
         }
     });

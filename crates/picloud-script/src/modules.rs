@@ -48,13 +48,15 @@ pub fn inspect(ast: &AST, kind: ScriptKind) -> Result<Vec<ScriptImport>, Compile
     if kind == ScriptKind::Module {
         for stmt in ast.statements() {
             let allowed = match stmt {
-                Stmt::Var(_, flags, _) => flags.contains(ASTFlags::CONSTANT),
+                // Only constant values: an initialiser that calls something would run
+                // on every import (and could reach services).
+                Stmt::Var(x, flags, _) => flags.contains(ASTFlags::CONSTANT) && x.1.is_constant(),
                 Stmt::Import(..) | Stmt::Export(..) | Stmt::Noop(_) => true,
                 _ => false,
             };
             if !allowed {
                 return Err(at(
-                    "a module may only hold `fn`, `const` and `import` at its top level",
+                    "a module may only hold `fn`, `const` (of constant values) and `import` at its top level",
                     stmt.position(),
                 ));
             }

@@ -43,6 +43,33 @@ thread_local! {
     /// (allocation count at the start of the run, bytes the run may add); read on
     /// every operation, so kept apart from `CURRENT` and cheap.
     static MEMORY: Cell<(isize, isize)> = const { Cell::new((0, isize::MAX)) };
+    /// The token that stopped the run, once one did: returned again on every later
+    /// operation, so a script cannot catch its way past a stop (errors raised inside
+    /// closures reach `try` wrapped, and the wrapper is catchable).
+    static STOP: Cell<Option<&'static str>> = const { Cell::new(None) };
+    /// Whether the run is an inline attempt; read on every operation.
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The token that stopped the current run, if one has.
+pub(crate) fn stopping() -> Option<&'static str> {
+    STOP.with(Cell::get)
+}
+
+pub(crate) fn inline_run() -> bool {
+    INLINE.with(Cell::get)
+}
+
+/// Stops the current run for good with `token`; an inline attempt gives way instead
+/// (and the token says so). Returns the token to raise.
+pub(crate) fn stop(token: &'static str) -> &'static str {
+    let token = if defer_if_inline() {
+        crate::error::INLINE_TOKEN
+    } else {
+        token
+    };
+    STOP.with(|s| s.set(Some(token)));
+    token
 }
 
 /// Whether the current run holds more memory than it may.
@@ -58,9 +85,13 @@ pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunStat
         fn drop(&mut self) {
             CURRENT.with(|c| c.borrow_mut().take());
             MEMORY.with(|m| m.set((0, isize::MAX)));
+            STOP.with(|s| s.set(None));
+            INLINE.with(|i| i.set(false));
         }
     }
     let max = isize::try_from(state.max_memory).unwrap_or(isize::MAX);
+    STOP.with(|s| s.set(None));
+    INLINE.with(|i| i.set(state.inline));
     MEMORY.with(|m| m.set((picloud_alloc::thread_allocated(), max)));
     CURRENT.with(|c| *c.borrow_mut() = Some(state));
     let reset = Reset;

@@ -333,13 +333,15 @@ async fn announce_loop(pool: PgPool, requests: std::sync::Arc<tokio::sync::Notif
 /// The channel on which nodes announce changes to cached rows.
 const CHANGES_CHANNEL: &str = "picloud_changes";
 
-/// Calls `on_payload` for every notification on `channel`, until the connection fails.
-/// The listener has a one-connection pool of its own, so closing the store's pool never
-/// waits for it.
+/// Calls `on_payload` for every notification on `channel`, and `on_lost` whenever the
+/// connection dropped (the listener reconnects by itself, but what was sent meanwhile
+/// is gone). Returns on errors it cannot recover from. The listener has a
+/// one-connection pool of its own, so closing the store's pool never waits for it.
 async fn listen(
     options: &PgConnectOptions,
     channel: &str,
     on_payload: &(dyn Fn(&str) + Send + Sync),
+    on_lost: &(dyn Fn() + Send + Sync),
 ) -> Result<(), sqlx::Error> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -347,13 +349,19 @@ async fn listen(
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
     listener.listen(channel).await?;
     loop {
-        let notification = listener.recv().await?;
-        on_payload(notification.payload());
+        // `recv` would reconnect silently; `try_recv` says when it had to.
+        match listener.try_recv().await? {
+            Some(notification) => on_payload(notification.payload()),
+            None => {
+                tracing::warn!(channel, "notification connection lost; reconnecting");
+                on_lost();
+            }
+        }
     }
 }
 
-/// Listens on `channel` for as long as the task lives, reconnecting after a failure;
-/// `on_lost` runs after each failure, since notifications sent meanwhile are gone.
+/// Listens on `channel` for as long as the task lives; after a failure it starts over
+/// and calls `on_lost`, since notifications sent meanwhile are gone.
 fn spawn_listener(
     options: PgConnectOptions,
     channel: &'static str,
@@ -362,7 +370,7 @@ fn spawn_listener(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match listen(&options, channel, &*on_payload).await {
+            match listen(&options, channel, &*on_payload, &*on_lost).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, channel, "notifications lost; reconnecting");

@@ -37,6 +37,31 @@ async fn caches_follow_changes_made_on_another_node() {
     })
     .await;
 
+    // A dropped notification connection loses what was announced meanwhile, so a node
+    // drops all its caches when its listener reconnects.
+    let url = picloud_testkit::db::postgres_admin_url().expect("postgres");
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("admin connection");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN \"picloud_changes\"%'",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("terminate listeners");
+    a.admin_ok(
+        Method::PUT,
+        &format!("/api/v1/admin/scripts/{script}"),
+        Some(json!({"source": r#""three""#})),
+        200,
+    )
+    .await;
+    b.eventually("B runs the script edited while it was deaf", || async {
+        (answer(&b, "/v").await == (200, "three".into())).then_some(())
+    })
+    .await;
+
     let other = a.deploy("shop", "GET", "/w", r#""new route""#).await;
     b.eventually("B routes the new route", || async {
         (answer(&b, "/w").await == (200, "new route".into())).then_some(())

@@ -472,7 +472,37 @@ async fn abandoned_runs(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A stop raised inside a closure reaches `try` wrapped in a catchable error; the stop
+/// must still end the run (found in review: the loop below ran on to the operation
+/// limit, past its wall-clock limit).
+async fn stops_cannot_be_caught(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.limits.route_timeout = Duration::from_millis(300);
+    })
+    .await
+    .expect("server");
+    app.deploy("shop", "GET", "/ok", r#""ok""#).await;
+    app.deploy(
+        "shop",
+        "GET",
+        "/sly",
+        r#"loop { try { [1].map(|x| { let i = 0; while i < 100000 { i += 1; } x }); } catch (e) { } }"#,
+    )
+    .await;
+    let (status, code, body) = error_code(
+        app.on_host("shop", Method::GET, "/sly")
+            .send()
+            .await
+            .expect("r"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (504, "timeout"), "{body}");
+    still_healthy(&app).await;
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    stops_raised_in_closures_cannot_be_caught => stops_cannot_be_caught,
     abandoned_runs_are_recorded => abandoned_runs,
     runaway_scripts_stop_at_limits => runaway_scripts,
     wall_clock_limit_stops_loops => wall_clock_limit,

@@ -119,6 +119,8 @@ async fn save_time_rules(backend: Backend) {
         ("fn f() { 1 }\n\nprint(\"loaded\");", 3),
         ("fn f() { 1 }\nf();", 2),
         ("const A = 1;\nA + 1", 2),
+        ("const T = time::now_ms();\nfn f() { 1 }", 1),
+        ("fn g() { 1 }\nconst B = g();", 2),
     ];
     for (source, line) in shapes {
         let e = refused(
@@ -249,6 +251,44 @@ async fn save_time_rules(backend: Backend) {
             .as_str()
             .is_some_and(|m| m.contains("deeper than 8")),
         "{e}"
+    );
+    // Deepening the chain from below counts what imports the edited module too.
+    module(&app, "shop", "d0", "fn v() { 0 }").await;
+    let listed = app
+        .admin_ok(
+            Method::GET,
+            "/api/v1/admin/apps/shop/scripts?limit=100",
+            None,
+            200,
+        )
+        .await;
+    let d1 = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|s| s["name"] == "d1")
+        .and_then(|s| s["id"].as_str())
+        .expect("d1")
+        .to_owned();
+    let e = app
+        .admin_ok(
+            Method::PUT,
+            &format!("/api/v1/admin/scripts/{d1}"),
+            Some(json!({"source": "import \"d0\" as z;\nfn v() { z::v() + 1 }"})),
+            422,
+        )
+        .await["error"]
+        .clone();
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deeper than 8")),
+        "{e}"
+    );
+    assert_eq!(
+        get(&app, "shop", "/deep").await,
+        json!(8),
+        "nothing changed"
     );
 
     // What is imported cannot be deleted or renamed; the conflict names the importers.

@@ -47,10 +47,10 @@ where
     F: FnOnce(Arc<Services>, CallContext) -> Fut,
     Fut: Future<Output = Result<T, ServiceError>>,
 {
-    if state::defer_if_inline() {
+    if state::inline_run() {
         // Service calls block; an inline attempt runs on an async worker.
         return Err(Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::from(INLINE_TOKEN),
+            Dynamic::from(state::stop(INLINE_TOKEN)),
             Position::NONE,
         )));
     }
@@ -69,7 +69,7 @@ where
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(map_error(namespace, e)),
         Err(_) => Err(Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::from(TIMEOUT_TOKEN),
+            Dynamic::from(state::stop(TIMEOUT_TOKEN)),
             Position::NONE,
         ))),
     }

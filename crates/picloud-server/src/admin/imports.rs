@@ -113,14 +113,31 @@ pub async fn check_imports(
             }
         }
     }
-    // An endpoint's chain counts from the endpoint; a module will always sit one
-    // import below whatever imports it.
-    let chain = longest_chain(&graph, name, 0);
-    let hops = chain.len() - 1 + usize::from(kind == ScriptKind::Module);
+    // The longest chain through this script: what imports it from above (a module is
+    // always at least one import below an endpoint) and what it imports below.
+    let below = longest_chain(&graph, name, 0);
+    let mut reversed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (importer, modules) in &graph {
+        for module in modules {
+            reversed
+                .entry(module.clone())
+                .or_default()
+                .push(importer.clone());
+        }
+    }
+    let mut above = longest_chain(&reversed, name, 0);
+    above.reverse();
+    let from_above = match kind {
+        ScriptKind::Module => (above.len() - 1).max(1),
+        ScriptKind::Endpoint => 0,
+    };
+    let hops = from_above + below.len() - 1;
     if hops > MAX_IMPORT_DEPTH {
-        let first = chain
+        let first = below
             .get(1)
             .and_then(|m| imports.iter().find(|i| &i.name == m));
+        let mut chain = above;
+        chain.extend(below.into_iter().skip(1));
         let message = format!(
             "imports nest deeper than {MAX_IMPORT_DEPTH}: {}",
             chain.join(" → ")

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::atomic::{self, AtomicU64};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -84,6 +85,9 @@ impl RouteTable {
 pub struct Routing {
     apps: RwLock<HashMap<String, Arc<App>>>,
     tables: RwLock<HashMap<AppId, Arc<RouteTable>>>,
+    /// Bumped by every invalidation. A load that began before one must not cache what
+    /// it read: it may predate the change the invalidation announced.
+    generation: AtomicU64,
 }
 
 impl Routing {
@@ -96,10 +100,14 @@ impl Routing {
         if let Some(app) = self.apps.read().get(slug) {
             return Ok(Some(app.clone()));
         }
+        let generation = self.generation.load(atomic::Ordering::Acquire);
         match store.get_app_by_slug(slug).await {
             Ok(app) => {
                 let app = Arc::new(app);
-                self.apps.write().insert(slug.to_owned(), app.clone());
+                let mut apps = self.apps.write();
+                if self.generation.load(atomic::Ordering::Acquire) == generation {
+                    apps.insert(slug.to_owned(), app.clone());
+                }
                 Ok(Some(app))
             }
             Err(StoreError::NotFound) => Ok(None),
@@ -111,24 +119,31 @@ impl Routing {
         if let Some(table) = self.tables.read().get(app) {
             return Ok(table.clone());
         }
+        let generation = self.generation.load(atomic::Ordering::Acquire);
         let table = Arc::new(RouteTable::build(store.route_targets(app).await?));
-        self.tables.write().insert(app.clone(), table.clone());
+        let mut tables = self.tables.write();
+        if self.generation.load(atomic::Ordering::Acquire) == generation {
+            tables.insert(app.clone(), table.clone());
+        }
         Ok(table)
     }
 
     /// The app's routes or scripts changed.
     pub fn invalidate_routes(&self, app: &AppId) {
+        self.generation.fetch_add(1, atomic::Ordering::AcqRel);
         self.tables.write().remove(app);
     }
 
     /// Anything may have changed.
     pub fn clear(&self) {
+        self.generation.fetch_add(1, atomic::Ordering::AcqRel);
         self.apps.write().clear();
         self.tables.write().clear();
     }
 
     /// The app itself changed or is gone.
     pub fn invalidate_app(&self, app: &AppId) {
+        self.generation.fetch_add(1, atomic::Ordering::AcqRel);
         self.apps.write().retain(|_, a| a.id != *app);
         self.invalidate_routes(app);
     }
