@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 use picloud_core::{AppId, ScriptId};
 use picloud_store::{
-    module_in_use, no_module, ImportEdge, NewScript, Page, PageRequest, Script, ScriptPatch,
-    ScriptStore, StoreError, StoreResult,
+    circular_import, import_cycle, module_in_use, no_module, ImportEdge, NewScript, Page,
+    PageRequest, Script, ScriptPatch, ScriptStore, StoreError, StoreResult,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -70,7 +70,65 @@ async fn write_imports(
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;
+    let me = script_of(conn, script).await?;
+    if me.kind == picloud_core::model::ScriptKind::Module {
+        let edges = edges_in(conn, app).await?;
+        if let Some(cycle) = import_cycle(&edges, &me.name) {
+            return Err(StoreError::Invalid(circular_import(&cycle)));
+        }
+    }
     Ok(())
+}
+
+async fn script_of(conn: &mut PgConnection, id: &ScriptId) -> StoreResult<Script> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM scripts WHERE id = $1"))
+        .bind(id.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    script(&row)
+}
+
+/// Serialises writes of one app's scripts: the import checks inside them then see a
+/// graph no concurrent save is changing, and their row locks cannot deadlock.
+async fn lock_app_scripts(conn: &mut PgConnection, app: &AppId) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('picloud.scripts:' || $1))")
+        .bind(app.as_str())
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(db_err)
+}
+
+/// The app of a script, read without a lock (to take the app's lock first).
+async fn app_of(conn: &mut PgConnection, id: &ScriptId) -> StoreResult<AppId> {
+    let app: String = sqlx::query_scalar("SELECT app_id FROM scripts WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(AppId::from_trusted(app))
+}
+
+async fn edges_in(conn: &mut PgConnection, app: &AppId) -> StoreResult<Vec<ImportEdge>> {
+    let rows = sqlx::query(
+        "SELECT i.script_id, s.name, i.module_name FROM script_imports i \
+         JOIN scripts s ON s.id = i.script_id WHERE i.app_id = $1 \
+         ORDER BY s.name COLLATE \"C\", i.module_name COLLATE \"C\"",
+    )
+    .bind(app.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(ImportEdge {
+                script_id: ScriptId::from_trusted(r.try_get(0).map_err(db_err)?),
+                script_name: r.try_get(1).map_err(db_err)?,
+                module: r.try_get(2).map_err(db_err)?,
+            })
+        })
+        .collect()
 }
 
 /// Locks the script row and returns it.
@@ -115,6 +173,7 @@ impl ScriptStore for PostgresStore {
         let now = picloud_core::now();
         let id = ScriptId::new();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        lock_app_scripts(&mut tx, &new.app_id).await?;
         sqlx::query(
             "INSERT INTO scripts (id, app_id, name, kind, source, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -167,6 +226,8 @@ impl ScriptStore for PostgresStore {
     async fn update_script(&self, id: &ScriptId, patch: ScriptPatch) -> StoreResult<Script> {
         let conflict = patch.name.as_deref().map(name_taken).unwrap_or_default();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let app = app_of(&mut tx, id).await?;
+        lock_app_scripts(&mut tx, &app).await?;
         let before = lock_script(&mut tx, id).await?;
         if patch.name.as_ref().is_some_and(|n| *n != before.name) {
             refuse_if_imported(&mut tx, &before.app_id, &before.name, id).await?;
@@ -192,6 +253,8 @@ impl ScriptStore for PostgresStore {
 
     async fn delete_script(&self, id: &ScriptId) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let app = app_of(&mut tx, id).await?;
+        lock_app_scripts(&mut tx, &app).await?;
         let before = lock_script(&mut tx, id).await?;
         refuse_if_imported(&mut tx, &before.app_id, &before.name, id).await?;
         let result = sqlx::query("DELETE FROM scripts WHERE id = $1")
@@ -216,23 +279,7 @@ impl ScriptStore for PostgresStore {
     }
 
     async fn import_edges(&self, app: &AppId) -> StoreResult<Vec<ImportEdge>> {
-        let rows = sqlx::query(
-            "SELECT i.script_id, s.name, i.module_name FROM script_imports i \
-             JOIN scripts s ON s.id = i.script_id WHERE i.app_id = $1 \
-             ORDER BY s.name COLLATE \"C\", i.module_name COLLATE \"C\"",
-        )
-        .bind(app.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ImportEdge {
-                    script_id: ScriptId::from_trusted(r.try_get(0).map_err(db_err)?),
-                    script_name: r.try_get(1).map_err(db_err)?,
-                    module: r.try_get(2).map_err(db_err)?,
-                })
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        edges_in(&mut conn, app).await
     }
 }

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 use picloud_core::{AppId, ScriptId};
 use picloud_store::{
-    module_in_use, no_module, ImportEdge, NewScript, Page, PageRequest, Script, ScriptPatch,
-    ScriptStore, StoreError, StoreResult,
+    circular_import, import_cycle, module_in_use, no_module, ImportEdge, NewScript, Page,
+    PageRequest, Script, ScriptPatch, ScriptStore, StoreError, StoreResult,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
@@ -66,7 +66,49 @@ async fn write_imports(
         .await
         .map_err(db_err)?;
     }
+    if !imports.is_empty() {
+        refuse_cycles(conn, script, app).await?;
+    }
     Ok(())
+}
+
+/// `Invalid` when the app's import graph, as this transaction sees it, has a cycle
+/// through `script` (only a module can be part of one).
+async fn refuse_cycles(
+    conn: &mut SqliteConnection,
+    script: &ScriptId,
+    app: &AppId,
+) -> StoreResult<()> {
+    let me = script_in(conn, script).await?;
+    if me.kind != picloud_core::model::ScriptKind::Module {
+        return Ok(());
+    }
+    let edges = edges_in(conn, app).await?;
+    match import_cycle(&edges, &me.name) {
+        Some(cycle) => Err(StoreError::Invalid(circular_import(&cycle))),
+        None => Ok(()),
+    }
+}
+
+async fn edges_in(conn: &mut SqliteConnection, app: &AppId) -> StoreResult<Vec<ImportEdge>> {
+    let rows = sqlx::query(
+        "SELECT i.script_id, s.name, i.module_name FROM script_imports i \
+         JOIN scripts s ON s.id = i.script_id WHERE i.app_id = ? \
+         ORDER BY s.name, i.module_name",
+    )
+    .bind(app.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(ImportEdge {
+                script_id: ScriptId::from_trusted(r.try_get(0).map_err(db_err)?),
+                script_name: r.try_get(1).map_err(db_err)?,
+                module: r.try_get(2).map_err(db_err)?,
+            })
+        })
+        .collect()
 }
 
 /// `Conflict` when other scripts import the module `name` of `app`.
@@ -225,23 +267,7 @@ impl ScriptStore for SqliteStore {
     }
 
     async fn import_edges(&self, app: &AppId) -> StoreResult<Vec<ImportEdge>> {
-        let rows = sqlx::query(
-            "SELECT i.script_id, s.name, i.module_name FROM script_imports i \
-             JOIN scripts s ON s.id = i.script_id WHERE i.app_id = ? \
-             ORDER BY s.name, i.module_name",
-        )
-        .bind(app.as_str())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ImportEdge {
-                    script_id: ScriptId::from_trusted(r.try_get(0).map_err(db_err)?),
-                    script_name: r.try_get(1).map_err(db_err)?,
-                    module: r.try_get(2).map_err(db_err)?,
-                })
-            })
-            .collect()
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
+        edges_in(&mut conn, app).await
     }
 }

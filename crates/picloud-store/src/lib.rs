@@ -139,6 +139,44 @@ pub fn no_module(module: &str) -> String {
     format!("the app has no module named {module:?}")
 }
 
+/// The import cycle through `start`, as `start → … → start`, if the edges hold one.
+/// Stores check it inside the write, so two saves racing each other cannot build a
+/// cycle that neither saw.
+pub fn import_cycle(edges: &[ImportEdge], start: &str) -> Option<Vec<String>> {
+    fn walk<'a>(
+        edges: &'a [ImportEdge],
+        at: &'a str,
+        start: &str,
+        seen: &mut std::collections::BTreeSet<&'a str>,
+        path: &mut Vec<&'a str>,
+    ) -> bool {
+        for edge in edges.iter().filter(|e| e.script_name == at) {
+            if edge.module == start {
+                return true;
+            }
+            if seen.insert(&edge.module) {
+                path.push(&edge.module);
+                if walk(edges, &edge.module, start, seen, path) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start];
+    let found = walk(edges, start, start, &mut Default::default(), &mut path);
+    found.then(|| {
+        path.push(start);
+        path.into_iter().map(str::to_owned).collect()
+    })
+}
+
+/// The `Invalid` message for an import cycle.
+pub fn circular_import(cycle: &[String]) -> String {
+    format!("circular import: {}", cycle.join(" → "))
+}
+
 /// The `Conflict` message for a module that is still imported.
 pub fn module_in_use(module: &str, importers: &[String]) -> String {
     format!(

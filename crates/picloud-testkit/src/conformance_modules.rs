@@ -213,3 +213,39 @@ pub async fn imported_modules_cannot_vanish(store: Arc<dyn Store>) {
     assert!(store.import_edges(&shop).await.expect("edges").is_empty());
     store.delete_script(&util.id).await.expect("delete module");
 }
+
+/// The store itself refuses a cycle, inside the write: two saves racing past the API's
+/// check cannot build one.
+pub async fn import_cycles_are_refused_in_the_write(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    let a = create(&store, &shop, "a", ScriptKind::Module, &[])
+        .await
+        .expect("a");
+    create(&store, &shop, "b", ScriptKind::Module, &["a"])
+        .await
+        .expect("b");
+    let c = create(&store, &shop, "c", ScriptKind::Module, &["b"])
+        .await
+        .expect("c");
+    let refused = store
+        .update_script(
+            &a.id,
+            ScriptPatch {
+                source: Some("import \"c\" as c;".into()),
+                imports: Some(vec!["c".into()]),
+                ..Default::default()
+            },
+        )
+        .await;
+    match refused {
+        Err(StoreError::Invalid(m)) => assert_eq!(m, "circular import: a → c → b → a"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let unchanged = store.get_script(&a.id).await.expect("a");
+    assert_eq!(unchanged.source, "fn f() { 1 }", "nothing was written");
+    // An endpoint is never part of a cycle: nothing imports it.
+    create(&store, &shop, "page", ScriptKind::Endpoint, &["c", "a"])
+        .await
+        .expect("endpoint importing the chain");
+    let _ = c;
+}

@@ -41,6 +41,7 @@ picloud_testkit::store_conformance!(
     conformance_modules:
     imports_are_recorded_with_the_script,
     imported_modules_cannot_vanish,
+    import_cycles_are_refused_in_the_write,
 );
 
 picloud_testkit::store_conformance!(
