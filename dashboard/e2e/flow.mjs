@@ -1,0 +1,237 @@
+// End-to-end: the dashboard in real headless Chromium (Debian's `chromium`, driven by
+// playwright-core; no browser download) against a real PiCloud server.
+//
+//   PICLOUD_URL=http://127.0.0.1:8080 PICLOUD_SETUP_TOKEN=pst_… node e2e/flow.mjs
+//
+// Set-up → sign out/in → create app → script with a compile error (shown at its
+// line) → fix and save → bind a route → call it from the test panel (response and
+// log line) → see the run in executions → create and revoke an API key. Screenshots
+// of each main page go to docs/screenshots/ (SCREENSHOT_DIR overrides). Exits non-zero
+// on the first failure, or when the page logged an unexpected console error.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const base = (process.env.PICLOUD_URL ?? "").replace(/\/$/, "");
+const setupToken = process.env.PICLOUD_SETUP_TOKEN ?? "";
+const shots = resolve(process.env.SCREENSHOT_DIR ?? join(here, "../../docs/screenshots"));
+const executablePath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+if (!base || !setupToken) {
+  console.error("set PICLOUD_URL and PICLOUD_SETUP_TOKEN");
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+const EMAIL = "admin@example.com";
+const PASSWORD = "correct horse battery";
+const BROKEN = `// Greets the caller.
+let name = "world";
+let greeting = "hello " + ;
+greeting
+`;
+const FIXED = `// Greets the caller.
+let name = ctx.request.query.name ?? "world";
+log::info("greeting " + name);
+#{ greeting: "hello " + name }
+`;
+
+// Chromium logs every non-2xx fetch as "Failed to load resource"; these statuses are
+// answers the flow provokes on purpose (no session yet, a compile error, the test
+// panel polling for an execution record).
+const EXPECTED_STATUS = /Failed to load resource: the server responded with a status of (401|404|422)/;
+const consoleErrors = [];
+
+const step = (name) => console.log(`• ${name}`);
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+});
+let failed = false;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light" });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  page.on("console", (m) => {
+    if (m.type() === "error" && !EXPECTED_STATUS.test(m.text())) consoleErrors.push(m.text());
+  });
+  page.on("pageerror", (e) => {
+    consoleErrors.push(`page error: ${e.message}`);
+    console.error(`page error: ${e.stack ?? e.message}`);
+  });
+  const shot = (name, p = page) => p.screenshot({ path: join(shots, `${name}.png`) });
+  const heading = (text) => page.getByRole("heading", { level: 1, name: text });
+
+  step("first-run set-up");
+  await page.goto(`${base}/_/?token=${encodeURIComponent(setupToken)}`);
+  await page.getByText("No user exists yet").waitFor();
+  await page.getByLabel("Email").fill(EMAIL);
+  await page.getByLabel(/Password/).fill(PASSWORD);
+  await shot("setup");
+  await page.getByRole("button", { name: "Create admin" }).click();
+  await heading("Apps").waitFor();
+  if (new URL(page.url()).search) throw new Error("the set-up token stayed in the URL");
+
+  step("sign out and sign in again");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("button", { name: "Sign in" }).waitFor();
+  await page.getByLabel("Email").fill(EMAIL);
+  await page.getByLabel("Password").fill("wrong password");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").waitFor();
+  await page.getByLabel("Password").fill(PASSWORD);
+  await shot("login");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await heading("Apps").waitFor();
+  // A reload keeps the session (cookie) and the CSRF token (from /auth/me).
+  await page.reload();
+  await heading("Apps").waitFor();
+
+  step("create an app");
+  await page.getByLabel(/Slug/).fill("shop");
+  await page.getByLabel(/Name/).fill("Shop");
+  await page.getByRole("button", { name: "Create app" }).click();
+  await heading("Shop").waitFor();
+
+  step("write a script with a compile error");
+  await page.getByRole("navigation", { name: "App sections" }).getByRole("link", { name: "Scripts" }).click();
+  await heading("Scripts").waitFor();
+  await page.getByLabel("Name").fill("hello");
+  await page.getByRole("button", { name: "Create script" }).click();
+  await page.getByTestId("editor").waitFor();
+  const editor = page.locator(".cm-content");
+  await editor.click();
+  await page.keyboard.press("ControlOrMeta+a");
+  await page.keyboard.insertText(BROKEN);
+  await page.getByRole("button", { name: "Save" }).click();
+  const problem = page.getByTestId("compile-error");
+  await problem.waitFor();
+  const line = await problem.getAttribute("data-line");
+  if (line !== "3") throw new Error(`compile error reported at line ${line}, expected 3: ${await problem.textContent()}`);
+  if (!(await problem.textContent())?.includes("line 3")) throw new Error("the message does not name line 3");
+  // The diagnostic sits in the editor on line 3 (the lint gutter marks that line).
+  const marked = page.locator(".cm-lintRange-error");
+  await marked.first().waitFor();
+  const markedLine = await marked.first().evaluate((el) => {
+    const lineEl = el.closest(".cm-line");
+    return [...document.querySelectorAll(".cm-content .cm-line")].indexOf(lineEl) + 1;
+  });
+  if (markedLine !== 3) throw new Error(`the error is underlined on line ${markedLine}, expected 3`);
+  await shot("editor-error");
+
+  step("completions offer ctx fields and SDK functions");
+  await editor.click();
+  await page.keyboard.press("ControlOrMeta+End");
+  await page.keyboard.type("\nkv::");
+  await page.locator(".cm-tooltip-autocomplete").getByText("get", { exact: true }).first().waitFor();
+  await shot("editor-completions");
+  await page.keyboard.press("Escape");
+
+  step("fix and save");
+  await editor.click();
+  await page.keyboard.press("ControlOrMeta+a");
+  await page.keyboard.insertText(FIXED);
+  await page.keyboard.press("ControlOrMeta+s");
+  await page.getByTestId("save-state").filter({ hasText: "Saved" }).waitFor();
+  await problem.waitFor({ state: "detached" });
+  await shot("editor");
+
+  step("bind a route");
+  await page.getByRole("navigation", { name: "App sections" }).getByRole("link", { name: "Routes" }).click();
+  await heading("Routes").waitFor();
+  await page.getByLabel("Path").fill("/hello");
+  await page.getByRole("button", { name: "Add route" }).click();
+  const routeRow = page.getByRole("row").filter({ hasText: "/hello" });
+  await routeRow.waitFor();
+  await shot("routes");
+
+  step("call it from the test panel");
+  await routeRow.getByRole("link", { name: "Test" }).click();
+  await heading("Test a route").waitFor();
+  await page.getByLabel(/^Path/).fill("/hello?name=Ada");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.getByTestId("test-status").filter({ hasText: "200" }).waitFor();
+  const body = await page.getByTestId("test-body").textContent();
+  if (!body?.includes('"greeting": "hello Ada"')) throw new Error(`unexpected body: ${body}`);
+  await page.getByTestId("test-logs").getByText("greeting Ada").waitFor();
+  await shot("test-panel");
+
+  step("see the run in executions");
+  await page.getByRole("navigation", { name: "App sections" }).getByRole("link", { name: "Executions" }).click();
+  await heading("Executions").waitFor();
+  const run = page.getByTestId("execution-row").first();
+  await run.waitFor();
+  await run.getByRole("button", { name: /Details of/ }).click();
+  await page.getByText("greeting Ada").waitFor();
+  await shot("executions");
+
+  step("create and revoke an API key");
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "API keys" }).click();
+  await heading("API keys").waitFor();
+  await page.getByLabel("Name").fill("ci");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const key = (await page.getByTestId("new-key").textContent())?.trim() ?? "";
+  if (!key.startsWith("pk_")) throw new Error(`no key shown: ${key}`);
+  const me = (k) => fetch(`${base}/api/v1/auth/me`, { headers: { authorization: `Bearer ${k}` } }).then((r) => r.status);
+  if ((await me(key)) !== 200) throw new Error("the new key does not authenticate");
+  await shot("api-keys");
+  await page.getByRole("button", { name: "Done" }).click();
+  await page.getByRole("button", { name: "Revoke ci" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Revoke" }).click();
+  await page.getByTestId("key-row").waitFor({ state: "detached" });
+  if ((await me(key)) !== 401) throw new Error("the revoked key still authenticates");
+
+  step("the other pages");
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Apps" }).click();
+  await heading("Apps").waitFor();
+  await page.getByRole("cell", { name: "shop", exact: true }).waitFor();
+  await shot("apps");
+  for (const [tab, title, name] of [
+    ["", "Shop", "overview"],
+    ["kv", "KV browser", "kv"],
+    ["triggers", "Triggers", "triggers"],
+    ["dead-letters", "Dead letters", "dead-letters"],
+    ["members", "Members", "members"],
+  ]) {
+    await page.goto(`${base}/_/apps/shop${tab ? "/" + tab : ""}`);
+    await heading(title).waitFor();
+    await page.getByRole("status").filter({ hasText: "Loading" }).waitFor({ state: "detached" });
+    await shot(name);
+  }
+  await page.goto(`${base}/_/users`);
+  await heading("Users").waitFor();
+  await page.getByRole("cell", { name: EMAIL }).first().waitFor();
+  await shot("users");
+
+  step("phone width and dark mode");
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, colorScheme: "dark" });
+  phone.on("pageerror", (e) => consoleErrors.push(`page error (phone): ${e.message}`));
+  await phone.context().addCookies(await context.cookies());
+  await phone.goto(`${base}/_/apps/shop/scripts`);
+  await phone.getByRole("heading", { level: 1, name: "Scripts" }).waitFor();
+  const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 1) throw new Error(`the scripts page scrolls sideways on a phone (${overflow}px)`);
+  await shot("phone-scripts-dark", phone);
+  await phone.getByRole("button", { name: "Menu" }).click();
+  await phone.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "API keys" }).waitFor();
+  await phone.close();
+
+  if (consoleErrors.length) throw new Error(`console errors:\n${consoleErrors.join("\n")}`);
+  console.log(`ok: the dashboard flow passed; screenshots in ${shots}`);
+} catch (e) {
+  failed = true;
+  console.error(`FAILED: ${e instanceof Error ? e.stack : e}`);
+  try {
+    const pages = browser.contexts().flatMap((c) => c.pages());
+    const at = join(tmpdir(), "picloud-e2e-failure.png");
+    if (pages[0]) await pages[0].screenshot({ path: at });
+    console.error(`screenshot of the failure: ${at}`);
+  } catch {}
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,58 @@
+// Page-wide state: the signed-in user and the confirm dialog.
+import { api, setCsrfToken, type Me, type Sdk } from "../api/client";
+
+class Session {
+  me = $state<Me | null>(null);
+  checked = $state(false);
+
+  async refresh() {
+    try {
+      const me = await api.me();
+      setCsrfToken(me.csrf_token);
+      this.me = me;
+    } catch {
+      this.me = null;
+    } finally {
+      this.checked = true;
+    }
+  }
+
+  signedOut() {
+    setCsrfToken(null);
+    this.me = null;
+  }
+}
+export const session = new Session();
+
+interface ConfirmRequest {
+  title: string;
+  message: string;
+  action: string;
+  resolve: (ok: boolean) => void;
+}
+class Confirmer {
+  request = $state<ConfirmRequest | null>(null);
+
+  ask(title: string, message: string, action = "Delete"): Promise<boolean> {
+    this.request?.resolve(false);
+    return new Promise((resolve) => {
+      this.request = { title, message, action, resolve };
+    });
+  }
+
+  answer(ok: boolean) {
+    const r = this.request;
+    this.request = null;
+    r?.resolve(ok);
+  }
+}
+export const confirmer = new Confirmer();
+export const confirmAction = (title: string, message: string, action?: string) =>
+  confirmer.ask(title, message, action);
+
+let sdkPromise: Promise<Sdk | null> | null = null;
+/** The SDK description, fetched once per page load. */
+export function loadSdk(): Promise<Sdk | null> {
+  sdkPromise ??= api.sdk().catch(() => null);
+  return sdkPromise;
+}
