@@ -74,7 +74,7 @@ const parser: StreamParser<State> = {
       if (ATOMS.has(word)) return "atom";
       if (word === "ctx") return "variableName.special";
       if (stream.match("::", false)) return "namespace";
-      if (stream.match(/^\s*\(/, false)) return "function(variableName)";
+      if (stream.match(/^\s*\(/, false)) return "variableName.function";
       return "variableName";
     }
     if (stream.match("::")) return "punctuation";

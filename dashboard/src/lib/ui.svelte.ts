@@ -1,23 +1,38 @@
 // Page-wide state: the signed-in user and the confirm dialog.
 import { api, setCsrfToken, type Me, type Sdk } from "../api/client";
 
+// The cookie is HttpOnly, so the page cannot see it; this flag only saves a visitor
+// who never signed in from a pointless (and console-logged) 401 on /auth/me.
+const HINT = "picloud.signed-in";
+
 class Session {
   me = $state<Me | null>(null);
   checked = $state(false);
 
   async refresh() {
     try {
+      if (localStorage.getItem(HINT) !== "1") {
+        this.me = null;
+        return;
+      }
       const me = await api.me();
       setCsrfToken(me.csrf_token);
       this.me = me;
     } catch {
-      this.me = null;
+      this.signedOut();
     } finally {
       this.checked = true;
     }
   }
 
+  /** After a successful login or set-up. */
+  async signedIn() {
+    localStorage.setItem(HINT, "1");
+    await this.refresh();
+  }
+
   signedOut() {
+    localStorage.removeItem(HINT);
     setCsrfToken(null);
     this.me = null;
   }
