@@ -134,10 +134,18 @@ try {
   await shot("editor-completions");
   await page.keyboard.press("Escape");
 
-  step("fix and save");
+  step("unsaved changes are guarded; fix and save");
   await editor.click();
   await page.keyboard.press("ControlOrMeta+a");
   await page.keyboard.insertText(FIXED);
+  const editorUrl = page.url();
+  await page.getByRole("navigation", { name: "App sections" }).getByRole("link", { name: "Routes" }).click();
+  const discard = page.getByRole("dialog");
+  await discard.getByText("unsaved changes").waitFor();
+  await discard.getByRole("button", { name: "Cancel" }).click();
+  await discard.waitFor({ state: "hidden" });
+  if (page.url() !== editorUrl) throw new Error("left the editor with unsaved changes");
+  await editor.click();
   await page.keyboard.press("ControlOrMeta+s");
   await page.getByTestId("save-state").filter({ hasText: "Saved" }).waitFor();
   await problem.waitFor({ state: "detached" });
@@ -276,6 +284,18 @@ try {
   await page.getByRole("cell", { name: "dev@example.com", exact: true }).waitFor();
   await shot("members");
 
+  step("keyboard: the apps page is reachable by Tab");
+  await page.goto(`${base}/_/`);
+  await heading("Apps").waitFor();
+  const reached = [];
+  for (let i = 0; i < 30 && !reached.includes("Create app"); i++) {
+    await page.keyboard.press("Tab");
+    reached.push(await page.evaluate(() => document.activeElement?.textContent?.trim() || document.activeElement?.getAttribute("name") || ""));
+  }
+  for (const want of ["Apps", "API keys", "Users", "Sign out", "shop", "Create app"]) {
+    if (!reached.includes(want)) throw new Error(`Tab never reached "${want}": ${JSON.stringify(reached)}`);
+  }
+
   step("phone width and dark mode");
   const signedIn = await context.storageState();
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, colorScheme: "dark", storageState: signedIn });
@@ -285,6 +305,17 @@ try {
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 1) throw new Error(`the scripts page scrolls sideways on a phone (${overflow}px)`);
   await shot("phone-scripts-dark", phone);
+  for (const path of ["", "apps/shop", "apps/shop/routes", "apps/shop/test", "apps/shop/executions", "apps/shop/triggers", "apps/shop/dead-letters", "keys", "users"]) {
+    await phone.goto(`${base}/_/${path}`);
+    await phone.getByRole("heading", { level: 1 }).first().waitFor();
+    await phone.getByRole("status").filter({ hasText: "Loading" }).waitFor({ state: "detached" });
+    const wide = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (wide > 1) throw new Error(`/_/${path} scrolls sideways on a phone (${wide}px)`);
+  }
+  await phone.goto(`${base}/_/apps/shop/scripts`);
+  await phone.getByRole("link", { name: "hello" }).click();
+  await phone.locator(".cm-content").waitFor();
+  await shot("phone-editor-dark", phone);
   await phone.getByRole("button", { name: "Menu" }).click();
   await phone.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "API keys" }).waitFor();
   await phone.close();
