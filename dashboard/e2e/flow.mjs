@@ -40,9 +40,9 @@ kv::collection("visits").set(name, #{ name: name });
 `;
 
 // Chromium logs every non-2xx fetch as "Failed to load resource"; these statuses are
-// answers the flow provokes on purpose (no session yet, a compile error, the test
-// panel polling for an execution record).
-const EXPECTED_STATUS = /Failed to load resource: the server responded with a status of (401|404|422)/;
+// answers the flow provokes on purpose (a wrong password, a compile error, a route
+// clash, the test panel polling for an execution record).
+const EXPECTED_STATUS = /Failed to load resource: the server responded with a status of (401|404|409|422)/;
 const consoleErrors = [];
 const expectedErrors = [];
 
@@ -158,6 +158,18 @@ try {
   await page.getByRole("button", { name: "Add route" }).click();
   const routeRow = page.getByRole("row").filter({ hasText: "/hello" });
   await routeRow.waitFor();
+  // A clash is refused with the server's message, inline.
+  await page.getByLabel("Path").fill("/hello");
+  await page.getByRole("button", { name: "Add route" }).click();
+  await page.getByRole("alert").waitFor();
+  // Delete asks first.
+  await page.getByLabel("Path").fill("/scratch");
+  await page.getByRole("button", { name: "Add route" }).click();
+  const scratch = page.getByRole("row").filter({ hasText: "/scratch" });
+  await scratch.waitFor();
+  await scratch.getByRole("button", { name: /Delete route/ }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await scratch.waitFor({ state: "detached" });
   await shot("routes");
 
   step("call it from the test panel");
