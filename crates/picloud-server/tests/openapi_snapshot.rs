@@ -27,3 +27,24 @@ fn dashboard_openapi_snapshot_matches_the_server() {
          then `npm --prefix dashboard run gen && npm --prefix dashboard run build`"
     );
 }
+
+/// String enums publish their wire values, not the Rust variant names.
+#[test]
+fn string_enums_publish_wire_values() {
+    let doc: serde_json::Value = serde_json::from_str(
+        &picloud_server::openapi()
+            .to_json()
+            .expect("the OpenAPI document serialises"),
+    )
+    .expect("JSON");
+    let values = |name: &str| doc["components"]["schemas"][name]["enum"].clone();
+    assert_eq!(values("DispatchMode"), serde_json::json!(["sync", "async"]));
+    assert_eq!(
+        values("ScriptKind"),
+        serde_json::json!(["endpoint", "module"])
+    );
+    assert_eq!(
+        values("ExecutionStatus"),
+        serde_json::json!(["ok", "error", "timeout", "limit_exceeded"])
+    );
+}
