@@ -76,6 +76,17 @@ async fn serving_rules() {
     assert_eq!(r.status(), 404);
     assert!(header(&r, "content-type").starts_with("application/json"));
 
+    // Nothing outside the bundle is reachable.
+    for path in [
+        "/_/assets/..%2f..%2fCargo.toml",
+        "/_/assets/%2e%2e/%2e%2e/Cargo.toml",
+        "/_/..%2fCargo.toml",
+    ] {
+        let r = get(path).await.expect("request");
+        let body = r.text().await.expect("body");
+        assert!(!body.contains("[workspace]"), "{path} leaked a file");
+    }
+
     // Top-level files of the build, and the redirects into the dashboard.
     let r = get("/_/favicon.svg").await.expect("request");
     assert_eq!(r.status(), 200);
@@ -143,7 +154,12 @@ async fn dashboard_e2e_in_headless_chromium() {
         .arg(root.join("dashboard/e2e/flow.mjs"))
         .env("PICLOUD_URL", &app.base)
         .env("PICLOUD_SETUP_TOKEN", token)
-        .env("SCREENSHOT_DIR", root.join("docs/screenshots"))
+        // The screenshots linked from the README; PICLOUD_SCREENSHOT_DIR puts them elsewhere.
+        .env(
+            "SCREENSHOT_DIR",
+            std::env::var_os("PICLOUD_SCREENSHOT_DIR")
+                .map_or_else(|| root.join("docs/screenshots"), PathBuf::from),
+        )
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(300), run)
