@@ -40,9 +40,9 @@ kv::collection("visits").set(name, #{ name: name });
 `;
 
 // Chromium logs every non-2xx fetch as "Failed to load resource"; these statuses are
-// answers the flow provokes on purpose (a wrong password, a compile error, a route
-// clash, the test panel polling for an execution record).
-const EXPECTED_STATUS = /Failed to load resource: the server responded with a status of (401|404|409|422)/;
+// answers the flow provokes on purpose (a wrong password, a member's forbidden change,
+// a compile error, a route clash, the test panel polling for an execution record).
+const EXPECTED_STATUS = /Failed to load resource: the server responded with a status of (401|403|404|409|422)/;
 const consoleErrors = [];
 const expectedErrors = [];
 
@@ -58,14 +58,17 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light" });
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
-  page.on("console", (m) => {
-    if (m.type() !== "error") return;
-    (EXPECTED_STATUS.test(m.text()) ? expectedErrors : consoleErrors).push(m.text());
-  });
-  page.on("pageerror", (e) => {
-    consoleErrors.push(`page error: ${e.message}`);
-    console.error(`page error: ${e.stack ?? e.message}`);
-  });
+  const watch = (p, label) => {
+    p.on("console", (m) => {
+      if (m.type() !== "error") return;
+      (EXPECTED_STATUS.test(m.text()) ? expectedErrors : consoleErrors).push(`${label}: ${m.text()}`);
+    });
+    p.on("pageerror", (e) => {
+      consoleErrors.push(`${label}: page error: ${e.message}`);
+      console.error(`${label}: page error: ${e.stack ?? e.message}`);
+    });
+  };
+  watch(page, "admin");
   const shot = (name, p = page) => p.screenshot({ path: join(shots, `${name}.png`) });
   const heading = (text) => page.getByRole("heading", { level: 1, name: text });
 
@@ -296,6 +299,26 @@ try {
   await page.getByRole("cell", { name: "dev@example.com", exact: true }).waitFor();
   await shot("members");
 
+  step("a member sees only what their role allows");
+  const devContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const dev = await devContext.newPage();
+  watch(dev, "member");
+  await dev.goto(`${base}/_/apps/shop/routes`);
+  await dev.getByLabel("Email").fill("dev@example.com");
+  await dev.getByLabel("Password").fill("another long password");
+  await dev.getByRole("button", { name: "Sign in" }).click();
+  // Signing in keeps the page asked for.
+  await dev.getByRole("heading", { level: 1, name: "Routes" }).waitFor();
+  if (await dev.getByRole("link", { name: "Users" }).count()) throw new Error("a member sees the Users page link");
+  await dev.getByLabel("Path").fill("/editor-route");
+  await dev.getByRole("button", { name: "Add route" }).click();
+  // An editor may not manage routes: the API's 403 message is shown inline.
+  await dev.getByRole("alert").waitFor();
+  await dev.goto(`${base}/_/`);
+  await dev.getByRole("cell", { name: "shop", exact: true }).waitFor();
+  if (await dev.getByRole("button", { name: "Create app" }).count()) throw new Error("a member may create apps");
+  await devContext.close();
+
   step("keyboard: the apps page is reachable by Tab");
   await page.goto(`${base}/_/`);
   await heading("Apps").waitFor();
@@ -311,7 +334,7 @@ try {
   step("phone width and dark mode");
   const signedIn = await context.storageState();
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, colorScheme: "dark", storageState: signedIn });
-  phone.on("pageerror", (e) => consoleErrors.push(`page error (phone): ${e.message}`));
+  watch(phone, "phone");
   await phone.goto(`${base}/_/apps/shop/scripts`);
   await phone.getByRole("heading", { level: 1, name: "Scripts" }).waitFor();
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -332,7 +355,7 @@ try {
   await phone.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "API keys" }).waitFor();
   await phone.close();
   const dark = await browser.newPage({ viewport: { width: 1280, height: 800 }, colorScheme: "dark", storageState: signedIn });
-  dark.on("pageerror", (e) => consoleErrors.push(`page error (dark): ${e.message}`));
+  watch(dark, "dark");
   await dark.goto(`${base}/_/apps/shop/scripts`);
   await dark.getByRole("link", { name: "hello" }).click();
   await dark.locator(".cm-content").waitFor();
