@@ -136,6 +136,12 @@ try {
   await page.locator(".cm-tooltip-autocomplete").getByText("get", { exact: true }).first().waitFor();
   await shot("editor-completions");
   await page.keyboard.press("Escape");
+  await page.keyboard.type("\nctx.req");
+  await page.locator(".cm-tooltip-autocomplete").getByText("request", { exact: true }).waitFor();
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(".");
+  await page.locator(".cm-tooltip-autocomplete").getByText("headers", { exact: true }).waitFor();
+  await page.keyboard.press("Escape");
 
   step("unsaved changes are guarded; fix and save");
   await editor.click();
@@ -262,8 +268,37 @@ try {
   await shot("apps");
   await page.getByRole("link", { name: "1 unresolved" }).click();
   await heading("Dead letters").waitFor();
+  // Replay: the handler still fails, so a new dead letter names the one replayed.
+  await page.getByRole("button", { name: "Replay" }).first().click();
+  await page.getByRole("dialog").getByRole("button", { name: "Replay" }).click();
+  await page.getByText(/^Replayed evt_/).waitFor();
+  const replayDeadline = Date.now() + 30000;
+  const again = page.getByRole("row").filter({ hasText: "the audit service is down" }).first();
+  while (!(await again.isVisible())) {
+    if (Date.now() > replayDeadline) throw new Error("the replay was not dead-lettered again");
+    await page.waitForTimeout(500);
+    await page.reload();
+    await heading("Dead letters").waitFor();
+  }
+  await again.getByRole("button", { name: /Payload of/ }).click();
+  await page.getByText(/replay of dlq_/).waitFor();
   await page.getByRole("button", { name: "Resolve" }).first().click();
   await page.getByText("No unresolved dead letters").waitFor();
+
+  step("executions filter by status and source");
+  await sections.getByRole("link", { name: "Executions" }).click();
+  await heading("Executions").waitFor();
+  await page.getByLabel("Status").selectOption("error");
+  await page.getByLabel("Source").selectOption("kv");
+  await page.getByTestId("execution-row").first().getByText("audit").waitFor();
+  if (await page.getByTestId("execution-row").filter({ hasText: "hello" }).count()) throw new Error("the filter kept hello's runs");
+
+  step("delete the trigger");
+  await sections.getByRole("link", { name: "Triggers" }).click();
+  await heading("Triggers").waitFor();
+  await page.getByRole("button", { name: /Delete trigger/ }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await page.getByText("No triggers.").waitFor();
 
   step("the KV browser shows what the route wrote");
   await sections.getByRole("link", { name: "KV" }).click();
