@@ -186,6 +186,12 @@ export const api = {
     call("post", "/api/v1/auth/setup", { body: { token, email, password } }),
   logout: () => call("post", "/api/v1/auth/logout", { quiet401: true }),
   sdk: () => call("get", "/api/v1/sdk") as unknown as Promise<Sdk>,
+  /** The server's OpenAPI document (served beside the API, so not a path of itself). */
+  openapi: async (): Promise<unknown> => {
+    const r = await fetch("/api/v1/openapi.json", { headers: { accept: "application/json" } });
+    if (!r.ok) throw errorFromResponse(r.status, r.statusText, await r.text());
+    return r.json();
+  },
 
   apps: (cursor?: string) => call("get", "/api/v1/admin/apps", { query: { cursor, limit: 500 } }),
   createApp: (slug: string, name?: string) =>

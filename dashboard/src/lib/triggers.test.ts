@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { TRIGGER_KINDS, triggerBody } from "./triggers";
+import { TRIGGER_KINDS, availableKinds, triggerBody } from "./triggers";
 
 const kind = (k: string) => TRIGGER_KINDS.find((s) => s.kind === k)!;
 
@@ -16,6 +16,28 @@ describe("triggerBody", () => {
       script_id: "scr_1",
       collection: "orders",
       ops: [],
+    });
+  });
+});
+
+describe("availableKinds", () => {
+  const doc = (kinds: string[]) => ({ components: { schemas: { TriggerKind: { type: "string", enum: kinds } } } });
+
+  it("offers only the kinds the server lists", () => {
+    expect(availableKinds(doc(["kv", "docs", "dead_letter"])).map((k) => k.kind)).toEqual(["kv", "docs", "dead_letter"]);
+    expect(availableKinds(doc(["kv", "cron"])).map((k) => k.kind)).toEqual(["kv", "cron"]);
+  });
+
+  it("falls back to the base kinds without a readable document", () => {
+    expect(availableKinds(null).map((k) => k.kind)).toEqual(["kv", "docs", "dead_letter"]);
+    expect(availableKinds({}).map((k) => k.kind)).toEqual(["kv", "docs", "dead_letter"]);
+  });
+
+  it("builds a cron trigger", () => {
+    expect(triggerBody(kind("cron"), "scr_1", { schedule: "0 0 * * * *", timezone: "Europe/Paris" }, null)).toEqual({
+      script_id: "scr_1",
+      schedule: "0 0 * * * *",
+      timezone: "Europe/Paris",
     });
   });
 });

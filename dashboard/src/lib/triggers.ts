@@ -1,5 +1,6 @@
-// The trigger kinds the create form offers, one entry each: adding a kind (cron, once
-// its endpoint exists) is adding a row here.
+// The trigger kinds the create form offers, one entry each: adding a kind is adding a
+// row here. The form shows a row only when the server's OpenAPI document lists the
+// kind (`TriggerKind`), so a row may be ready before the server has the kind.
 
 export interface TriggerField {
   name: string;
@@ -52,7 +53,28 @@ export const TRIGGER_KINDS: TriggerKindSpec[] = [
     retry: false,
     describe: () => "every new dead letter of the app",
   },
+  {
+    kind: "cron",
+    label: "Schedule",
+    fields: [
+      { name: "schedule", label: "Schedule (6 fields, with seconds)", type: "text", placeholder: "0 */5 * * * *", required: true },
+      { name: "timezone", label: "Time zone (IANA)", type: "text", placeholder: "UTC", required: true },
+    ],
+    retry: true,
+    describe: (t) => `${t.schedule ?? "?"} (${t.timezone ?? "UTC"})${t.next_fire_at ? `, next ${String(t.next_fire_at).slice(0, 16).replace("T", " ")}` : ""}`,
+  },
 ];
+
+/** The kinds every server of this API version has (used when its document cannot be read). */
+const BASE_KINDS = ["kv", "docs", "dead_letter"];
+
+/** The rows the server supports, by the `TriggerKind` enum of its OpenAPI document. */
+export function availableKinds(openapi: unknown): TriggerKindSpec[] {
+  const schemas = (openapi as { components?: { schemas?: Record<string, { enum?: unknown }> } } | null)?.components?.schemas;
+  const listed = schemas?.TriggerKind?.enum;
+  const kinds = Array.isArray(listed) ? listed.filter((k): k is string => typeof k === "string") : BASE_KINDS;
+  return TRIGGER_KINDS.filter((spec) => kinds.includes(spec.kind));
+}
 
 /** The request body for a create form's values. */
 export function triggerBody(
