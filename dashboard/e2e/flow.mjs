@@ -138,8 +138,10 @@ try {
   await page.keyboard.press("Escape");
   await page.keyboard.type("\nctx.req");
   await page.locator(".cm-tooltip-autocomplete").getByText("request", { exact: true }).waitFor();
-  await page.keyboard.press("Enter");
-  await page.keyboard.type(".");
+  // (Typed on rather than accepted with Enter: under load, Enter can land before the
+  // list settles and insert a newline instead.)
+  await page.keyboard.press("Escape");
+  await page.keyboard.type("uest.");
   await page.locator(".cm-tooltip-autocomplete").getByText("headers", { exact: true }).waitFor();
   await page.keyboard.press("Escape");
 
