@@ -181,6 +181,9 @@ pub enum Capability {
     DataWrite,
     /// Create, change and delete triggers; replay and resolve dead letters.
     TriggerManage,
+    /// Send an outbound request from a script (`http::*`). Any request can carry the
+    /// app's data out, so it needs the write scope.
+    HttpRequest,
 }
 
 /// What a capability needs.
@@ -195,7 +198,7 @@ pub enum Requirement {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 15] = [
+    pub const ALL: [Capability; 16] = [
         Capability::SignedIn,
         Capability::AppCreate,
         Capability::UserAdmin,
@@ -211,6 +214,7 @@ impl Capability {
         Capability::DataRead,
         Capability::DataWrite,
         Capability::TriggerManage,
+        Capability::HttpRequest,
     ];
 
     pub fn requirement(self) -> Requirement {
@@ -227,7 +231,9 @@ impl Capability {
             | Capability::RouteManage
             | Capability::TriggerManage => Requirement::App(Scope::AppAdmin),
             Capability::ScriptRead | Capability::DataRead => Requirement::App(Scope::ScriptRead),
-            Capability::ScriptWrite | Capability::DataWrite => Requirement::App(Scope::ScriptWrite),
+            Capability::ScriptWrite | Capability::DataWrite | Capability::HttpRequest => {
+                Requirement::App(Scope::ScriptWrite)
+            }
             Capability::RouteInvoke => Requirement::App(Scope::ScriptInvoke),
         }
     }
@@ -250,6 +256,7 @@ impl Capability {
             Capability::DataRead => "data.read",
             Capability::DataWrite => "data.write",
             Capability::TriggerManage => "trigger.manage",
+            Capability::HttpRequest => "http.request",
         }
     }
 

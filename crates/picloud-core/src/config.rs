@@ -79,8 +79,14 @@ settings! {
     "PICLOUD_TRIGGER_RETRY_MAX_DELAY_MS" => "longest retry delay [default: 300000]",
     "PICLOUD_DISPATCH_LEASE_SECS" => "claim lease of a delivery, extended while it runs [default: 60]",
     "PICLOUD_DISPATCH_POLL_INTERVAL_MS" => "safety-net poll of the outbox [default: 5000]",
+    "PICLOUD_CRON_TICK_INTERVAL_MS" => "longest sleep of the cron scheduler, which wakes at the next due time anyway; at least 1000 [default: 30000]",
     "PICLOUD_DEAD_LETTER_RETENTION_DAYS" => "dead letters kept this long [default: 30]",
     "PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS" => "abandoned-run records kept this long [default: 7]",
+    "PICLOUD_HTTP_TIMEOUT_MS" => "longest outbound http:: request, redirects included [default: 10000]",
+    "PICLOUD_HTTP_ALLOWED_PORTS" => "ports outbound http:: may reach, comma-separated [default: 80,443,8080,8443]",
+    "PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES" => "largest outbound request body [default: 10485760]",
+    "PICLOUD_HTTP_MAX_RESPONSE_BODY_BYTES" => "largest response body http:: reads [default: 10485760]",
+    "PICLOUD_HTTP_ALLOW_PRIVATE" => "let http:: reach private, loopback and other internal addresses (development only) [default: false]",
 }
 
 /// A value that could not be used; `Display` is the one line printed at start-up.
@@ -103,6 +109,9 @@ pub enum LogFormat {
 /// Call and expression depth are capped at 256 each for the same reason (a call level
 /// holding a maximally nested expression measured at ~125 KiB).
 pub const MAX_COLLECTION_LEN: usize = 1_000_000;
+
+/// The shortest cron tick interval; smaller values are raised to it.
+pub const MIN_CRON_TICK_MS: u64 = 1_000;
 
 /// The sandbox of every run.
 #[derive(Debug, Clone)]
@@ -152,8 +161,22 @@ pub struct EventsConfig {
     pub retry_max_delay: Duration,
     pub lease: Duration,
     pub poll_interval: Duration,
+    /// Longest sleep of the cron scheduler (it wakes at the next window anyway), and
+    /// how often a node that is not the scheduler tries to become it.
+    pub cron_tick_interval: Duration,
     pub dead_letter_retention: Duration,
     pub abandoned_retention: Duration,
+}
+
+/// Outbound HTTP from scripts (`http::*`).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub timeout: Duration,
+    pub allowed_ports: Vec<u16>,
+    pub max_request_body_bytes: usize,
+    pub max_response_body_bytes: usize,
+    /// Turns the SSRF guard's address checks off; logged as a warning at start-up.
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +207,7 @@ pub struct Config {
     pub session_ttl: Duration,
     pub execution_retention: Duration,
     pub events: EventsConfig,
+    pub http: HttpConfig,
 }
 
 impl fmt::Debug for Config {
@@ -206,6 +230,7 @@ impl fmt::Debug for Config {
             .field("session_ttl", &self.session_ttl)
             .field("execution_retention", &self.execution_retention)
             .field("events", &self.events)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -273,6 +298,19 @@ impl Source<'_> {
             _ => Err(format!("invalid value {s:?}: expected true or false")),
         })
     }
+}
+
+/// `80,443,8080`: a non-empty list of ports 1 to 65535.
+fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+    s.split(',')
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(format!(
+                "invalid port {:?}: expected a comma-separated list of ports 1 to 65535",
+                p.trim()
+            )),
+        })
+        .collect()
 }
 
 impl Config {
@@ -420,6 +458,12 @@ impl Config {
             retry_max_delay: src.millis("PICLOUD_TRIGGER_RETRY_MAX_DELAY_MS", 300_000)?,
             lease: Duration::from_secs(src.number("PICLOUD_DISPATCH_LEASE_SECS", 60u64, 1)?),
             poll_interval: src.millis("PICLOUD_DISPATCH_POLL_INTERVAL_MS", 5_000)?,
+            // Floored: a shorter tick only costs queries, since due windows wake the
+            // scheduler by themselves.
+            cron_tick_interval: Duration::from_millis(
+                src.number("PICLOUD_CRON_TICK_INTERVAL_MS", 30_000u64, 0)?
+                    .max(MIN_CRON_TICK_MS),
+            ),
             dead_letter_retention: days("PICLOUD_DEAD_LETTER_RETENTION_DAYS", 30)?,
             abandoned_retention: days("PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS", 7)?,
         };
@@ -433,8 +477,29 @@ impl Config {
             });
         }
 
+        let http = HttpConfig {
+            timeout: src.millis("PICLOUD_HTTP_TIMEOUT_MS", 10_000)?,
+            allowed_ports: src.parse(
+                "PICLOUD_HTTP_ALLOWED_PORTS",
+                vec![80, 443, 8080, 8443],
+                parse_ports,
+            )?,
+            max_request_body_bytes: src.number(
+                "PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES",
+                10 << 20,
+                0,
+            )?,
+            max_response_body_bytes: src.number(
+                "PICLOUD_HTTP_MAX_RESPONSE_BODY_BYTES",
+                10 << 20,
+                0,
+            )?,
+            allow_private: src.flag("PICLOUD_HTTP_ALLOW_PRIVATE", false)?,
+        };
+
         Ok(Self {
             events,
+            http,
             listen,
             data_dir,
             database_url,
@@ -512,6 +577,45 @@ mod tests {
         let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).expect_err("error");
         assert_eq!(e.var, "PICLOUD_DEV_MODE");
         assert!(load(&[("PICLOUD_ADMIN_EMAIL", "a@b.c")]).is_err());
+        for bad in ["80,", "http", "0", "70000", "80;443"] {
+            let e = load(&[("PICLOUD_HTTP_ALLOWED_PORTS", bad)]).expect_err(bad);
+            assert_eq!(e.var, "PICLOUD_HTTP_ALLOWED_PORTS");
+            assert!(!e.to_string().contains('\n'));
+        }
+        let e = load(&[("PICLOUD_HTTP_ALLOW_PRIVATE", "sure")]).expect_err("error");
+        assert_eq!(e.var, "PICLOUD_HTTP_ALLOW_PRIVATE");
+    }
+
+    #[test]
+    fn http_settings() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.http.timeout, Duration::from_millis(10_000));
+        assert_eq!(c.http.allowed_ports, vec![80, 443, 8080, 8443]);
+        assert_eq!(c.http.max_request_body_bytes, 10 << 20);
+        assert_eq!(c.http.max_response_body_bytes, 10 << 20);
+        assert!(!c.http.allow_private);
+        let c = load(&[
+            ("PICLOUD_HTTP_ALLOWED_PORTS", " 443 , 9000"),
+            ("PICLOUD_HTTP_ALLOW_PRIVATE", "true"),
+        ])
+        .expect("valid");
+        assert_eq!(c.http.allowed_ports, vec![443, 9000]);
+        assert!(c.http.allow_private);
+    }
+
+    #[test]
+    fn cron_tick_defaults_and_is_floored_at_a_second() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.events.cron_tick_interval, Duration::from_secs(30));
+        let c = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", "200")]).expect("floored");
+        assert_eq!(c.events.cron_tick_interval, Duration::from_secs(1));
+        let c = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", "2500")]).expect("valid");
+        assert_eq!(c.events.cron_tick_interval, Duration::from_millis(2500));
+        for bad in ["soon", "-5", "1.5"] {
+            let e = load(&[("PICLOUD_CRON_TICK_INTERVAL_MS", bad)]).expect_err(bad);
+            assert_eq!(e.var, "PICLOUD_CRON_TICK_INTERVAL_MS");
+            assert!(!e.to_string().contains('\n'));
+        }
     }
 
     #[test]

@@ -23,3 +23,4 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
 }
 
 pub mod access;
+pub mod cron;

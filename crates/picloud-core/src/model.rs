@@ -142,7 +142,7 @@ string_enum!(
 string_enum!(
     /// What a trigger listens to. Adding a kind: a variant here, a detail table, an
     /// event shape and a matcher.
-    TriggerKind { Kv = "kv", Docs = "docs", DeadLetter = "dead_letter" }
+    TriggerKind { Kv = "kv", Docs = "docs", Cron = "cron", DeadLetter = "dead_letter" }
 );
 
 impl TriggerKind {
@@ -151,6 +151,7 @@ impl TriggerKind {
         match self {
             TriggerKind::Kv => ExecutionSource::Kv,
             TriggerKind::Docs => ExecutionSource::Docs,
+            TriggerKind::Cron => ExecutionSource::Cron,
             TriggerKind::DeadLetter => ExecutionSource::DeadLetter,
         }
     }

@@ -276,6 +276,7 @@ impl Dispatcher {
                     app_id: app.id.clone(),
                     caller_scopes: scopes,
                     depth: event.depth,
+                    script_id: Some(script.id.clone()),
                 },
                 handle: tokio::runtime::Handle::current(),
             })),

@@ -1,7 +1,8 @@
 //! The PiCloud runtime: the bounded executor that runs scripts on dedicated threads,
-//! the dispatcher that delivers queued events, the background writer of execution
+//! the dispatcher that delivers queued events, the cron scheduler that queues them, the background writer of execution
 //! records, metrics, and the sweepers.
 
+pub mod cron;
 pub mod dispatcher;
 pub mod executor;
 pub mod metrics;
@@ -10,6 +11,7 @@ pub mod recorder;
 pub mod run;
 pub mod sweeper;
 
+pub use cron::{CronScheduler, CronWake};
 pub use dispatcher::Dispatcher;
 pub use executor::{on_script_stack, ExecError, Executor};
 pub use metrics::Metrics;

@@ -32,6 +32,8 @@ pub struct Metrics {
     executions: Family<StatusLabels, Counter>,
     queue_depth: Gauge,
     busy: Gauge,
+    cron_leader: Gauge,
+    cron_fired: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -47,6 +49,8 @@ impl Default for Metrics {
         let executions = Family::<StatusLabels, Counter>::default();
         let queue_depth = Gauge::default();
         let busy = Gauge::default();
+        let cron_leader = Gauge::default();
+        let cron_fired = Counter::default();
         registry.register(
             "http_requests",
             "App-route requests by app and status code",
@@ -72,6 +76,16 @@ impl Default for Metrics {
             "Script threads running a script",
             busy.clone(),
         );
+        registry.register(
+            "cron_leader",
+            "1 while this node runs the cron scheduler (one node of a database does)",
+            cron_leader.clone(),
+        );
+        registry.register(
+            "cron_fired",
+            "Cron windows this node queued deliveries for",
+            cron_fired.clone(),
+        );
         Self {
             registry,
             requests,
@@ -79,6 +93,8 @@ impl Default for Metrics {
             executions,
             queue_depth,
             busy,
+            cron_leader,
+            cron_fired,
         }
     }
 }
@@ -104,6 +120,14 @@ impl Metrics {
                 status: status.to_owned(),
             })
             .inc();
+    }
+
+    pub fn set_cron_leader(&self, leader: bool) {
+        self.cron_leader.set(i64::from(leader));
+    }
+
+    pub fn observe_cron_fired(&self) {
+        self.cron_fired.inc();
     }
 
     /// The text exposition, with the executor gauges read now.

@@ -153,6 +153,11 @@ impl RowCache {
     pub fn forget_app(&self, id: &AppId) {
         self.apps.lock().remove(id);
     }
+
+    pub fn clear(&self) {
+        self.scripts.lock().clear();
+        self.apps.lock().clear();
+    }
 }
 
 /// The engine and the pool, shared by everything that runs scripts.

@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use state::{AppState, SetupToken};
+pub use state::{AppState, SetupToken, Shared};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -5,15 +5,33 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use picloud_core::config::Config;
 use picloud_core::crypto;
-use picloud_runtime::Runner;
+use picloud_runtime::{CronWake, Runner};
 use picloud_services::{EventSignal, Services};
-use picloud_store::Store;
+use picloud_store::{Change, Store};
 
 use crate::auth::ratelimit::LoginLimiter;
 use crate::dataplane::routing::Routing;
 
+/// What every handler shares, behind one `Arc`: axum clones the state for every layer
+/// of every request, and one reference count is cheaper than a dozen.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     /// Engine, executor, execution recorder and metrics.
@@ -21,6 +39,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     /// Wakes the dispatcher when something was queued.
     pub signal: Arc<EventSignal>,
+    /// Wakes the cron scheduler when a cron trigger changes.
+    pub cron_wake: Arc<CronWake>,
     pub routing: Arc<Routing>,
     pub setup: Arc<SetupToken>,
     /// Key of the CSRF tokens of cookie sessions (derived from the master key).
@@ -29,8 +49,48 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Drops what this node caches about `changes`, and tells the other nodes on the
+    /// same database to do the same.
+    pub async fn changed(&self, changes: &[Change]) {
+        for change in changes {
+            forget(&self.routing, &self.runner, &self.cron_wake, change);
+            if let Err(e) = self.store.announce_change(change).await {
+                tracing::warn!(error = %e, change = %change.encode(),
+                    "could not tell the other nodes about a change");
+            }
+        }
+    }
+
+    /// Applies the changes other nodes announce to this node's caches.
+    pub fn watch_changes(&self) {
+        let routing = self.routing.clone();
+        let runner = self.runner.clone();
+        let cron = self.cron_wake.clone();
+        self.store.watch_changes(Arc::new(move |change| {
+            forget(&routing, &runner, &cron, &change)
+        }));
+    }
+
     pub fn session_ttl(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.config.session_ttl).unwrap_or(chrono::Duration::days(1))
+    }
+}
+
+/// Drops this node's cached copies of what `change` touched.
+fn forget(routing: &Routing, runner: &Runner, cron: &CronWake, change: &Change) {
+    match change {
+        Change::App(app) => {
+            routing.invalidate_app(app);
+            runner.rows.forget_app(app);
+        }
+        Change::Routes(app) => routing.invalidate_routes(app),
+        Change::Script(script) => runner.forget_script(script),
+        Change::CronSchedules => cron.notify(),
+        Change::All => {
+            routing.clear();
+            runner.rows.clear();
+            cron.notify();
+        }
     }
 }
 

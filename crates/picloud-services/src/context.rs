@@ -1,5 +1,5 @@
 use picloud_core::access::{Capability, Requirement, Scope};
-use picloud_core::AppId;
+use picloud_core::{AppId, ScriptId};
 
 use crate::{ServiceError, ServiceResult};
 
@@ -12,6 +12,9 @@ pub struct CallContext {
     pub caller_scopes: Option<Vec<Scope>>,
     /// Depth of the run: 0 for a route, the event's depth for a handler.
     pub depth: u32,
+    /// The script the run executes (the outbound User-Agent names it); `None` for calls
+    /// that are not made by a script (the admin API).
+    pub script_id: Option<ScriptId>,
 }
 
 impl CallContext {
@@ -44,6 +47,7 @@ mod tests {
             app_id: AppId::new(),
             caller_scopes: None,
             depth: 0,
+            script_id: None,
         };
         assert!(anonymous.require(Capability::DataWrite).is_ok());
         let reader = CallContext {

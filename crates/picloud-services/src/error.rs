@@ -14,6 +14,10 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Something outside PiCloud failed (an outbound request's network error or
+    /// timeout); the message is safe to show the script.
+    #[error("{0}")]
+    Upstream(String),
     /// The storage failed; logged in full, reported opaquely.
     #[error("storage unavailable")]
     Store(#[source] StoreError),

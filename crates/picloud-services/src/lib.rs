@@ -1,5 +1,5 @@
-//! The services scripts call — kv, docs and dead letters today; files, pubsub, outbound
-//! HTTP, secrets and email to come — as rules and validation over the store.
+//! The services scripts call — kv, docs, dead letters and outbound HTTP today; files,
+//! pubsub, secrets and email to come — as rules and validation over the store.
 //!
 //! Every call takes a [`CallContext`]: the app comes from it, never from script
 //! arguments (DESIGN.md decision 5), and so do the caller's rights. When a script runs
@@ -10,6 +10,7 @@ mod context;
 mod dead_letters;
 mod docs;
 mod error;
+pub mod http;
 mod kv;
 mod modules;
 
@@ -23,6 +24,7 @@ pub use context::CallContext;
 pub use dead_letters::DeadLetterService;
 pub use docs::{DocWrite, DocsPage, DocsService};
 pub use error::{ServiceError, ServiceResult};
+pub use http::HttpService;
 pub use kv::{KvPage, KvService};
 pub use modules::ModuleService;
 
@@ -46,16 +48,23 @@ pub struct Services {
     pub docs: DocsService,
     pub dead_letters: DeadLetterService,
     pub modules: ModuleService,
+    pub http: HttpService,
 }
 
 impl Services {
-    pub fn new(store: Arc<dyn Store>, config: &EventsConfig, signal: Arc<EventSignal>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: &EventsConfig,
+        signal: Arc<EventSignal>,
+        http: HttpService,
+    ) -> Self {
         let defaults = default_retry(config);
         Self {
             kv: KvService::new(store.clone(), config, signal.clone()),
             docs: DocsService::new(store.clone(), config, signal.clone()),
             modules: ModuleService::new(store.clone()),
             dead_letters: DeadLetterService::new(store, defaults, signal),
+            http,
         }
     }
 }

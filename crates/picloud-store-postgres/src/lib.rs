@@ -13,6 +13,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod cron;
 mod dead_letters;
 mod docs;
 mod events;
@@ -30,7 +31,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use picloud_store::{Backend, MetaStore, Store, StoreError, StoreResult};
+use picloud_store::{Backend, Change, MetaStore, Store, StoreError, StoreResult};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -56,6 +57,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "events", include_str!("../migrations/0004_events.sql")),
     (5, "docs", include_str!("../migrations/0005_docs.sql")),
     (6, "modules", include_str!("../migrations/0006_modules.sql")),
+    (7, "cron", include_str!("../migrations/0007_cron.sql")),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -92,6 +94,7 @@ pub struct PostgresStore {
     /// For the `LISTEN` connection, which lives outside the pool.
     options: PgConnectOptions,
     listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    change_listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Asks the announcer task to tell other nodes that deliveries were queued.
     announcements: std::sync::Arc<tokio::sync::Notify>,
     announcer: tokio::task::JoinHandle<()>,
@@ -133,6 +136,7 @@ impl PostgresStore {
             relaxed,
             options,
             listener: parking_lot::Mutex::new(None),
+            change_listener: parking_lot::Mutex::new(None),
             announcements,
             announcer,
         })
@@ -326,22 +330,48 @@ async fn announce_loop(pool: PgPool, requests: std::sync::Arc<tokio::sync::Notif
     }
 }
 
-/// Wakes the dispatcher on every notification of the events channel, until the
-/// connection fails. The listener has a one-connection pool of its own, so closing the
-/// store's pool never waits for it.
+/// The channel on which nodes announce changes to cached rows.
+const CHANGES_CHANNEL: &str = "picloud_changes";
+
+/// Calls `on_payload` for every notification on `channel`, until the connection fails.
+/// The listener has a one-connection pool of its own, so closing the store's pool never
+/// waits for it.
 async fn listen(
     options: &PgConnectOptions,
-    wake: &std::sync::Arc<dyn Fn() + Send + Sync>,
+    channel: &str,
+    on_payload: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), sqlx::Error> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(options.clone());
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-    listener.listen(events::EVENTS_CHANNEL).await?;
+    listener.listen(channel).await?;
     loop {
-        listener.recv().await?;
-        wake();
+        let notification = listener.recv().await?;
+        on_payload(notification.payload());
     }
+}
+
+/// Listens on `channel` for as long as the task lives, reconnecting after a failure;
+/// `on_lost` runs after each failure, since notifications sent meanwhile are gone.
+fn spawn_listener(
+    options: PgConnectOptions,
+    channel: &'static str,
+    on_payload: Box<dyn Fn(&str) + Send + Sync>,
+    on_lost: Box<dyn Fn() + Send + Sync>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listen(&options, channel, &*on_payload).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel, "notifications lost; reconnecting");
+                    on_lost();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
 }
 
 #[async_trait]
@@ -359,28 +389,47 @@ impl Store for PostgresStore {
     }
 
     fn watch_events(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
-        let options = self.options.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match listen(&options, &wake).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event notifications lost; reconnecting");
-                        // Something may have been queued while we were deaf.
-                        wake();
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
+        let on_lost = wake.clone();
+        let task = spawn_listener(
+            self.options.clone(),
+            events::EVENTS_CHANNEL,
+            Box::new(move |_| wake()),
+            // Something may have been queued while we were deaf.
+            Box::new(move || on_lost()),
+        );
         if let Some(old) = self.listener.lock().replace(task) {
             old.abort();
         }
     }
 
+    async fn announce_change(&self, change: &Change) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(change.encode())
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_err)
+    }
+
+    fn watch_changes(&self, on_change: std::sync::Arc<dyn Fn(Change) + Send + Sync>) {
+        let on_lost = on_change.clone();
+        let task = spawn_listener(
+            self.options.clone(),
+            CHANGES_CHANNEL,
+            Box::new(move |payload| on_change(Change::decode(payload))),
+            Box::new(move || on_lost(Change::All)),
+        );
+        if let Some(old) = self.change_listener.lock().replace(task) {
+            old.abort();
+        }
+    }
+
     async fn close(&self) {
-        if let Some(task) = self.listener.lock().take() {
-            task.abort();
+        for listener in [&self.listener, &self.change_listener] {
+            if let Some(task) = listener.lock().take() {
+                task.abort();
+            }
         }
         self.announcer.abort();
         self.relaxed.close().await;
@@ -415,7 +464,7 @@ mod tests {
     #[test]
     fn migrations_are_numbered_in_order() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _, _)| *v).collect();
-        let expected: Vec<i64> = (1..).take(versions.len()).collect();
+        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
         assert_eq!(versions, expected);
     }
 }

@@ -48,7 +48,7 @@ async fn write_imports(
     if imports.is_empty() {
         return Ok(());
     }
-    let found: Vec<String> = sqlx::query(
+    let found: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM scripts WHERE app_id = $1 AND name = ANY($2) AND kind = 'module' \
          ORDER BY name FOR SHARE",
     )
@@ -56,10 +56,6 @@ async fn write_imports(
     .bind(imports)
     .fetch_all(&mut *conn)
     .await
-    .map_err(db_err)?
-    .iter()
-    .map(|r| r.try_get::<String, _>(0))
-    .collect::<Result<_, _>>()
     .map_err(db_err)?;
     if let Some(missing) = imports.iter().find(|m| !found.contains(m)) {
         return Err(StoreError::Invalid(no_module(missing)));
@@ -96,7 +92,7 @@ async fn refuse_if_imported(
     name: &str,
     except: &ScriptId,
 ) -> StoreResult<()> {
-    let importers: Vec<String> = sqlx::query(
+    let importers: Vec<String> = sqlx::query_scalar(
         "SELECT s.name FROM script_imports i JOIN scripts s ON s.id = i.script_id \
          WHERE i.app_id = $1 AND i.module_name = $2 AND i.script_id <> $3 ORDER BY s.name COLLATE \"C\"",
     )
@@ -105,10 +101,6 @@ async fn refuse_if_imported(
     .bind(except.as_str())
     .fetch_all(&mut *conn)
     .await
-    .map_err(db_err)?
-    .iter()
-    .map(|r| r.try_get::<String, _>(0))
-    .collect::<Result<_, _>>()
     .map_err(db_err)?;
     if importers.is_empty() {
         Ok(())

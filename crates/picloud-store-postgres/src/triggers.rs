@@ -1,9 +1,10 @@
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
-    NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult, Trigger, TriggerConfig,
-    TriggerStore,
+    first_window, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult,
+    Trigger, TriggerConfig, TriggerStore,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 
@@ -15,12 +16,15 @@ const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_m
      t.retry_base_delay_ms, t.retry_max_delay_ms, t.created_at, t.updated_at, \
      k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete, \
      d.collection AS docs_collection, d.on_create AS docs_on_create, \
-     d.on_update AS docs_on_update, d.on_delete AS docs_on_delete";
+     d.on_update AS docs_on_update, d.on_delete AS docs_on_delete, \
+     c.schedule AS cron_schedule, c.timezone AS cron_timezone, \
+     c.next_fire_at AS cron_next_fire_at, c.last_fired_at AS cron_last_fired_at";
 /// The details tables of every kind, joined to a `triggers` relation named `t`.
 const DETAILS: &str = "LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id \
-     LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id";
+     LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id \
+     LEFT JOIN cron_trigger_details c ON c.trigger_id = t.id";
 
-fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
+pub(crate) fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
     let max: Option<i32> = col(row, "retry_max_attempts")?;
     let base: Option<i64> = col(row, "retry_base_delay_ms")?;
     let cap: Option<i64> = col(row, "retry_max_delay_ms")?;
@@ -66,7 +70,18 @@ fn trigger(row: &PgRow) -> StoreResult<Trigger> {
                 ops,
             }
         }
+        TriggerKind::Cron => TriggerConfig::Cron {
+            schedule: col(row, "cron_schedule")?,
+            timezone: col(row, "cron_timezone")?,
+        },
         TriggerKind::DeadLetter => TriggerConfig::DeadLetter,
+    };
+    let cron = match kind {
+        TriggerKind::Cron => Some(CronState {
+            next_fire_at: col(row, "cron_next_fire_at")?,
+            last_fired_at: col(row, "cron_last_fired_at")?,
+        }),
+        TriggerKind::Kv | TriggerKind::Docs | TriggerKind::DeadLetter => None,
     };
     Ok(Trigger {
         id: TriggerId::from_trusted(col(row, "id")?),
@@ -75,6 +90,7 @@ fn trigger(row: &PgRow) -> StoreResult<Trigger> {
         enabled: col(row, "enabled")?,
         retry: retry(row)?,
         config,
+        cron,
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
     })
@@ -176,6 +192,33 @@ pub(crate) async fn dead_letter_targets(
     rows.iter().map(|r| target(r, RetryPolicy::ONCE)).collect()
 }
 
+/// A cron trigger coming back on waits for its first window after `now`, so the
+/// windows it missed while off do not fire. Other kinds have no details row to touch.
+async fn restart_cron(
+    conn: &mut PgConnection,
+    id: &TriggerId,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let row =
+        sqlx::query("SELECT schedule, timezone FROM cron_trigger_details WHERE trigger_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    let Some(row) = row else { return Ok(()) };
+    let schedule: String = col(&row, "schedule")?;
+    let timezone: String = col(&row, "timezone")?;
+    // A schedule that no longer evaluates is parked rather than failing the switch.
+    let next = first_window(&schedule, &timezone, now).unwrap_or(None);
+    sqlx::query("UPDATE cron_trigger_details SET next_fire_at = $1 WHERE trigger_id = $2")
+        .bind(next)
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl TriggerStore for PostgresStore {
     async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger> {
@@ -230,6 +273,20 @@ impl TriggerStore for PostgresStore {
                 .await
                 .map_err(db_err)?;
             }
+            TriggerConfig::Cron { schedule, timezone } => {
+                let next = first_window(schedule, timezone, now)?;
+                sqlx::query(
+                    "INSERT INTO cron_trigger_details (trigger_id, schedule, timezone, \
+                     next_fire_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id.as_str())
+                .bind(without_nul(schedule).as_ref())
+                .bind(without_nul(timezone).as_ref())
+                .bind(next)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
             TriggerConfig::DeadLetter => {}
         }
         // Read back before committing: the stored form (ops normalised, values as
@@ -280,20 +337,41 @@ impl TriggerStore for PostgresStore {
         id: &TriggerId,
         enabled: bool,
     ) -> StoreResult<Trigger> {
-        // One statement: the updated row joined with its details.
-        let row = sqlx::query(&format!(
-            "WITH t AS (UPDATE triggers SET enabled = $1, updated_at = $2 \
-             WHERE id = $3 AND app_id = $4 RETURNING *) \
-             SELECT {COLUMNS} FROM t {DETAILS}"
-        ))
-        .bind(enabled)
-        .bind(picloud_core::now())
+        let now = picloud_core::now();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The row lock orders this against a scheduler firing the trigger (which
+        // key-share locks it first, then moves its cron details).
+        let was: Option<bool> = sqlx::query_scalar(
+            "SELECT enabled FROM triggers WHERE id = $1 AND app_id = $2 FOR NO KEY UPDATE",
+        )
         .bind(id.as_str())
         .bind(app.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_err)?;
-        row.as_ref().map_or(Err(StoreError::NotFound), trigger)
+        let Some(was) = was else {
+            return Err(StoreError::NotFound);
+        };
+        sqlx::query("UPDATE triggers SET enabled = $1, updated_at = $2 WHERE id = $3")
+            .bind(enabled)
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if enabled && !was {
+            restart_cron(&mut tx, id, now).await?;
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM triggers t {DETAILS} WHERE t.id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let updated = trigger(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(updated)
     }
 
     async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()> {

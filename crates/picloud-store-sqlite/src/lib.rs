@@ -7,6 +7,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod cron;
 mod dead_letters;
 mod docs;
 mod events;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "events", include_str!("../migrations/0004_events.sql")),
     (5, "docs", include_str!("../migrations/0005_docs.sql")),
     (6, "modules", include_str!("../migrations/0006_modules.sql")),
+    (7, "cron", include_str!("../migrations/0007_cron.sql")),
 ];
 
 fn migrator() -> Migrator {

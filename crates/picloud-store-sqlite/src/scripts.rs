@@ -76,7 +76,7 @@ async fn refuse_if_imported(
     name: &str,
     except: &ScriptId,
 ) -> StoreResult<()> {
-    let importers: Vec<String> = sqlx::query(
+    let importers: Vec<String> = sqlx::query_scalar(
         "SELECT s.name FROM script_imports i JOIN scripts s ON s.id = i.script_id \
          WHERE i.app_id = ? AND i.module_name = ? AND i.script_id <> ? ORDER BY s.name",
     )
@@ -85,10 +85,6 @@ async fn refuse_if_imported(
     .bind(except.as_str())
     .fetch_all(&mut *conn)
     .await
-    .map_err(db_err)?
-    .iter()
-    .map(|r| r.try_get::<String, _>(0))
-    .collect::<Result<_, _>>()
     .map_err(db_err)?;
     if importers.is_empty() {
         Ok(())

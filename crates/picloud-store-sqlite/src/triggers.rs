@@ -1,24 +1,28 @@
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
-    NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult, Trigger, TriggerConfig,
-    TriggerStore,
+    first_window, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult,
+    Trigger, TriggerConfig, TriggerStore,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
 
-use crate::{col, col_enum, col_ts, db_err, expect_row, ts, SqliteStore};
+use crate::{col, col_enum, col_opt_ts, col_ts, db_err, expect_row, ts, SqliteStore};
 
 const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_max_attempts, \
      t.retry_base_delay_ms, t.retry_max_delay_ms, t.created_at, t.updated_at, \
      k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete, \
      d.collection AS docs_collection, d.on_create AS docs_on_create, \
-     d.on_update AS docs_on_update, d.on_delete AS docs_on_delete";
+     d.on_update AS docs_on_update, d.on_delete AS docs_on_delete, \
+     c.schedule AS cron_schedule, c.timezone AS cron_timezone, \
+     c.next_fire_at AS cron_next_fire_at, c.last_fired_at AS cron_last_fired_at";
 const FROM: &str = "triggers t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id \
-     LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id";
+     LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id \
+     LEFT JOIN cron_trigger_details c ON c.trigger_id = t.id";
 
-fn retry(row: &SqliteRow) -> StoreResult<Option<RetryPolicy>> {
+pub(crate) fn retry(row: &SqliteRow) -> StoreResult<Option<RetryPolicy>> {
     let max: Option<i64> = col(row, "retry_max_attempts")?;
     let base: Option<i64> = col(row, "retry_base_delay_ms")?;
     let cap: Option<i64> = col(row, "retry_max_delay_ms")?;
@@ -66,7 +70,18 @@ fn trigger(row: &SqliteRow) -> StoreResult<Trigger> {
                 ops,
             }
         }
+        TriggerKind::Cron => TriggerConfig::Cron {
+            schedule: col(row, "cron_schedule")?,
+            timezone: col(row, "cron_timezone")?,
+        },
         TriggerKind::DeadLetter => TriggerConfig::DeadLetter,
+    };
+    let cron = match kind {
+        TriggerKind::Cron => Some(CronState {
+            next_fire_at: col_opt_ts(row, "cron_next_fire_at")?,
+            last_fired_at: col_opt_ts(row, "cron_last_fired_at")?,
+        }),
+        TriggerKind::Kv | TriggerKind::Docs | TriggerKind::DeadLetter => None,
     };
     Ok(Trigger {
         id: TriggerId::from_trusted(col(row, "id")?),
@@ -75,6 +90,7 @@ fn trigger(row: &SqliteRow) -> StoreResult<Trigger> {
         enabled: col(row, "enabled")?,
         retry: retry(row)?,
         config,
+        cron,
         created_at: col_ts(row, "created_at")?,
         updated_at: col_ts(row, "updated_at")?,
     })
@@ -164,6 +180,33 @@ pub(crate) async fn dead_letter_targets(
     rows.iter().map(|r| target(r, RetryPolicy::ONCE)).collect()
 }
 
+/// A cron trigger coming back on waits for its first window after `now`, so the
+/// windows it missed while off do not fire. Other kinds have no details row to touch.
+async fn restart_cron(
+    conn: &mut SqliteConnection,
+    id: &TriggerId,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let row =
+        sqlx::query("SELECT schedule, timezone FROM cron_trigger_details WHERE trigger_id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    let Some(row) = row else { return Ok(()) };
+    let schedule: String = col(&row, "schedule")?;
+    let timezone: String = col(&row, "timezone")?;
+    // A schedule that no longer evaluates is parked rather than failing the switch.
+    let next = first_window(&schedule, &timezone, now).unwrap_or(None);
+    sqlx::query("UPDATE cron_trigger_details SET next_fire_at = ? WHERE trigger_id = ?")
+        .bind(next.map(ts))
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl TriggerStore for SqliteStore {
     async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger> {
@@ -228,6 +271,20 @@ impl TriggerStore for SqliteStore {
                 .await
                 .map_err(db_err)?;
             }
+            TriggerConfig::Cron { schedule, timezone } => {
+                let next = first_window(schedule, timezone, now)?;
+                sqlx::query(
+                    "INSERT INTO cron_trigger_details (trigger_id, schedule, timezone, \
+                     next_fire_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(id.as_str())
+                .bind(schedule)
+                .bind(timezone)
+                .bind(next.map(ts))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
             TriggerConfig::DeadLetter => {}
         }
         tx.commit().await.map_err(db_err)?;
@@ -266,17 +323,33 @@ impl TriggerStore for SqliteStore {
         id: &TriggerId,
         enabled: bool,
     ) -> StoreResult<Trigger> {
-        let result = sqlx::query(
-            "UPDATE triggers SET enabled = ?, updated_at = ? WHERE id = ? AND app_id = ?",
-        )
-        .bind(enabled)
-        .bind(ts(picloud_core::now()))
-        .bind(id.as_str())
-        .bind(app.as_str())
-        .execute(&self.writer)
-        .await
-        .map_err(db_err)?;
-        expect_row(result.rows_affected())?;
+        let now = picloud_core::now();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let was: Option<bool> =
+            sqlx::query_scalar("SELECT enabled FROM triggers WHERE id = ? AND app_id = ?")
+                .bind(id.as_str())
+                .bind(app.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let Some(was) = was else {
+            return Err(StoreError::NotFound);
+        };
+        sqlx::query("UPDATE triggers SET enabled = ?, updated_at = ? WHERE id = ?")
+            .bind(enabled)
+            .bind(ts(now))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if enabled && !was {
+            restart_cron(&mut tx, id, now).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
         self.get_trigger(app, id).await
     }
 

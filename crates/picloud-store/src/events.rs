@@ -14,7 +14,7 @@ use picloud_core::{AbandonedId, AppId, DeadLetterId, EventId, ExecutionId, Scrip
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{Page, PageRequest, StoreResult};
+use crate::{CronState, Page, PageRequest, StoreResult};
 
 /// How often and how patiently a delivery is retried. `max_attempts` counts every
 /// run, the first included.
@@ -84,6 +84,11 @@ pub enum TriggerConfig {
         collection: String,
         ops: Vec<DocsOp>,
     },
+    /// Six fields with seconds, evaluated in `timezone` (an IANA name).
+    Cron {
+        schedule: String,
+        timezone: String,
+    },
     DeadLetter,
 }
 
@@ -92,6 +97,7 @@ impl TriggerConfig {
         match self {
             TriggerConfig::Kv { .. } => TriggerKind::Kv,
             TriggerConfig::Docs { .. } => TriggerKind::Docs,
+            TriggerConfig::Cron { .. } => TriggerKind::Cron,
             TriggerConfig::DeadLetter => TriggerKind::DeadLetter,
         }
     }
@@ -106,6 +112,8 @@ pub struct Trigger {
     /// The trigger's own policy; `None` uses the instance defaults.
     pub retry: Option<RetryPolicy>,
     pub config: TriggerConfig,
+    /// Where a cron trigger stands; `None` for every other kind.
+    pub cron: Option<CronState>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -259,10 +267,13 @@ pub trait KvStore {
 #[async_trait]
 pub trait TriggerStore {
     /// `NotFound` unless the script exists in that very app and is an endpoint: a
-    /// trigger can never run another app's script.
+    /// trigger can never run another app's script. A cron trigger starts at its first
+    /// window after now.
     async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger>;
     async fn get_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<Trigger>;
     async fn list_triggers(&self, app: &AppId, page: &PageRequest) -> StoreResult<Page<Trigger>>;
+    /// Enabling a disabled cron trigger moves it to its first window after now: the
+    /// windows it missed while off are not caught up.
     async fn set_trigger_enabled(
         &self,
         app: &AppId,

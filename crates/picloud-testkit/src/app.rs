@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use picloud::Started;
 use picloud_core::config::Config;
+use picloud_services::http::TestHosts;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
@@ -29,7 +30,9 @@ pub struct TestApp {
     pub admin_token: String,
     pub backend: Backend,
     started: Option<Started>,
-    _db: TestDb,
+    /// `None` for a second node sharing another's database.
+    _db: Option<TestDb>,
+    database_url: String,
     _data_dir: tempfile::TempDir,
 }
 
@@ -42,22 +45,58 @@ impl TestApp {
 
     /// A server whose configuration `tune` adjusts first.
     pub async fn start_with(backend: Backend, tune: impl FnOnce(&mut Config)) -> Option<Self> {
+        Self::start_with_hosts(backend, tune, TestHosts::default()).await
+    }
+
+    /// [`TestApp::start_with`], with fixed host-name answers for outbound `http::*`.
+    pub async fn start_with_hosts(
+        backend: Backend,
+        tune: impl FnOnce(&mut Config),
+        hosts: TestHosts,
+    ) -> Option<Self> {
         let db = match backend {
             Backend::Sqlite => TestDb::sqlite().await,
             Backend::Postgres => TestDb::postgres().await?,
         };
+        let url = db.url().to_owned();
+        Some(Self::boot(backend, Some(db), url, tune, hosts).await)
+    }
+
+    /// Another server on this one's database, with its own data directory and the
+    /// same admin: a second node (PostgreSQL). The database lives as long as the first
+    /// server's `TestApp`, so stop this one first or keep the first alive.
+    pub async fn start_node(&self, tune: impl FnOnce(&mut Config)) -> Self {
+        Self::boot(
+            self.backend,
+            None,
+            self.database_url.clone(),
+            tune,
+            TestHosts::default(),
+        )
+        .await
+    }
+
+    async fn boot(
+        backend: Backend,
+        db: Option<TestDb>,
+        database_url: String,
+        tune: impl FnOnce(&mut Config),
+        hosts: TestHosts,
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::defaults();
         config.listen = ([127, 0, 0, 1], 0).into();
         config.data_dir = data_dir.path().to_path_buf();
         config.files_root = data_dir.path().join("files");
-        config.database_url = Some(db.url().to_owned());
+        config.database_url = Some(database_url.clone());
         config.dev_mode = true;
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.into());
         tune(&mut config);
         let config_admin = (config.admin_email.clone(), config.admin_password.clone());
-        let started = picloud::start(config).await.expect("server starts");
+        let started = picloud::start_with_hosts(config, hosts)
+            .await
+            .expect("server starts");
         let base = format!("http://{}", started.addr);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -70,12 +109,13 @@ impl TestApp {
             backend,
             started: Some(started),
             _db: db,
+            database_url,
             _data_dir: data_dir,
         };
         if let (Some(email), Some(password)) = (&config_admin.0, &config_admin.1) {
             app.admin_token = app.login(email, password).await;
         }
-        Some(app)
+        app
     }
 
     pub fn started(&self) -> &Started {
@@ -235,6 +275,11 @@ impl TestApp {
     }
 
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Shuts the server down but keeps its database (other nodes may still use it).
+    pub async fn stop(&mut self) {
         if let Some(started) = self.started.take() {
             started.shutdown().await.expect("clean shutdown");
         }

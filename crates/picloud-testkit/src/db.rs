@@ -149,12 +149,33 @@ pub async fn fresh_postgres_database() -> Option<(String, String, String)> {
             .expect("connect to template");
         store.migrate().await.expect("migrate template");
         store.close().await;
-        sqlx::query(&format!(
-            "ALTER DATABASE \"{building}\" RENAME TO \"{template}\""
-        ))
-        .execute(&mut admin)
-        .await
-        .expect("publish template");
+        // A closed connection's server process may still be ending, and a database
+        // with a session in it cannot be renamed: end them, and retry a while.
+        let mut attempts = 0;
+        loop {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&building)
+            .execute(&mut admin)
+            .await
+            .expect("end template sessions");
+            let renamed = sqlx::query(&format!(
+                "ALTER DATABASE \"{building}\" RENAME TO \"{template}\""
+            ))
+            .execute(&mut admin)
+            .await;
+            match renamed {
+                Ok(_) => break,
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    eprintln!("template still in use ({e}); retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("publish template: {e}"),
+            }
+        }
     }
     let name = format!("picloud_t_{:016x}", rand::random::<u64>());
     sqlx::query(&format!(

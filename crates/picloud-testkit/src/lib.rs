@@ -4,16 +4,20 @@
 //!   cloned from a migrated template), dropped afterwards.
 //! - [`conformance`]: the store conformance suite, run against every backend by
 //!   [`store_conformance!`].
+//! - [`http_server`]: a local HTTP server for outbound-HTTP tests.
 #![allow(clippy::unwrap_used)]
 
 pub mod app;
 pub mod conformance;
+pub mod conformance_cron;
 pub mod conformance_docs;
 pub mod conformance_events;
 pub mod conformance_modules;
 pub mod db;
+pub mod http_server;
 
 pub use app::{Backend, TestApp};
+pub use http_server::TestHttpServer;
 
 /// Generates one `#[tokio::test]` per conformance case (a function of the module named
 /// first) and backend: `<module>::sqlite::<case>` and `<module>::postgres::<case>`.

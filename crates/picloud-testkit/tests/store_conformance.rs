@@ -42,3 +42,14 @@ picloud_testkit::store_conformance!(
     imports_are_recorded_with_the_script,
     imported_modules_cannot_vanish,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_cron:
+    cron_triggers_start_at_their_first_window,
+    due_cron_triggers_skip_disabled_ones,
+    firing_is_a_compare_and_set,
+    concurrent_fires_queue_one_delivery,
+    cron_details_go_with_their_trigger,
+    reschedule_is_a_compare_and_set,
+    one_cron_leader_at_a_time,
+);

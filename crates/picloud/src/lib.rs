@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use picloud_core::config::{Config, ConfigError};
 use picloud_core::crypto;
+use picloud_runtime::cron::CronConfig;
 use picloud_runtime::dispatcher::DispatcherConfig;
-use picloud_runtime::{sweeper, Dispatcher, ExecutionRecorder, Executor, Metrics, Runner};
+use picloud_runtime::{
+    sweeper, CronScheduler, CronWake, Dispatcher, ExecutionRecorder, Executor, Metrics, Runner,
+};
 use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
-use picloud_server::{AppState, SetupToken};
-use picloud_services::{EventSignal, Services};
+use picloud_server::{AppState, SetupToken, Shared};
+use picloud_services::http::TestHosts;
+use picloud_services::{EventSignal, HttpService, Services};
 use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
@@ -35,6 +39,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Http(#[from] picloud_services::http::HttpSetupError),
     #[error("PICLOUD_LISTEN: cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -126,6 +132,7 @@ pub struct Started {
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     dispatching: JoinHandle<()>,
+    scheduling: JoinHandle<()>,
 }
 
 impl Started {
@@ -152,6 +159,8 @@ impl Started {
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         // Claim nothing more; deliveries in flight finish (or keep their lease).
         let _ = self.dispatching.await;
+        // Gives up the cron leadership, so another node takes over without a wait.
+        let _ = self.scheduling.await;
         self.state.runner.executor.close();
         self.state.runner.recorder.flush().await;
         self.state.store.close().await;
@@ -161,6 +170,12 @@ impl Started {
 
 /// Starts a server: store, key check, admin bootstrap, runtime, listener.
 pub async fn start(config: Config) -> Result<Started, StartError> {
+    start_with_hosts(config, TestHosts::default()).await
+}
+
+/// [`start`], with fixed host-name answers for outbound HTTP. Only tests call this:
+/// there is deliberately no setting that fills `hosts`.
+pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Started, StartError> {
     // Fail on a missing key before anything is created on disk.
     let key = config.effective_secret_key()?;
     let store = open_store(&config).await?;
@@ -194,7 +209,19 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         let signal = signal.clone();
         store.watch_events(Arc::new(move || signal.notify()));
     }
-    let services = Arc::new(Services::new(store.clone(), &config.events, signal.clone()));
+    if config.http.allow_private {
+        tracing::warn!(
+            "PICLOUD_HTTP_ALLOW_PRIVATE is on: scripts can reach loopback, private and \
+             link-local addresses (cloud metadata included); use only in development"
+        );
+    }
+    let http = HttpService::new(&config.http, hosts)?;
+    let services = Arc::new(Services::new(
+        store.clone(),
+        &config.events,
+        signal.clone(),
+        http,
+    ));
     if store.backend() == Backend::Sqlite {
         // One process owns a SQLite file: whatever was claimed died with the last one.
         let released = store.release_claims().await?;
@@ -244,17 +271,32 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         },
     );
     let dispatching = dispatcher.spawn(stopped.clone());
-    let state = AppState {
+    let cron_wake = Arc::new(CronWake::default());
+    let scheduling = CronScheduler::new(
+        store.clone(),
+        signal.clone(),
+        cron_wake.clone(),
+        runner.metrics.clone(),
+        CronConfig {
+            tick_interval: config.events.cron_tick_interval,
+            default_retry: picloud_services::default_retry(&config.events),
+        },
+    )
+    .spawn(stopped.clone());
+    let state = AppState::new(Shared {
         config: Arc::new(config),
         store,
         runner,
         services,
         signal,
+        cron_wake,
         routing: Arc::new(Routing::default()),
         setup,
         csrf_key: Arc::new(key.derive("csrf")),
         login_limiter: Arc::default(),
-    };
+    });
+    // Route tables and script rows other nodes change reach this node's caches.
+    state.watch_changes();
     let mut stop_signal = stopped;
     let task = tokio::spawn(picloud_server::serve(listener, state.clone(), async move {
         let _ = stop_signal.wait_for(|stop| *stop).await;
@@ -267,5 +309,6 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         stop,
         task,
         dispatching,
+        scheduling,
     })
 }

@@ -169,6 +169,7 @@ async fn run(matches: ArgMatches) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    picloud_alloc::return_large_blocks_to_the_system();
     let matches = cli().get_matches();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -577,6 +577,15 @@ async fn trigger_targets_are_checked(backend: Backend) {
             json!({"script_id": theirs["id"], "collection": "c", "ops": ["update"]}),
         ),
         ("cron", json!({"script_id": theirs["id"]})),
+        // A valid schedule: refused for the target alone.
+        (
+            "cron",
+            json!({"script_id": theirs["id"], "schedule": "0 * * * * *"}),
+        ),
+        (
+            "cron",
+            json!({"script_id": module["id"], "schedule": "0 * * * * *"}),
+        ),
     ] {
         let r = app
             .admin(

@@ -306,9 +306,34 @@ async fn hostile_requests(backend: Backend) {
         )
         .await;
     assert_eq!(error_code(r).await.0, 422);
-    app.deploy("shop", "GET", "/import", "import \"/etc/passwd\" as p; 1")
+    // No file-system resolver: a path is not even a module name, refused on save;
+    // and a script that reaches the database around the API fails at run time.
+    let r = app
+        .admin(
+            Method::POST,
+            "/api/v1/admin/apps/shop/scripts",
+            Some(json!({"name": "fs", "source": "import \"/etc/passwd\" as p; 1"})),
+        )
         .await;
-    let (status, code, _) = error_code(
+    assert_eq!(error_code(r).await.0, 422);
+    let shop = app
+        .admin_ok(Method::GET, "/api/v1/admin/apps/shop", None, 200)
+        .await;
+    let raw = app
+        .started()
+        .state
+        .store
+        .create_script(picloud_store::NewScript {
+            app_id: picloud_core::AppId::from_trusted(shop["id"].as_str().expect("id").to_owned()),
+            name: "fs".into(),
+            kind: picloud_core::model::ScriptKind::Endpoint,
+            source: "import \"/etc/passwd\" as p; 1".into(),
+            imports: vec![],
+        })
+        .await
+        .expect("written around the API");
+    app.create_route(raw.id.as_str(), "GET", "/import").await;
+    let (status, code, body) = error_code(
         app.on_host("shop", Method::GET, "/import")
             .send()
             .await
@@ -316,6 +341,30 @@ async fn hostile_requests(backend: Backend) {
     )
     .await;
     assert_eq!((status, code.as_str()), (500, "script_error"));
+    let id = body["error"]["execution_id"]
+        .as_str()
+        .expect("execution id");
+    let run = app
+        .eventually("the run's record", || async {
+            let r = app
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/admin/apps/shop/executions/{id}"),
+                    None,
+                )
+                .await;
+            if r.status() == 200 {
+                r.json::<Value>().await.ok()
+            } else {
+                None
+            }
+        })
+        .await;
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("import:") && !error.contains("root:"),
+        "{error}"
+    );
     still_healthy(&app).await;
 
     // A script id of another app, used under this app's URL: 404, as if absent.

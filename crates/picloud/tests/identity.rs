@@ -790,6 +790,53 @@ async fn script_as_gate(backend: Backend) {
     let text = r.text().await.expect("text");
     assert!(text.starts_with("refused: forbidden:"), "{text}");
     assert!(!written("x").await);
+
+    // Documents answer to the same rights: reading needs script:read, writing
+    // script:write, checked below the script.
+    app.deploy(
+        "shop",
+        "POST",
+        "/doc",
+        r#"docs::collection("orders").create(#{by: ctx.request.body.by}).id"#,
+    )
+    .await;
+    app.deploy(
+        "shop",
+        "GET",
+        "/docs",
+        r#"docs::collection("orders").find(#{}).map(|d| d.data.by)"#,
+    )
+    .await;
+    let post = |key: &str, by: &str| {
+        app.on_host("shop", Method::POST, "/doc")
+            .bearer_auth(key)
+            .json(&json!({"by": by}))
+            .send()
+    };
+    let (code, body) = status(post(&reader, "reader").await.expect("r")).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert_eq!(post(&writer, "writer").await.expect("r").status(), 200);
+    let found = |key: &str| {
+        app.on_host("shop", Method::GET, "/docs")
+            .bearer_auth(key)
+            .send()
+    };
+    let (code, body) = status(found(&reader).await.expect("r")).await;
+    assert_eq!(
+        (code, body),
+        (200, json!(["writer"])),
+        "only the writer's document exists"
+    );
+    let (code, body) = status(found(&writer).await.expect("r")).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     app.shutdown().await;
 }
 

@@ -19,6 +19,9 @@ fn bad_settings_stop_start_up_with_one_line_naming_the_variable() {
         ("PICLOUD_LOG_FORMAT", "xml"),
         ("PICLOUD_MAX_REQUEST_BODY_BYTES", "-1"),
         ("PICLOUD_SECRET_KEY", "tooshort"),
+        ("PICLOUD_HTTP_ALLOWED_PORTS", "443,ssh"),
+        ("PICLOUD_HTTP_ALLOW_PRIVATE", "maybe"),
+        ("PICLOUD_HTTP_TIMEOUT_MS", "0"),
     ] {
         let (code, _, err) = run(picloud(dir.path()).arg("dev").env(var, value));
         assert_eq!(code, 2, "{var}={value}: {err}");
@@ -48,6 +51,14 @@ fn dev_prints_the_address_and_a_set_up_link_then_a_different_key_is_refused() {
     );
     assert!(server.base.starts_with("http://127.0.0.1:"));
     assert!(dir.path().join("picloud-data/picloud.db").exists());
+    assert!(
+        !server
+            .lines
+            .iter()
+            .any(|l| l.contains("PICLOUD_HTTP_ALLOW_PRIVATE")),
+        "{:?}",
+        server.lines
+    );
     let link = server.lines.last().expect("set-up line");
     let expected = format!("{}/_/?token=pst_", server.base);
     assert!(link.contains(&expected), "set-up link printed: {link}");
@@ -75,6 +86,25 @@ fn dev_prints_the_address_and_a_set_up_link_then_a_different_key_is_refused() {
     assert!(
         err.contains("PICLOUD_SECRET_KEY") && err.contains("differs"),
         "{err}"
+    );
+}
+
+#[test]
+fn allowing_private_http_targets_warns_at_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = spawn(
+        picloud(dir.path())
+            .args(["dev", "--listen", "127.0.0.1:0"])
+            .env("PICLOUD_HTTP_ALLOW_PRIVATE", "true"),
+        true,
+    );
+    assert!(
+        server
+            .lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("PICLOUD_HTTP_ALLOW_PRIVATE is on")),
+        "{:?}",
+        server.lines
     );
 }
 

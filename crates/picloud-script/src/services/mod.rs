@@ -1,9 +1,10 @@
-//! Script bindings of the services (`kv`, `docs`, `dead_letters`): each call blocks the script
+//! Script bindings of the services (`kv`, `docs`, `dead_letters`, `http`): each call blocks the script
 //! thread on the async service, bounded by what is left of the run's wall-clock limit,
 //! and turns the outcome into a script value or a namespaced error.
 
 mod dead_letters;
 mod docs;
+mod http;
 mod kv;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_type_with_name::<docs::DocsCollection>("DocsCollection");
     engine.register_static_module("docs", docs::module().into());
     engine.register_static_module("dead_letters", dead_letters::module().into());
+    engine.register_static_module("http", http::module().into());
 }
 
 /// A namespaced script error: `"kv: …"`.

@@ -154,6 +154,7 @@ fn admin_ctx(app: &picloud_store::App) -> CallContext {
         app_id: app.id.clone(),
         caller_scopes: None,
         depth: 0,
+        script_id: None,
     }
 }
 
@@ -162,6 +163,7 @@ fn service_error(e: ServiceError) -> ApiError {
         ServiceError::NotFound(what) => ApiError::not_found(&what),
         ServiceError::Conflict(message) => ApiError::conflict(message),
         ServiceError::Invalid(message) => ApiError::bad_request(message),
+        ServiceError::Upstream(message) => ApiError::internal(message),
         ServiceError::Forbidden(message) => ApiError::forbidden(message),
         ServiceError::Store(e) => ApiError::internal(e),
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::{DispatchMode, RouteAuth, RouteMethod, ScriptKind};
 use picloud_core::route_pattern::RoutePattern;
 use picloud_core::RouteId;
-use picloud_store::{NewRoute, Route};
+use picloud_store::{Change, NewRoute, Route};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -98,7 +98,9 @@ pub async fn create_route(
         })
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state.routing.invalidate_routes(&script.app_id);
+    state
+        .changed(&[Change::Routes(script.app_id.clone())])
+        .await;
     Ok((StatusCode::CREATED, Json(route.into())))
 }
 
@@ -142,6 +144,6 @@ pub async fn delete_route(
         .delete_route(&id)
         .await
         .map_err(|e| ApiError::from_store(e, "route"))?;
-    state.routing.invalidate_routes(&route.app_id);
+    state.changed(&[Change::Routes(route.app_id.clone())]).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
+use picloud_core::cron::{CronError, CronSchedule};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{ScriptId, TriggerId};
-use picloud_store::{NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
+use picloud_store::{Change, NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -39,6 +40,20 @@ pub struct TriggerDto {
     pub collection: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops: Option<Vec<String>>,
+    /// `cron`: six fields, with seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// `cron`: the IANA time zone the schedule is read in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// `cron`: the window it waits for (`null`: the schedule has no more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub next_fire_at: Option<Option<DateTime<Utc>>>,
+    /// `cron`: when it last queued a delivery (`null`: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub last_fired_at: Option<Option<DateTime<Utc>>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -46,17 +61,31 @@ pub struct TriggerDto {
 impl From<Trigger> for TriggerDto {
     fn from(t: Trigger) -> Self {
         let kind = t.config.kind();
-        let (collection, ops) = match t.config {
-            TriggerConfig::Kv { collection, ops } => (
-                Some(collection),
-                Some(ops.iter().map(|o| o.as_str().to_owned()).collect()),
-            ),
-            TriggerConfig::Docs { collection, ops } => (
-                Some(collection),
-                Some(ops.iter().map(|o| o.as_str().to_owned()).collect()),
-            ),
-            TriggerConfig::DeadLetter => (None, None),
-        };
+        let (mut collection, mut ops, mut schedule, mut timezone) = (None, None, None, None);
+        match t.config {
+            TriggerConfig::Kv {
+                collection: c,
+                ops: o,
+            } => {
+                collection = Some(c);
+                ops = Some(o.iter().map(|o| o.as_str().to_owned()).collect());
+            }
+            TriggerConfig::Docs {
+                collection: c,
+                ops: o,
+            } => {
+                collection = Some(c);
+                ops = Some(o.iter().map(|o| o.as_str().to_owned()).collect());
+            }
+            TriggerConfig::Cron {
+                schedule: s,
+                timezone: z,
+            } => {
+                schedule = Some(s);
+                timezone = Some(z);
+            }
+            TriggerConfig::DeadLetter => {}
+        }
         Self {
             id: t.id.into_string(),
             app_id: t.app_id.into_string(),
@@ -70,6 +99,10 @@ impl From<Trigger> for TriggerDto {
             }),
             collection,
             ops,
+            schedule,
+            timezone,
+            next_fire_at: t.cron.map(|c| c.next_fire_at),
+            last_fired_at: t.cron.map(|c| c.last_fired_at),
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -88,6 +121,11 @@ pub struct CreateTrigger {
     /// `kv`: some of `["set", "delete"]`; `docs`: some of `["create", "update",
     /// "delete"]`. All of them when left out.
     pub ops: Option<Vec<String>>,
+    /// `cron`: six fields with seconds (`second minute hour day-of-month month
+    /// day-of-week`), like `"0 */5 * * * *"`.
+    pub schedule: Option<String>,
+    /// `cron`: an IANA time zone, like `"Europe/Berlin"`; `"UTC"` when left out.
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -155,8 +193,39 @@ where
     Ok((collection, parsed))
 }
 
+/// A cron trigger's schedule and zone, validated (422 naming the field at fault).
+fn cron_config(req: &CreateTrigger) -> ApiResult<TriggerConfig> {
+    if req.collection.is_some() || req.ops.is_some() {
+        return Err(ApiError::invalid(
+            "collection",
+            "cron triggers take script_id, schedule, timezone and retry",
+        ));
+    }
+    let schedule = req
+        .schedule
+        .as_deref()
+        .map(str::trim)
+        .ok_or_else(|| ApiError::invalid("schedule", "a cron trigger needs a schedule"))?;
+    let timezone = req.timezone.as_deref().map_or("UTC", str::trim);
+    CronSchedule::parse(schedule, timezone).map_err(|e| match e {
+        CronError::Schedule(m) => ApiError::invalid("schedule", m),
+        CronError::Timezone(m) => ApiError::invalid("timezone", m),
+    })?;
+    Ok(TriggerConfig::Cron {
+        schedule: schedule.to_owned(),
+        timezone: timezone.to_owned(),
+    })
+}
+
 fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig> {
+    if kind != TriggerKind::Cron && (req.schedule.is_some() || req.timezone.is_some()) {
+        return Err(ApiError::invalid(
+            "schedule",
+            format!("schedule and timezone belong to cron triggers, not {kind}"),
+        ));
+    }
     match kind {
+        TriggerKind::Cron => cron_config(req),
         TriggerKind::Kv => {
             let (collection, ops) = collection_and_ops(kind, req, KvOp::ALL)?;
             Ok(TriggerConfig::Kv { collection, ops })
@@ -183,15 +252,15 @@ fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig
     }
 }
 
-/// Create a trigger of `kind` (`kv`, `docs` or `dead_letter`). The script must be an endpoint of
-/// this app.
+/// Create a trigger of `kind` (`kv`, `docs`, `cron` or `dead_letter`). The script must be
+/// an endpoint of this app.
 ///
 /// (The path segment is named `{trigger}` because the same position holds the trigger
 /// id on `PATCH`/`DELETE`; here it is the kind.)
 #[utoipa::path(post, path = "/api/v1/admin/apps/{app}/triggers/{trigger}", tag = "triggers",
     request_body = CreateTrigger,
     params(("app" = String, Path, description = "app id or slug"),
-        ("trigger" = String, Path, description = "the kind to create: kv, docs or dead_letter")),
+        ("trigger" = String, Path, description = "the kind to create: kv, docs, cron or dead_letter")),
     responses((status = 201, body = TriggerDto), (status = 404, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])), extensions(("x-capability" = json!("trigger.manage"))))]
@@ -227,6 +296,9 @@ pub async fn create_trigger(
             StoreError::NotFound => not_here(),
             other => other.into(),
         })?;
+    if kind == TriggerKind::Cron {
+        state.changed(&[Change::CronSchedules]).await;
+    }
     Ok((StatusCode::CREATED, Json(trigger.into())))
 }
 
@@ -269,6 +341,9 @@ pub async fn update_trigger(
         .set_trigger_enabled(&app.id, &trigger_id(&id)?, req.enabled)
         .await
         .map_err(|e| ApiError::from_store(e, "trigger"))?;
+    if trigger.config.kind() == TriggerKind::Cron {
+        state.changed(&[Change::CronSchedules]).await;
+    }
     Ok(Json(trigger.into()))
 }
 
@@ -289,5 +364,7 @@ pub async fn delete_trigger(
         .delete_trigger(&app.id, &trigger_id(&id)?)
         .await
         .map_err(|e| ApiError::from_store(e, "trigger"))?;
+    // The kind is gone with the row; waking the scheduler needlessly costs one query.
+    state.changed(&[Change::CronSchedules]).await;
     Ok(StatusCode::NO_CONTENT)
 }

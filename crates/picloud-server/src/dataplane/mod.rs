@@ -182,6 +182,7 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
                 app_id: app.id.clone(),
                 caller_scopes: caller.is_some().then(|| scopes.clone()),
                 depth: 0,
+                script_id: Some(script.id.clone()),
             },
             handle: tokio::runtime::Handle::current(),
         })),

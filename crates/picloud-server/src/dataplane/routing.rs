@@ -121,6 +121,12 @@ impl Routing {
         self.tables.write().remove(app);
     }
 
+    /// Anything may have changed.
+    pub fn clear(&self) {
+        self.apps.write().clear();
+        self.tables.write().clear();
+    }
+
     /// The app itself changed or is gone.
     pub fn invalidate_app(&self, app: &AppId) {
         self.apps.write().retain(|_, a| a.id != *app);

@@ -1,0 +1,472 @@
+//! `http::{get,head,delete,post,put,patch,post_form,request}`: outbound requests.
+
+use std::time::Duration;
+
+use picloud_services::http::{InboundResponse, OutboundBody, OutboundRequest, MAX_REDIRECTS_CAP};
+use rhai::plugin::*;
+use rhai::{Dynamic, Map};
+
+use super::{call, error};
+use crate::convert::{dynamic_to_json, json_to_dynamic};
+
+const NS: &str = "http";
+
+type HttpResult<T> = std::result::Result<T, Box<EvalAltResult>>;
+
+/// A request body by its type: Map/Array → JSON, String → text, Blob → bytes, () → none.
+fn body_of(value: &Dynamic) -> HttpResult<Option<OutboundBody>> {
+    if value.is_unit() {
+        return Ok(None);
+    }
+    if value.is_map() || value.is_array() {
+        let json = dynamic_to_json(value).map_err(|e| error(NS, format!("body: {e}")))?;
+        let bytes = serde_json::to_vec(&json).map_err(|e| error(NS, format!("body: {e}")))?;
+        return Ok(Some(OutboundBody {
+            bytes,
+            content_type: "application/json",
+        }));
+    }
+    if value.is_string() {
+        let text = value.clone().into_string().unwrap_or_default();
+        return Ok(Some(OutboundBody {
+            bytes: text.into_bytes(),
+            content_type: "text/plain; charset=utf-8",
+        }));
+    }
+    if value.is_blob() {
+        let bytes = value.clone().into_blob().unwrap_or_default();
+        return Ok(Some(OutboundBody {
+            bytes,
+            content_type: "application/octet-stream",
+        }));
+    }
+    Err(error(
+        NS,
+        format!(
+            "body must be a map, array, string, Blob or (), not {}",
+            value.type_name()
+        ),
+    ))
+}
+
+/// A scalar as header or form text; maps, arrays and Blobs are refused.
+fn text_of(what: &str, value: &Dynamic) -> HttpResult<String> {
+    if value.is_string() {
+        return Ok(value.clone().into_string().unwrap_or_default());
+    }
+    if value.is_int() || value.is_float() || value.is_bool() || value.is_char() {
+        return Ok(value.to_string());
+    }
+    Err(error(
+        NS,
+        format!("{what} must be a string, number or bool"),
+    ))
+}
+
+/// Applies one option of `opts`; `false` when `key` is not an option.
+fn take_option(request: &mut OutboundRequest, key: &str, value: &Dynamic) -> HttpResult<bool> {
+    match key {
+        "headers" if value.is_unit() => {}
+        "headers" => {
+            let map = value
+                .read_lock::<Map>()
+                .ok_or_else(|| error(NS, "headers must be a map of strings"))?;
+            for (name, v) in map.iter() {
+                let text = text_of(&format!("header {name:?}"), v)?;
+                request.headers.push((name.to_string(), text));
+            }
+        }
+        "timeout_ms" => {
+            let ms = value
+                .as_int()
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| error(NS, "timeout_ms must be a positive integer"))?;
+            request.timeout = Some(Duration::from_millis(ms));
+        }
+        "follow_redirects" => {
+            request.follow_redirects = value
+                .as_bool()
+                .map_err(|_| error(NS, "follow_redirects must be a bool"))?;
+        }
+        "max_redirects" => {
+            request.max_redirects = value
+                .as_int()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n <= MAX_REDIRECTS_CAP)
+                .ok_or_else(|| {
+                    error(
+                        NS,
+                        format!("max_redirects must be an integer from 0 to {MAX_REDIRECTS_CAP}"),
+                    )
+                })?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn apply_opts(request: &mut OutboundRequest, opts: &Map) -> HttpResult<()> {
+    for (key, value) in opts {
+        if !take_option(request, key, value)? {
+            return Err(unknown(key));
+        }
+    }
+    Ok(())
+}
+
+fn unknown(key: &str) -> Box<EvalAltResult> {
+    error(
+        NS,
+        format!(
+            "unknown option {key:?}: use headers, timeout_ms, follow_redirects or max_redirects"
+        ),
+    )
+}
+
+/// `#{status, headers, body, body_raw}`: `body` is the parsed JSON for a JSON answer,
+/// else the text when it is UTF-8, else `()` (as it is for an empty body).
+fn to_map(response: InboundResponse) -> Map {
+    let media = response.media_type();
+    let is_json = media
+        .as_deref()
+        .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+    let body = if response.body.is_empty() {
+        Dynamic::UNIT
+    } else {
+        let parsed = is_json
+            .then(|| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
+            .flatten();
+        match parsed {
+            Some(json) => json_to_dynamic(&json),
+            None => std::str::from_utf8(&response.body)
+                .map_or(Dynamic::UNIT, |s| Dynamic::from(s.to_owned())),
+        }
+    };
+    let headers: Map = response
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.into(), Dynamic::from(v)))
+        .collect();
+    let mut out = Map::new();
+    out.insert(
+        "status".into(),
+        Dynamic::from_int(i64::from(response.status)),
+    );
+    out.insert("headers".into(), Dynamic::from_map(headers));
+    out.insert("body".into(), body);
+    out.insert("body_raw".into(), Dynamic::from_blob(response.body));
+    out
+}
+
+fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
+    let response = call(NS, |s, call_ctx| async move {
+        s.http.request(&call_ctx, request).await
+    })?;
+    let len = response.body.len();
+    let engine = ctx.engine();
+    let (max_array, max_string) = (engine.max_array_size(), engine.max_string_size());
+    // Cheap first: the bytes alone are past a limit (a Blob in a map counts 1 + len).
+    if (max_array != 0 && len >= max_array) || (max_string != 0 && len > max_string) {
+        return Err(too_large(len));
+    }
+    // Then exactly as Rhai will measure it (parsed JSON, header values).
+    let value = Dynamic::from_map(to_map(response));
+    if engine.ensure_data_size_within_limits(&value).is_err() {
+        return Err(too_large(len));
+    }
+    value
+        .try_cast::<Map>()
+        .ok_or_else(|| error(NS, "internal error: response is not a map"))
+}
+
+/// Rhai checks every value a function returns against the script's size limits, and
+/// counts a Blob's bytes against the array limit: a body past those would stop the run
+/// with a bare "size limit" failure. Refused here instead, with a message saying why,
+/// and catchable like any other `http:` error.
+fn too_large(len: usize) -> Box<EvalAltResult> {
+    error(
+        NS,
+        format!(
+            "response body of {len} bytes is larger than a script value may be \
+             (PICLOUD_SCRIPT_MAX_ARRAY_LEN counts body_raw's bytes, \
+             PICLOUD_SCRIPT_MAX_STRING_BYTES the text)"
+        ),
+    )
+}
+
+fn without_body(ctx: &NativeCallContext, method: &str, url: &str, opts: &Map) -> HttpResult<Map> {
+    let mut request = OutboundRequest::new(method, url);
+    apply_opts(&mut request, opts)?;
+    send(ctx, request)
+}
+
+fn with_body(
+    ctx: &NativeCallContext,
+    method: &str,
+    url: &str,
+    body: &Dynamic,
+    opts: &Map,
+) -> HttpResult<Map> {
+    let mut request = OutboundRequest::new(method, url);
+    request.body = body_of(body)?;
+    apply_opts(&mut request, opts)?;
+    send(ctx, request)
+}
+
+fn form(ctx: &NativeCallContext, url: &str, fields: &Map, opts: &Map) -> HttpResult<Map> {
+    let mut encoder = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields {
+        encoder.append_pair(
+            name.as_str(),
+            &text_of(&format!("form field {name:?}"), value)?,
+        );
+    }
+    let mut request = OutboundRequest::new("POST", url);
+    request.body = Some(OutboundBody {
+        bytes: encoder.finish().into_bytes(),
+        content_type: "application/x-www-form-urlencoded",
+    });
+    apply_opts(&mut request, opts)?;
+    send(ctx, request)
+}
+
+#[export_module]
+mod http_ns {
+    use super::*;
+
+    /// GET `url`; returns `#{status, headers, body, body_raw}` (non-2xx does not throw).
+    #[rhai_fn(name = "get", return_raw)]
+    pub fn get(ctx: NativeCallContext, url: &str) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "GET", url, &Map::new())
+    }
+
+    /// GET `url` with `opts = #{headers, timeout_ms, follow_redirects, max_redirects}`.
+    #[rhai_fn(name = "get", return_raw)]
+    pub fn get_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "GET", url, &opts)
+    }
+
+    /// HEAD `url`: status and headers, no body.
+    #[rhai_fn(name = "head", return_raw)]
+    pub fn head(ctx: NativeCallContext, url: &str) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "HEAD", url, &Map::new())
+    }
+
+    /// HEAD `url` with `opts`.
+    #[rhai_fn(name = "head", return_raw)]
+    pub fn head_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "HEAD", url, &opts)
+    }
+
+    /// DELETE `url`.
+    #[rhai_fn(name = "delete", return_raw)]
+    pub fn delete(ctx: NativeCallContext, url: &str) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "DELETE", url, &Map::new())
+    }
+
+    /// DELETE `url` with `opts`.
+    #[rhai_fn(name = "delete", return_raw)]
+    pub fn delete_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        without_body(&ctx, "DELETE", url, &opts)
+    }
+
+    /// POST `body` to `url`: a map or array is sent as JSON, a string as text/plain,
+    /// a Blob as application/octet-stream, `()` as no body.
+    #[rhai_fn(name = "post", return_raw)]
+    pub fn post(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "POST", url, &body, &Map::new())
+    }
+
+    /// POST `body` to `url` with `opts`.
+    #[rhai_fn(name = "post", return_raw)]
+    pub fn post_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "POST", url, &body, &opts)
+    }
+
+    /// PUT `body` to `url` (body types as for `post`).
+    #[rhai_fn(name = "put", return_raw)]
+    pub fn put(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PUT", url, &body, &Map::new())
+    }
+
+    /// PUT `body` to `url` with `opts`.
+    #[rhai_fn(name = "put", return_raw)]
+    pub fn put_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PUT", url, &body, &opts)
+    }
+
+    /// PATCH `body` to `url` (body types as for `post`).
+    #[rhai_fn(name = "patch", return_raw)]
+    pub fn patch(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PATCH", url, &body, &Map::new())
+    }
+
+    /// PATCH `body` to `url` with `opts`.
+    #[rhai_fn(name = "patch", return_raw)]
+    pub fn patch_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        body: Dynamic,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        with_body(&ctx, "PATCH", url, &body, &opts)
+    }
+
+    /// POST a map of fields as application/x-www-form-urlencoded.
+    #[rhai_fn(name = "post_form", return_raw)]
+    pub fn post_form(
+        ctx: NativeCallContext,
+        url: &str,
+        fields: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        form(&ctx, url, &fields, &Map::new())
+    }
+
+    /// POST a map of fields as a form, with `opts`.
+    #[rhai_fn(name = "post_form", return_raw)]
+    pub fn post_form_opts(
+        ctx: NativeCallContext,
+        url: &str,
+        fields: Map,
+        opts: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        form(&ctx, url, &fields, &opts)
+    }
+
+    /// Any request: `#{method, url, body?, headers?, timeout_ms?, follow_redirects?,
+    /// max_redirects?}`.
+    #[rhai_fn(name = "request", return_raw)]
+    pub fn request(ctx: NativeCallContext, spec: Map) -> Result<Map, Box<EvalAltResult>> {
+        let text = |key: &str| -> HttpResult<String> {
+            spec.get(key)
+                .and_then(|v| v.clone().into_string().ok())
+                .ok_or_else(|| error(NS, format!("request needs a string {key:?}")))
+        };
+        let mut request = OutboundRequest::new(&text("method")?, &text("url")?);
+        for (key, value) in &spec {
+            match key.as_str() {
+                "method" | "url" => {}
+                "body" => request.body = body_of(value)?,
+                other => {
+                    if !take_option(&mut request, other, value)? {
+                        return Err(error(
+                            NS,
+                            format!(
+                                "unknown request key {other:?}: use method, url, body, headers, \
+                                 timeout_ms, follow_redirects or max_redirects"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        send(&ctx, request)
+    }
+}
+
+pub(crate) fn module() -> Module {
+    exported_module!(http_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_by_type() {
+        let mut m = Map::new();
+        m.insert("a".into(), Dynamic::from_int(1));
+        let json = body_of(&Dynamic::from_map(m)).expect("map").expect("body");
+        assert_eq!(json.content_type, "application/json");
+        assert_eq!(json.bytes, br#"{"a":1}"#);
+        let text = body_of(&Dynamic::from("hi".to_string()))
+            .expect("text")
+            .expect("body");
+        assert!(text.content_type.starts_with("text/plain"));
+        let blob: rhai::Blob = vec![0, 255];
+        let raw = body_of(&Dynamic::from_blob(blob))
+            .expect("blob")
+            .expect("body");
+        assert_eq!(raw.content_type, "application/octet-stream");
+        assert!(body_of(&Dynamic::UNIT).expect("unit").is_none());
+        assert!(body_of(&Dynamic::from_int(3)).is_err());
+    }
+
+    #[test]
+    fn unknown_options_throw() {
+        let mut opts = Map::new();
+        opts.insert("timeout".into(), Dynamic::from_int(5));
+        let mut request = OutboundRequest::new("GET", "http://example.com/");
+        let err = apply_opts(&mut request, &opts).expect_err("unknown");
+        assert!(
+            err.to_string().contains("http: unknown option \"timeout\""),
+            "{err}"
+        );
+        let mut opts = Map::new();
+        opts.insert("max_redirects".into(), Dynamic::from_int(99));
+        assert!(apply_opts(&mut request, &opts).is_err());
+    }
+
+    #[test]
+    fn responses_become_maps() {
+        let response = InboundResponse {
+            status: 404,
+            headers: vec![(
+                "content-type".into(),
+                "application/problem+json; charset=utf-8".into(),
+            )],
+            body: br#"{"error":"nope"}"#.to_vec(),
+        };
+        let map = to_map(response);
+        assert_eq!(map["status"].as_int().ok(), Some(404));
+        let body = map["body"].read_lock::<Map>().expect("parsed").clone();
+        assert_eq!(
+            body["error"].clone().into_string().ok().as_deref(),
+            Some("nope")
+        );
+        assert!(map["body_raw"].is_blob());
+        let binary = to_map(InboundResponse {
+            status: 200,
+            headers: vec![],
+            body: vec![0xff, 0xfe],
+        });
+        assert!(binary["body"].is_unit());
+    }
+}

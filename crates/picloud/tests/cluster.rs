@@ -1,0 +1,117 @@
+//! Two nodes on one PostgreSQL database: what one node changes, the other's caches
+//! (app by slug, route tables with their scripts, script rows) follow at once, through
+//! PostgreSQL notifications — not after a restart.
+
+use picloud_testkit::{Backend, TestApp};
+use reqwest::Method;
+use serde_json::json;
+
+async fn answer(node: &TestApp, path: &str) -> (u16, String) {
+    let r = node
+        .on_host("shop", Method::GET, path)
+        .send()
+        .await
+        .expect("request");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_follow_changes_made_on_another_node() {
+    let Some(a) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    let script = a.deploy("shop", "GET", "/v", r#""one""#).await;
+    let b = a.start_node(|_| {}).await;
+    // B caches the app and its route table (with the script) on first use.
+    assert_eq!(answer(&b, "/v").await, (200, "one".into()));
+
+    a.admin_ok(
+        Method::PUT,
+        &format!("/api/v1/admin/scripts/{script}"),
+        Some(json!({"source": r#""two""#})),
+        200,
+    )
+    .await;
+    b.eventually("B runs the edited script", || async {
+        (answer(&b, "/v").await == (200, "two".into())).then_some(())
+    })
+    .await;
+
+    let other = a.deploy("shop", "GET", "/w", r#""new route""#).await;
+    b.eventually("B routes the new route", || async {
+        (answer(&b, "/w").await == (200, "new route".into())).then_some(())
+    })
+    .await;
+    a.admin_ok(
+        Method::DELETE,
+        &format!("/api/v1/admin/scripts/{other}"),
+        None,
+        204,
+    )
+    .await;
+    b.eventually("B forgets the deleted script's route", || async {
+        (answer(&b, "/w").await.0 == 404).then_some(())
+    })
+    .await;
+
+    a.admin_ok(Method::DELETE, "/api/v1/admin/apps/shop", None, 204)
+        .await;
+    b.eventually("B forgets the deleted app", || async {
+        (answer(&b, "/v").await.0 == 404).then_some(())
+    })
+    .await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// A cron trigger created through a node that does not schedule wakes the node that
+/// does at once, not after its tick (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_changes_on_one_node_wake_the_scheduler_on_another() {
+    let hour = std::time::Duration::from_secs(3600);
+    let Some(a) =
+        TestApp::start_with(Backend::Postgres, |c| c.events.cron_tick_interval = hour).await
+    else {
+        return;
+    };
+    a.eventually("node A schedules", || async {
+        let text = a
+            .client
+            .get(a.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| l.starts_with("picloud_cron_leader") && l.trim_end().ends_with(" 1"))
+            .then_some(())
+    })
+    .await;
+    let b = a.start_node(|c| c.events.cron_tick_interval = hour).await;
+    b.create_app("shop").await;
+    let script = b
+        .create_script(
+            "shop",
+            "tick",
+            r#"kv::collection("ticks").set(ctx.event.id, 1); ()"#,
+        )
+        .await;
+    b.admin_ok(
+        Method::POST,
+        "/api/v1/admin/apps/shop/triggers/cron",
+        Some(json!({"script_id": script["id"], "schedule": "* * * * * *"})),
+        201,
+    )
+    .await;
+    b.eventually("ticks scheduled by node A", || async {
+        let page = b
+            .admin_ok(Method::GET, "/api/v1/admin/apps/shop/kv/ticks", None, 200)
+            .await;
+        (page["items"].as_array().map_or(0, Vec::len) >= 2).then_some(())
+    })
+    .await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
