@@ -351,8 +351,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Create a trigger of `kind` (`kv`, `docs` or `dead_letter`). The script must be an endpoint of
-         *     this app.
+         * Create a trigger of `kind` (`kv`, `docs`, `cron` or `dead_letter`). The script must be
+         *     an endpoint of this app.
          * @description (The path segment is named `{trigger}` because the same position holds the trigger
          *     id on `PATCH`/`DELETE`; here it is the kind.)
          */
@@ -704,8 +704,15 @@ export interface components {
              */
             ops?: string[] | null;
             retry?: null | components["schemas"]["RetryDto"];
+            /**
+             * @description `cron`: six fields with seconds (`second minute hour day-of-month month
+             *     day-of-week`), like `"0 *\/5 * * * *"`.
+             */
+            schedule?: string | null;
             /** @description An endpoint script of this app. */
             script_id: string;
+            /** @description `cron`: an IANA time zone, like `"Europe/Berlin"`; `"UTC"` when left out. */
+            timezone?: string | null;
         };
         CreateUser: {
             email: string;
@@ -959,9 +966,23 @@ export interface components {
                 enabled: boolean;
                 id: string;
                 kind: components["schemas"]["TriggerKind"];
+                /**
+                 * Format: date-time
+                 * @description `cron`: when it last queued a delivery (`null`: never).
+                 */
+                last_fired_at?: string | null;
+                /**
+                 * Format: date-time
+                 * @description `cron`: the window it waits for (`null`: the schedule has no more).
+                 */
+                next_fire_at?: string | null;
                 ops?: string[] | null;
                 retry?: null | components["schemas"]["RetryDto"];
+                /** @description `cron`: six fields, with seconds. */
+                schedule?: string | null;
                 script_id: string;
+                /** @description `cron`: the IANA time zone the schedule is read in. */
+                timezone?: string | null;
                 /** Format: date-time */
                 updated_at: string;
             }[];
@@ -1102,14 +1123,28 @@ export interface components {
             enabled: boolean;
             id: string;
             kind: components["schemas"]["TriggerKind"];
+            /**
+             * Format: date-time
+             * @description `cron`: when it last queued a delivery (`null`: never).
+             */
+            last_fired_at?: string | null;
+            /**
+             * Format: date-time
+             * @description `cron`: the window it waits for (`null`: the schedule has no more).
+             */
+            next_fire_at?: string | null;
             ops?: string[] | null;
             retry?: null | components["schemas"]["RetryDto"];
+            /** @description `cron`: six fields, with seconds. */
+            schedule?: string | null;
             script_id: string;
+            /** @description `cron`: the IANA time zone the schedule is read in. */
+            timezone?: string | null;
             /** Format: date-time */
             updated_at: string;
         };
         /** @enum {string} */
-        TriggerKind: "kv" | "docs" | "dead_letter";
+        TriggerKind: "kv" | "docs" | "cron" | "dead_letter";
         UpdateApp: {
             name?: string | null;
         };
@@ -2111,7 +2146,7 @@ export interface operations {
             path: {
                 /** @description app id or slug */
                 app: string;
-                /** @description the kind to create: kv, docs or dead_letter */
+                /** @description the kind to create: kv, docs, cron or dead_letter */
                 trigger: string;
             };
             cookie?: never;

@@ -58,10 +58,10 @@ export const TRIGGER_KINDS: TriggerKindSpec[] = [
     label: "Schedule",
     fields: [
       { name: "schedule", label: "Schedule (6 fields, with seconds)", type: "text", placeholder: "0 */5 * * * *", required: true },
-      { name: "timezone", label: "Time zone (IANA)", type: "text", placeholder: "UTC", required: true },
+      { name: "timezone", label: "Time zone (IANA, default UTC)", type: "text", placeholder: "Europe/Berlin" },
     ],
     retry: true,
-    describe: (t) => `${t.schedule ?? "?"} (${t.timezone ?? "UTC"})${t.next_fire_at ? `, next ${String(t.next_fire_at).slice(0, 16).replace("T", " ")}` : ""}`,
+    describe: (t) => `${t.schedule ?? "?"} (${t.timezone ?? "UTC"})${t.next_fire_at ? `, next ${String(t.next_fire_at).slice(0, 16).replace("T", " ")} UTC` : ""}`,
   },
 ];
 
