@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 const CHANNEL_CAPACITY: usize = 16_384;
 const MAX_BATCH: usize = 512;
+/// How long the writer waits for more records before writing a partial batch.
+const GATHER: Duration = Duration::from_millis(2);
 
 enum Msg {
     Record(Box<Execution>),
@@ -56,6 +58,18 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
     let mut msgs = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
+        if msgs.len() < MAX_BATCH {
+            // Let a busy server's records gather for a moment: one transaction of a
+            // few hundred rows costs the database worker far less than many small ones
+            // (each statement is a hand-off to its thread).
+            tokio::time::sleep(GATHER).await;
+            while msgs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => msgs.push(msg),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut flushes = Vec::new();
         for msg in msgs.drain(..) {
             match msg {
