@@ -39,8 +39,6 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Http(#[from] picloud_services::http::HttpSetupError),
     #[error("PICLOUD_LISTEN: cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -231,7 +229,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
              link-local addresses (cloud metadata included); use only in development"
         );
     }
-    let http = HttpService::new(&config.http, hosts)?;
+    let http = HttpService::new(&config.http, hosts);
     let services = Arc::new(Services::new(
         store.clone(),
         &config.events,

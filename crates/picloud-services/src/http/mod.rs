@@ -137,24 +137,19 @@ pub struct HttpService {
     config: HttpConfig,
 }
 
-/// The client could not be built (TLS set-up); reported at start-up.
-#[derive(Debug, thiserror::Error)]
-#[error("outbound http client: {0}")]
-pub struct HttpSetupError(#[source] reqwest::Error);
-
 impl HttpService {
     /// The service for `config`. `hosts` is empty outside tests (see [`TestHosts`]).
-    pub fn new(config: &HttpConfig, hosts: TestHosts) -> Result<Self, HttpSetupError> {
+    pub fn new(config: &HttpConfig, hosts: TestHosts) -> Self {
         let policy = Arc::new(Policy {
             allowed_ports: config.allowed_ports.clone(),
             allow_private: config.allow_private,
         });
-        Ok(Self {
+        Self {
             client: OnceLock::new(),
             hosts,
             policy,
             config: config.clone(),
-        })
+        }
     }
 
     /// The shared client, built by the first call that needs it.
@@ -383,7 +378,7 @@ mod tests {
     fn service(tune: impl FnOnce(&mut HttpConfig)) -> HttpService {
         let mut config = Config::defaults().http;
         tune(&mut config);
-        HttpService::new(&config, TestHosts::default()).expect("client")
+        HttpService::new(&config, TestHosts::default())
     }
 
     fn ctx(scopes: Option<Vec<Scope>>) -> CallContext {
