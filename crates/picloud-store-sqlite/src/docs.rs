@@ -210,6 +210,30 @@ fn sort_terms(key: &SortKey, sql: &mut Sql) {
     sql.push(", ");
 }
 
+/// Queues, in the write's transaction, one delivery of `payload` per enabled docs
+/// trigger of `collection` that listens to `op`.
+async fn queue_events(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    op: DocsOp,
+    payload: serde_json::Value,
+    cause: &EventCause,
+    outcome: &mut WriteOutcome,
+) -> StoreResult<()> {
+    let targets = docs_targets(conn, app, collection, op, cause.default_retry).await?;
+    emit(
+        conn,
+        app,
+        targets,
+        ExecutionSource::Docs,
+        payload,
+        cause,
+        outcome,
+    )
+    .await
+}
+
 async fn locked_data(
     conn: &mut SqliteConnection,
     app: &AppId,
@@ -256,14 +280,12 @@ impl SqliteStore {
             .map_err(db_err)?;
         let saved = doc(&row)?;
         let payload = docs_event_for(DocsOp::Update, &saved, Some(prev));
-        let targets =
-            docs_targets(conn, app, collection, DocsOp::Update, cause.default_retry).await?;
         let mut outcome = WriteOutcome::default();
-        emit(
+        queue_events(
             conn,
             app,
-            targets,
-            ExecutionSource::Docs,
+            collection,
+            DocsOp::Update,
             payload,
             cause,
             &mut outcome,
@@ -313,20 +335,12 @@ impl DocsStore for SqliteStore {
             _ => db_err(e),
         })?;
         let payload = docs_event_for(DocsOp::Create, &saved, None);
-        let targets = docs_targets(
+        let mut outcome = WriteOutcome::default();
+        queue_events(
             &mut tx,
             app,
             collection,
             DocsOp::Create,
-            cause.default_retry,
-        )
-        .await?;
-        let mut outcome = WriteOutcome::default();
-        emit(
-            &mut tx,
-            app,
-            targets,
-            ExecutionSource::Docs,
             payload,
             cause,
             &mut outcome,
@@ -429,19 +443,11 @@ impl DocsStore for SqliteStore {
                 .map_err(db_err)?;
             let payload =
                 picloud_store::docs::docs_event(DocsOp::Delete, collection, id, None, Some(prev));
-            let targets = docs_targets(
+            queue_events(
                 &mut tx,
                 app,
                 collection,
                 DocsOp::Delete,
-                cause.default_retry,
-            )
-            .await?;
-            emit(
-                &mut tx,
-                app,
-                targets,
-                ExecutionSource::Docs,
                 payload,
                 cause,
                 &mut outcome,
