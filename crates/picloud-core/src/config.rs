@@ -62,6 +62,7 @@ settings! {
     "PICLOUD_SCRIPT_MAX_EXPR_DEPTH" => "expression nesting depth [default: 128]",
     "PICLOUD_SCRIPT_MAX_STRING_BYTES" => "largest string a script builds [default: 1048576]",
     "PICLOUD_SCRIPT_MAX_ARRAY_LEN" => "largest array a script builds [default: 100000]",
+    "PICLOUD_SCRIPT_MAX_BLOB_BYTES" => "largest Blob a script holds [default: 16777216]",
     "PICLOUD_SCRIPT_MAX_MAP_LEN" => "largest map a script builds [default: 100000]",
     "PICLOUD_SCRIPT_MAX_MEMORY_BYTES" => "memory one run may hold [default: 134217728]",
     "PICLOUD_TRIGGER_TIMEOUT_MS" => "wall-clock limit of trigger runs [default: 30000]",
@@ -110,6 +111,13 @@ pub enum LogFormat {
 /// holding a maximally nested expression measured at ~125 KiB).
 pub const MAX_COLLECTION_LEN: usize = 1_000_000;
 
+/// Largest configurable Blob. Rhai's one limit for arrays and Blobs is set to the Blob
+/// cap, which lets nested arrays grow past `MAX_COLLECTION_LEN` levels in principle;
+/// in practice Rhai re-measures the whole value at every nesting step, so depth grows
+/// with the square root of the run's time (~400,000 levels in a 30 s trigger run), and
+/// the per-run memory limit stops it too.
+pub const MAX_BLOB_BYTES: usize = 1 << 30;
+
 /// The shortest cron tick interval; smaller values are raised to it.
 pub const MIN_CRON_TICK_MS: u64 = 1_000;
 
@@ -123,6 +131,10 @@ pub struct ScriptLimits {
     pub max_expr_depth: usize,
     pub max_string_bytes: usize,
     pub max_array_len: usize,
+    /// Largest Blob a run may hold. Rhai counts Blob bytes against its array limit;
+    /// this is larger so that values the host hands in (a request body up to its cap,
+    /// an HTTP response) stay usable.
+    pub max_blob_bytes: usize,
     pub max_map_len: usize,
     /// Net bytes one run may allocate (counted by the binary's allocator).
     pub max_memory_bytes: usize,
@@ -141,6 +153,7 @@ impl Default for ScriptLimits {
             max_expr_depth: 128,
             max_string_bytes: 1 << 20,
             max_array_len: 100_000,
+            max_blob_bytes: 16 << 20,
             max_map_len: 100_000,
             max_memory_bytes: 128 << 20,
             max_log_lines: 100,
@@ -422,6 +435,12 @@ impl Config {
                 d.max_array_len,
                 1,
                 MAX_COLLECTION_LEN,
+            )?,
+            max_blob_bytes: src.bounded(
+                "PICLOUD_SCRIPT_MAX_BLOB_BYTES",
+                d.max_blob_bytes,
+                1,
+                MAX_BLOB_BYTES,
             )?,
             max_map_len: src.bounded(
                 "PICLOUD_SCRIPT_MAX_MAP_LEN",

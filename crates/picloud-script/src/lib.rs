@@ -13,6 +13,7 @@ mod modules;
 mod response;
 pub mod sdk;
 mod services;
+mod sizes;
 mod state;
 mod stdlib;
 

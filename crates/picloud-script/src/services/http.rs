@@ -167,32 +167,37 @@ fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
     })?;
     let len = response.body.len();
     let engine = ctx.engine();
-    let (max_array, max_string) = (engine.max_array_size(), engine.max_string_size());
-    // Cheap first: the bytes alone are past a limit (a Blob in a map counts 1 + len).
-    if (max_array != 0 && len >= max_array) || (max_string != 0 && len > max_string) {
+    // A Blob in a map counts 1 + its length against Rhai's array/Blob limit.
+    let max_blob = engine.max_array_size();
+    if max_blob != 0 && len >= max_blob {
         return Err(too_large(len));
     }
-    // Then exactly as Rhai will measure it (parsed JSON, header values).
-    let value = Dynamic::from_map(to_map(response));
+    // Rhai measures every value a function returns: a body whose parsed form is past
+    // the script limits (text over the string limit, say) is left to `body_raw`, so
+    // any response within the Blob cap is usable.
+    let mut value = Dynamic::from_map(to_map(response));
     if engine.ensure_data_size_within_limits(&value).is_err() {
-        return Err(too_large(len));
+        if let Some(mut map) = value.write_lock::<Map>() {
+            map.insert("body".into(), Dynamic::UNIT);
+        }
+        if engine.ensure_data_size_within_limits(&value).is_err() {
+            return Err(too_large(len));
+        }
     }
     value
         .try_cast::<Map>()
         .ok_or_else(|| error(NS, "internal error: response is not a map"))
 }
 
-/// Rhai checks every value a function returns against the script's size limits, and
-/// counts a Blob's bytes against the array limit: a body past those would stop the run
-/// with a bare "size limit" failure. Refused here instead, with a message saying why,
-/// and catchable like any other `http:` error.
+/// Past the Blob cap (or with headers past the string limit) the response cannot be
+/// handed to the script at all: refused with a message saying why, and catchable like
+/// any other `http:` error, rather than failing the run on a bare size limit.
 fn too_large(len: usize) -> Box<EvalAltResult> {
     error(
         NS,
         format!(
             "response body of {len} bytes is larger than a script value may be \
-             (PICLOUD_SCRIPT_MAX_ARRAY_LEN counts body_raw's bytes, \
-             PICLOUD_SCRIPT_MAX_STRING_BYTES the text)"
+             (PICLOUD_SCRIPT_MAX_BLOB_BYTES)"
         ),
     )
 }

@@ -77,7 +77,7 @@ fn max_string(ctx: &NativeCallContext) -> usize {
 }
 
 fn max_array(ctx: &NativeCallContext) -> usize {
-    match ctx.engine().max_array_size() {
+    match crate::sizes::max_array_len(ctx.engine()) {
         0 => usize::MAX,
         n => n,
     }
