@@ -169,7 +169,7 @@ async fn run(matches: ArgMatches) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    picloud_alloc::return_large_blocks_to_the_system();
+    picloud_alloc::return_freed_memory_promptly();
     let matches = cli().get_matches();
     let runtime = match picloud::runtime(None) {
         Ok(rt) => rt,
