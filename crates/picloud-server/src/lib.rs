@@ -13,7 +13,7 @@ mod ui;
 use std::future::Future;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get};
+use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -126,9 +126,6 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .route("/apps/{slug}", any(dataplane::by_prefix))
-        .route("/apps/{slug}/", any(dataplane::by_prefix))
-        .route("/apps/{slug}/{*rest}", any(dataplane::by_prefix))
         .merge(ui::router())
         .fallback(|| async { error::ApiError::not_found("page") });
     if std::env::var_os("PICLOUD_BENCH_BASELINE").is_some() {

@@ -55,10 +55,10 @@ fn is_mutation(method: &Method) -> bool {
 
 /// Middleware: records admin mutations.
 pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    if !is_mutation(req.method()) || !path.starts_with("/api/v1/admin/") {
+    if !is_mutation(req.method()) || !req.uri().path().starts_with("/api/v1/admin/") {
         return next.run(req).await;
     }
+    let path = req.uri().path().to_owned();
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();

@@ -35,7 +35,8 @@ enum Addressing {
     Prefix,
 }
 
-/// The app slug a Host header names, if it is an app host.
+/// The app slug a Host header names, if it is an app host (host names compare without
+/// regard to case; the slug is returned as written).
 fn app_host<'a>(host: &'a str, base_domain: &str) -> Option<&'a str> {
     let host = host.rsplit_once(':').map_or(host, |(name, port)| {
         if port.bytes().all(|b| b.is_ascii_digit()) {
@@ -45,40 +46,42 @@ fn app_host<'a>(host: &'a str, base_domain: &str) -> Option<&'a str> {
         }
     });
     let host = host.strip_suffix('.').unwrap_or(host);
-    let slug = host.strip_suffix(base_domain)?.strip_suffix('.')?;
+    let split = host.len().checked_sub(base_domain.len())?;
+    if !host.is_char_boundary(split) || !host[split..].eq_ignore_ascii_case(base_domain) {
+        return None;
+    }
+    let slug = host[..split].strip_suffix('.')?;
     (!slug.is_empty() && !slug.contains('.')).then_some(slug)
 }
 
-/// Middleware before every route: requests for an app host go to the data plane,
-/// whatever their path.
+/// Middleware before every route: requests for an app host, whatever their path, and
+/// requests under `/apps/{slug}`, go to the data plane. Both are taken here, before
+/// the router and the admin layers, which have nothing to do with them.
 pub async fn host_dispatch(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
-        .map(str::to_ascii_lowercase);
-    if let Some(slug) = host
-        .as_deref()
-        .and_then(|h| app_host(h, &state.config.base_domain))
-    {
-        let slug = slug.to_owned();
+        .or_else(|| req.uri().host());
+    if let Some(slug) = host.and_then(|h| app_host(h, &state.config.base_domain)) {
+        let slug = slug.to_ascii_lowercase();
         let path = req.uri().path().to_owned();
         return serve(state, &slug, path, Addressing::Host, req).await;
+    }
+    if let Some((slug, path)) = prefixed(req.uri().path()) {
+        return serve(state, &slug, path, Addressing::Prefix, req).await;
     }
     next.run(req).await
 }
 
-/// `/apps/{slug}` and everything below it.
-pub async fn by_prefix(State(state): State<AppState>, req: Request) -> Response {
-    let raw = req.uri().path().to_owned();
-    let rest = raw.strip_prefix("/apps/").unwrap_or_default();
+/// The app slug and app-relative path of `/apps/{slug}` and everything below it.
+fn prefixed(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/apps/")?;
     let (slug, path) = match rest.split_once('/') {
-        Some((slug, path)) => (slug.to_owned(), format!("/{path}")),
-        None => (rest.to_owned(), "/".to_owned()),
+        Some((slug, path)) => (slug, format!("/{path}")),
+        None => (rest, "/".to_owned()),
     };
-    let slug = slug.to_ascii_lowercase();
-    serve(state, &slug, path, Addressing::Prefix, req).await
+    (!slug.is_empty()).then(|| (slug.to_ascii_lowercase(), path))
 }
 
 async fn serve(
@@ -254,5 +257,19 @@ mod tests {
         assert_eq!(app_host("127.0.0.1:8080", "localhost"), None);
         assert_eq!(app_host("a.b.localhost", "localhost"), None);
         assert_eq!(app_host("evillocalhost", "localhost"), None);
+        assert_eq!(app_host("Shop.LocalHost:8080", "localhost"), Some("Shop"));
+        assert_eq!(app_host("é.localhost", "localhost"), Some("é"));
+        assert_eq!(app_host("xé", "é"), None);
+    }
+
+    #[test]
+    fn prefixed_paths() {
+        let p = |s: &str| super::prefixed(s);
+        assert_eq!(p("/apps/Shop/a/b"), Some(("shop".into(), "/a/b".into())));
+        assert_eq!(p("/apps/shop/"), Some(("shop".into(), "/".into())));
+        assert_eq!(p("/apps/shop"), Some(("shop".into(), "/".into())));
+        assert_eq!(p("/apps/"), None);
+        assert_eq!(p("/apps"), None);
+        assert_eq!(p("/api/v1/apps/shop"), None);
     }
 }
