@@ -18,7 +18,7 @@ const BODY_LEN: usize = 26;
 /// redrawn, as monotonic ULID generators do).
 static LAST: Mutex<u128> = Mutex::new(0);
 
-fn new_body() -> String {
+fn new_value() -> u128 {
     let millis = u128::try_from(chrono::Utc::now().timestamp_millis().max(0)).unwrap_or(0);
     let mut value = body_value(millis);
     {
@@ -28,7 +28,7 @@ fn new_body() -> String {
         }
         *last = value;
     }
-    encode(value)
+    value
 }
 
 /// 48 bits of milliseconds, then 80 random bits.
@@ -42,13 +42,18 @@ fn body_value(millis: u128) -> u128 {
     value
 }
 
-fn encode(mut value: u128) -> String {
-    let mut out = [0u8; BODY_LEN];
-    for slot in out.iter_mut().rev() {
+/// `{prefix}_{body}`, built in one allocation (ids are minted on every request).
+fn id_string(prefix: &str, mut value: u128) -> String {
+    let mut body = [0u8; BODY_LEN];
+    for slot in body.iter_mut().rev() {
         *slot = ALPHABET[(value & 31) as usize];
         value >>= 5;
     }
-    out.iter().map(|b| char::from(*b)).collect()
+    let mut out = String::with_capacity(prefix.len() + 1 + BODY_LEN);
+    out.push_str(prefix);
+    out.push('_');
+    out.extend(body.iter().map(|&b| char::from(b)));
+    out
 }
 
 fn millis_of(time: chrono::DateTime<chrono::Utc>) -> u128 {
@@ -79,26 +84,18 @@ macro_rules! define_id {
             pub const PREFIX: &'static str = $prefix;
 
             pub fn new() -> Self {
-                Self(format!("{}_{}", $prefix, new_body()))
+                Self(id_string($prefix, new_value()))
             }
 
             /// An id minted at `time` (for records made with a known start time).
             pub fn at(time: chrono::DateTime<chrono::Utc>) -> Self {
-                Self(format!(
-                    "{}_{}",
-                    $prefix,
-                    encode(body_value(millis_of(time)))
-                ))
+                Self(id_string($prefix, body_value(millis_of(time))))
             }
 
             /// The smallest id of this kind minted at `time`: every id minted earlier
             /// sorts below it, so ids double as a time index.
             pub fn lower_bound(time: chrono::DateTime<chrono::Utc>) -> String {
-                format!(
-                    "{}_{}",
-                    $prefix,
-                    encode((millis_of(time) & ((1 << 48) - 1)) << 80)
-                )
+                id_string($prefix, (millis_of(time) & ((1 << 48) - 1)) << 80)
             }
 
             /// Parses an id received from outside; rejects other kinds and garbage.

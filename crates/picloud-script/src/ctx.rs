@@ -62,44 +62,53 @@ pub struct RunInput {
     pub services: Option<std::sync::Arc<crate::ServiceAccess>>,
 }
 
-fn string_map(pairs: Vec<(String, String)>) -> Dynamic {
-    let map: Map = pairs
-        .into_iter()
-        .map(|(k, v)| (k.into(), Dynamic::from(v)))
-        .collect();
+fn text(s: &str) -> Dynamic {
+    Dynamic::from(rhai::ImmutableString::from(s))
+}
+
+fn string_map(pairs: &[(String, String)]) -> Dynamic {
+    let mut map = Map::new();
+    for (k, v) in pairs {
+        map.insert(k.as_str().into(), text(v));
+    }
     Dynamic::from_map(map)
 }
 
+/// A map of a few fixed fields: inserted one by one (collecting would sort a
+/// temporary vector first, a wasted allocation on every run).
 fn map<const N: usize>(fields: [(&str, Dynamic); N]) -> Dynamic {
-    let map: Map = fields.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    let mut map = Map::new();
+    for (k, v) in fields {
+        map.insert(k.into(), v);
+    }
     Dynamic::from_map(map)
 }
 
-pub(crate) fn build(input: RunInput) -> Dynamic {
-    let app = map([
-        ("id", Dynamic::from(input.app.id)),
-        ("slug", Dynamic::from(input.app.slug)),
-    ]);
+/// `ctx` for `input`. Built from a reference, so an inline attempt that gives way can
+/// hand the same input to a script thread; only the raw body, which may be large, is
+/// passed in owned.
+pub(crate) fn build(input: &RunInput, body_raw: Vec<u8>) -> Dynamic {
+    let app = map([("id", text(&input.app.id)), ("slug", text(&input.app.slug))]);
     let script = map([
-        ("id", Dynamic::from(input.script.id)),
-        ("name", Dynamic::from(input.script.name)),
+        ("id", text(&input.script.id)),
+        ("name", text(&input.script.name)),
     ]);
-    let principal = match input.principal {
+    let principal = match &input.principal {
         None => Dynamic::UNIT,
         Some(p) => {
             let mut fields = Map::new();
             fields.insert("kind".into(), Dynamic::from(p.kind));
-            fields.insert("id".into(), Dynamic::from(p.user_id));
-            if let Some(key_id) = p.key_id {
-                fields.insert("key_id".into(), Dynamic::from(key_id));
+            fields.insert("id".into(), text(&p.user_id));
+            if let Some(key_id) = &p.key_id {
+                fields.insert("key_id".into(), text(key_id));
             }
-            let scopes: rhai::Array = p.scopes.into_iter().map(Dynamic::from).collect();
+            let scopes: rhai::Array = p.scopes.iter().map(|s| text(s)).collect();
             fields.insert("scopes".into(), Dynamic::from_array(scopes));
             Dynamic::from_map(fields)
         }
     };
     let execution = map([
-        ("id", Dynamic::from(input.execution_id)),
+        ("id", text(&input.execution_id)),
         ("attempt", Dynamic::from_int(i64::from(input.attempt))),
     ]);
     let mut ctx = Map::new();
@@ -107,26 +116,26 @@ pub(crate) fn build(input: RunInput) -> Dynamic {
     ctx.insert("script".into(), script);
     ctx.insert("principal".into(), principal);
     ctx.insert("execution".into(), execution);
-    if let Some(req) = input.request {
-        let body = match req.body {
+    if let Some(req) = &input.request {
+        let body = match &req.body {
             RequestBody::None => Dynamic::UNIT,
-            RequestBody::Json(value) => json_to_dynamic(&value),
-            RequestBody::Text(text) => Dynamic::from(text),
+            RequestBody::Json(value) => json_to_dynamic(value),
+            RequestBody::Text(t) => text(t),
             RequestBody::Form(pairs) => string_map(pairs),
         };
         let request = map([
-            ("method", Dynamic::from(req.method)),
-            ("path", Dynamic::from(req.path)),
-            ("params", string_map(req.params)),
-            ("query", string_map(req.query)),
-            ("headers", string_map(req.headers)),
+            ("method", text(&req.method)),
+            ("path", text(&req.path)),
+            ("params", string_map(&req.params)),
+            ("query", string_map(&req.query)),
+            ("headers", string_map(&req.headers)),
             ("body", body),
-            ("body_raw", Dynamic::from_blob(req.body_raw)),
+            ("body_raw", Dynamic::from_blob(body_raw)),
         ]);
         ctx.insert("request".into(), request);
     }
-    if let Some(event) = input.event {
-        ctx.insert("event".into(), json_to_dynamic(&event));
+    if let Some(event) = &input.event {
+        ctx.insert("event".into(), json_to_dynamic(event));
     }
     Dynamic::from_map(ctx)
 }

@@ -177,11 +177,17 @@ impl ScriptEngine {
     pub fn run<T>(
         &self,
         ast: &AST,
-        input: RunInput,
+        mut input: RunInput,
         timeout: Duration,
         finish: impl FnOnce(Dynamic) -> Result<T, ScriptFailure>,
     ) -> RunReport<T> {
-        self.attempt(ast, input, timeout, false, finish).0
+        let body_raw = input
+            .request
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.body_raw))
+            .unwrap_or_default();
+        self.attempt(ast, &input, body_raw, timeout, false, finish)
+            .0
     }
 
     /// Tries a run right here, on an async worker, within a budget of
@@ -204,7 +210,12 @@ impl ScriptEngine {
         // A panic here would take the connection's task down; on a script thread the
         // executor catches it and reports the run as crashed, so give way instead.
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.attempt(ast, input.clone(), INLINE_MAX_WALL, true, finish)
+            let body_raw = input
+                .request
+                .as_ref()
+                .map(|r| r.body_raw.clone())
+                .unwrap_or_default();
+            self.attempt(ast, input, body_raw, INLINE_MAX_WALL, true, finish)
         }));
         match attempt {
             Ok((report, false)) => Some(report),
@@ -215,7 +226,8 @@ impl ScriptEngine {
     fn attempt<T>(
         &self,
         ast: &AST,
-        input: RunInput,
+        input: &RunInput,
+        body_raw: Vec<u8>,
         timeout: Duration,
         inline: bool,
         finish: impl FnOnce(Dynamic) -> Result<T, ScriptFailure>,
@@ -234,7 +246,7 @@ impl ScriptEngine {
         };
         let (outcome, run_state) = state::with_run(run_state, || {
             let mut scope = Scope::new();
-            scope.push("ctx", ctx::build(input));
+            scope.push("ctx", ctx::build(input, body_raw));
             let value = self
                 .engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, ast)

@@ -57,7 +57,9 @@ fn concat(ctx: NativeCallContext, mut a: Array, b: Array) -> SizeResult<Array> {
 
 fn to_array(ctx: NativeCallContext, b: &mut Blob) -> SizeResult<Array> {
     ensure_len(&ctx, b.len())?;
-    Ok(b.iter().map(|&byte| Dynamic::from_int(INT::from(byte))).collect())
+    Ok(b.iter()
+        .map(|&byte| Dynamic::from_int(INT::from(byte)))
+        .collect())
 }
 
 /// The largest array a script may build (the engine's own limit is the Blob cap).
@@ -186,7 +188,10 @@ mod tests {
     /// or file fit, and padding copies are measured before they are made.
     #[test]
     fn blobs_use_the_blob_cap() {
-        assert_eq!(eval::<INT>("let b = blob(5242880, 1); b += b; b.len()"), 10_485_760);
+        assert_eq!(
+            eval::<INT>("let b = blob(5242880, 1); b += b; b.len()"),
+            10_485_760
+        );
         let err = eval_err("let b = blob(16777216, 1); b.push(1); b.len()");
         assert!(err.contains("Size of array/BLOB"), "{err}");
         let err = eval_err("let a = []; a.pad(1000, blob(1048576, 0));");

@@ -480,7 +480,11 @@ async fn large_responses_and_script_limits() {
     )
     .await;
     assert_eq!(ok(&big)["raw_len"], five);
-    assert_eq!(big["body"], Value::Null, "the text is past the string limit");
+    assert_eq!(
+        big["body"],
+        Value::Null,
+        "the text is past the string limit"
+    );
     let small = request(
         &app,
         json!({"method": "GET", "url": up.url("/bytes?n=250000")}),
