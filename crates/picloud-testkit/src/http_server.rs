@@ -6,6 +6,7 @@
 //! - `/chain/{n}`: `n` redirects in a row, then `/echo`
 //! - `/slow?ms=N`: answers after `N` ms
 //! - `/bytes?n=N[&chunked=1]`: `N` bytes of `a` (chunked: no content-length)
+//! - `/zeros?n=N`: a JSON array of `N` zeros
 //! - `/text`, `/json`, `/binary`: fixed bodies of those types
 //! - `/peer`: the client's address as text (tells connections apart)
 
@@ -47,6 +48,12 @@ impl TestHttpServer {
             .route("/chain/{n}", any(chain))
             .route("/slow", get(slow))
             .route("/bytes", get(bytes))
+            .route(
+                "/zeros",
+                get(|Query(q): Query<BTreeMap<String, usize>>| async move {
+                    Json(vec![0; q.get("n").copied().unwrap_or(0)])
+                }),
+            )
             .route("/text", get(|| async { "hello" }))
             .route(
                 "/peer",

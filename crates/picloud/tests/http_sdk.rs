@@ -491,6 +491,20 @@ async fn large_responses_and_script_limits() {
     )
     .await;
     assert_eq!(small["body"].as_str().map(str::len), Some(250_000));
+    // Parsed JSON is held to the array limit like arrays a script builds.
+    let within = request(
+        &app,
+        json!({"method": "GET", "url": up.url("/zeros?n=99999")}),
+    )
+    .await;
+    assert_eq!(ok(&within)["body"].as_array().map(Vec::len), Some(99_999));
+    let past = request(
+        &app,
+        json!({"method": "GET", "url": up.url("/zeros?n=100001")}),
+    )
+    .await;
+    assert_eq!(ok(&past)["body"], Value::Null, "left to body_raw");
+    assert_eq!(past["raw_len"], 2 * 100_001 + 1);
 
     app.deploy(
         "shop",

@@ -127,13 +127,16 @@ fn unknown(key: &str) -> Box<EvalAltResult> {
 }
 
 /// `#{status, headers, body, body_raw}`: `body` is the parsed JSON for a JSON answer,
-/// else the text when it is UTF-8, else `()` (as it is for an empty body).
-fn to_map(response: InboundResponse) -> Map {
+/// else the text when it is UTF-8, else `()` (as it is for an empty body). Bodies past
+/// `parse_max` bytes are not parsed at all (`body` is `()`): their text would be past
+/// the string limit, and parsing megabytes of JSON would allocate many times that
+/// before any limit could look at it.
+fn to_map(response: InboundResponse, parse_max: usize) -> Map {
     let media = response.media_type();
     let is_json = media
         .as_deref()
         .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
-    let body = if response.body.is_empty() {
+    let body = if response.body.is_empty() || response.body.len() > parse_max {
         Dynamic::UNIT
     } else {
         let parsed = is_json
@@ -173,15 +176,27 @@ fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
         return Err(too_large(len));
     }
     // Rhai measures every value a function returns: a body whose parsed form is past
-    // the script limits (text over the string limit, say) is left to `body_raw`, so
-    // any response within the Blob cap is usable.
-    let mut value = Dynamic::from_map(to_map(response));
-    if engine.ensure_data_size_within_limits(&value).is_err() {
+    // the script limits (text over the string limit, an array over the array limit)
+    // is left to `body_raw`, so any response within the Blob cap is usable.
+    let parse_max = match engine.max_string_size() {
+        0 => usize::MAX,
+        n => n,
+    };
+    let mut value = Dynamic::from_map(to_map(response, parse_max));
+    let fits = |v: &Dynamic| {
+        engine.ensure_data_size_within_limits(v).is_ok()
+            && crate::sizes::ensure_array_items(engine, v).is_ok()
+    };
+    if !fits(&value) {
         if let Some(mut map) = value.write_lock::<Map>() {
             map.insert("body".into(), Dynamic::UNIT);
         }
-        if engine.ensure_data_size_within_limits(&value).is_err() {
-            return Err(too_large(len));
+        if !fits(&value) {
+            return Err(error(
+                NS,
+                "response headers are larger than a script value may be \
+                 (PICLOUD_SCRIPT_MAX_STRING_BYTES)",
+            ));
         }
     }
     value
@@ -189,8 +204,7 @@ fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
         .ok_or_else(|| error(NS, "internal error: response is not a map"))
 }
 
-/// Past the Blob cap (or with headers past the string limit) the response cannot be
-/// handed to the script at all: refused with a message saying why, and catchable like
+/// Past the Blob cap the response cannot be handed to the script at all: refused with a message saying why, and catchable like
 /// any other `http:` error, rather than failing the run on a bare size limit.
 fn too_large(len: usize) -> Box<EvalAltResult> {
     error(
@@ -459,7 +473,9 @@ mod tests {
             )],
             body: br#"{"error":"nope"}"#.to_vec(),
         };
-        let map = to_map(response);
+        let unparsed = to_map(response.clone(), 15);
+        assert!(unparsed["body"].is_unit(), "longer than parse_max");
+        let map = to_map(response, 16);
         assert_eq!(map["status"].as_int().ok(), Some(404));
         let body = map["body"].read_lock::<Map>().expect("parsed").clone();
         assert_eq!(
@@ -467,11 +483,14 @@ mod tests {
             Some("nope")
         );
         assert!(map["body_raw"].is_blob());
-        let binary = to_map(InboundResponse {
-            status: 200,
-            headers: vec![],
-            body: vec![0xff, 0xfe],
-        });
+        let binary = to_map(
+            InboundResponse {
+                status: 200,
+                headers: vec![],
+                body: vec![0xff, 0xfe],
+            },
+            usize::MAX,
+        );
         assert!(binary["body"].is_unit());
     }
 }

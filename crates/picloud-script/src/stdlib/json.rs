@@ -20,10 +20,15 @@ mod json_ns {
     }
 
     /// The value JSON `text` describes (objects become maps, null becomes `()`).
+    /// Arrays in it count against the array limit like arrays a script builds.
     #[rhai_fn(return_raw)]
-    pub fn decode(text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn decode(ctx: NativeCallContext, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(json) => Ok(json_to_dynamic(&json)),
+            Ok(json) => {
+                let value = json_to_dynamic(&json);
+                crate::sizes::ensure_array_items(ctx.engine(), &value)?;
+                Ok(value)
+            }
             Err(e) => Err(format!("json: {e}").into()),
         }
     }
