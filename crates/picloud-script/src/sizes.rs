@@ -12,15 +12,16 @@
 use picloud_core::config::ScriptLimits;
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, INT};
 
-/// The array limit, kept as the engine's default tag so native functions can read it.
-#[derive(Debug, Clone, Copy)]
-struct ArrayLimit(usize);
-
 type SizeResult<T> = Result<T, Box<EvalAltResult>>;
 
 pub(crate) fn configure(engine: &mut Engine, limits: &ScriptLimits) {
     engine.set_max_array_size(limits.max_array_len.max(limits.max_blob_bytes));
-    engine.set_default_tag(Dynamic::from(ArrayLimit(limits.max_array_len)));
+    // Kept as the engine's default tag so native functions can read it: an integer,
+    // since every run starts with a copy of the tag (a custom type would cost an
+    // allocation per run).
+    engine.set_default_tag(Dynamic::from_int(
+        INT::try_from(limits.max_array_len).unwrap_or(INT::MAX),
+    ));
 
     engine
         .register_fn("push", push)
@@ -66,8 +67,10 @@ fn to_array(ctx: NativeCallContext, b: &mut Blob) -> SizeResult<Array> {
 pub(crate) fn max_array_len(engine: &Engine) -> usize {
     engine
         .default_tag()
-        .read_lock::<ArrayLimit>()
-        .map_or(engine.max_array_size(), |limit| limit.0)
+        .as_int()
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or_else(|| engine.max_array_size())
 }
 
 fn ensure_len(ctx: &NativeCallContext, len: usize) -> SizeResult<()> {
