@@ -1,13 +1,16 @@
 //! Conversions between script values and JSON.
 //!
-//! Written by hand rather than through serde so that the rules are ours: integers stay
-//! integers, Blobs become base64 strings, non-finite floats and opaque values are
-//! refused with a message instead of silently turning into something else.
+//! The rules are ours, not serde's defaults: integers stay integers, Blobs become
+//! base64 strings, non-finite floats and opaque values are refused with a message
+//! instead of silently turning into something else. They live in one `Serialize`
+//! impl, used for `Value`s and for JSON text alike.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rhai::{Array, Blob, Dynamic, Map, FLOAT, INT};
-use serde_json::{Number, Value};
+use serde::ser::{Error as _, SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
 /// Deepest nesting converted; deeper values are refused rather than risking the stack.
 pub const MAX_JSON_DEPTH: usize = 128;
@@ -41,56 +44,87 @@ pub fn json_to_dynamic(value: &Value) -> Dynamic {
 pub struct NotJson(pub String);
 
 pub fn dynamic_to_json(value: &Dynamic) -> Result<Value, NotJson> {
-    to_json(value, 0)
+    serde_json::to_value(AsJson::new(value)).map_err(|e| NotJson(e.to_string()))
 }
 
-fn to_json(value: &Dynamic, depth: usize) -> Result<Value, NotJson> {
-    if depth > MAX_JSON_DEPTH {
-        return Err(NotJson(format!(
-            "value is nested deeper than {MAX_JSON_DEPTH} levels"
-        )));
+/// `value` as JSON text, written straight from the script value (a route's answer is
+/// serialised on every request: no intermediate `Value` tree).
+pub fn dynamic_to_json_bytes(value: &Dynamic) -> Result<Vec<u8>, NotJson> {
+    serde_json::to_vec(&AsJson::new(value)).map_err(|e| NotJson(e.to_string()))
+}
+
+/// A script value seen through the JSON rules above, for any serde serializer.
+struct AsJson<'a> {
+    value: &'a Dynamic,
+    depth: usize,
+}
+
+impl<'a> AsJson<'a> {
+    fn new(value: &'a Dynamic) -> Self {
+        Self { value, depth: 0 }
     }
-    if value.is_unit() {
-        return Ok(Value::Null);
-    }
-    if let Ok(b) = value.as_bool() {
-        return Ok(Value::Bool(b));
-    }
-    if let Ok(i) = value.as_int() {
-        return Ok(Value::Number(i.into()));
-    }
-    if let Ok(f) = value.as_float() {
-        return Number::from_f64(f)
-            .map(Value::Number)
-            .ok_or_else(|| NotJson(format!("{f} has no JSON form (NaN and infinities do not)")));
-    }
-    if let Ok(c) = value.as_char() {
-        return Ok(Value::String(c.to_string()));
-    }
-    if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
-        return Ok(Value::String(s.to_string()));
-    }
-    if let Some(blob) = value.read_lock::<Blob>() {
-        return Ok(Value::String(STANDARD.encode(&*blob)));
-    }
-    if let Some(array) = value.read_lock::<Array>() {
-        return array
-            .iter()
-            .map(|v| to_json(v, depth + 1))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array);
-    }
-    if let Some(map) = value.read_lock::<Map>() {
-        let mut object = serde_json::Map::with_capacity(map.len());
-        for (k, v) in map.iter() {
-            object.insert(k.to_string(), to_json(v, depth + 1)?);
+
+    fn child(&self, value: &'a Dynamic) -> Self {
+        Self {
+            value,
+            depth: self.depth + 1,
         }
-        return Ok(Value::Object(object));
     }
-    Err(NotJson(format!(
-        "a value of type {} has no JSON form",
-        value.type_name()
-    )))
+}
+
+impl Serialize for AsJson<'_> {
+    fn serialize<S: Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        let value = self.value;
+        if self.depth > MAX_JSON_DEPTH {
+            return Err(S::Error::custom(format!(
+                "value is nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        if value.is_unit() {
+            return out.serialize_unit();
+        }
+        if let Ok(b) = value.as_bool() {
+            return out.serialize_bool(b);
+        }
+        if let Ok(i) = value.as_int() {
+            return out.serialize_i64(i);
+        }
+        if let Ok(f) = value.as_float() {
+            if !f.is_finite() {
+                return Err(S::Error::custom(format!(
+                    "{f} has no JSON form (NaN and infinities do not)"
+                )));
+            }
+            return out.serialize_f64(f);
+        }
+        if let Ok(c) = value.as_char() {
+            return out.serialize_char(c);
+        }
+        if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
+            return out.serialize_str(&s);
+        }
+        if let Some(blob) = value.read_lock::<Blob>() {
+            return out.serialize_str(&STANDARD.encode(&*blob));
+        }
+        if let Some(array) = value.read_lock::<Array>() {
+            let mut seq = out.serialize_seq(Some(array.len()))?;
+            for item in array.iter() {
+                seq.serialize_element(&self.child(item))?;
+            }
+            return seq.end();
+        }
+        if let Some(map) = value.read_lock::<Map>() {
+            let mut object = out.serialize_map(Some(map.len()))?;
+            for (k, v) in map.iter() {
+                object.serialize_entry(k.as_str(), &self.child(v))?;
+            }
+            return object.end();
+        }
+        Err(S::Error::custom(format!(
+            "a value of type {} has no JSON form",
+            value.type_name()
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +153,15 @@ mod tests {
             Ok(json!("AQID"))
         );
         assert!(dynamic_to_json(&Dynamic::from_float(FLOAT::NAN)).is_err());
+        assert!(dynamic_to_json_bytes(&Dynamic::from_float(FLOAT::INFINITY)).is_err());
+    }
+
+    #[test]
+    fn text_and_value_agree() {
+        let value = json!({"z": [1, 2.5, "é\n\"", null, {"b": false, "a": 'c'.to_string()}],
+                           "a": {}, "m": -7});
+        let text = dynamic_to_json_bytes(&json_to_dynamic(&value)).expect("text");
+        assert_eq!(serde_json::to_vec(&value).expect("value text"), text);
     }
 
     #[test]
@@ -128,5 +171,7 @@ mod tests {
             value = Dynamic::from_array(vec![value]);
         }
         assert!(dynamic_to_json(&value).is_err());
+        assert!(dynamic_to_json_bytes(&value)
+            .is_err_and(|e| e.0.contains("nested deeper than 128 levels")));
     }
 }

@@ -3,7 +3,7 @@
 
 use rhai::{Blob, Dynamic, ImmutableString, Map};
 
-use crate::convert::dynamic_to_json;
+use crate::convert::dynamic_to_json_bytes;
 use crate::error::ScriptFailure;
 
 /// An HTTP response, ready to send.
@@ -29,9 +29,7 @@ fn render_body(value: &Dynamic) -> Result<Option<(Vec<u8>, &'static str)>, Scrip
     if let Some(blob) = value.read_lock::<Blob>() {
         return Ok(Some((blob.to_vec(), OCTETS)));
     }
-    let json = dynamic_to_json(value)
-        .map_err(|e| ScriptFailure::error(format!("the returned value cannot be sent: {e}")))?;
-    let bytes = serde_json::to_vec(&json)
+    let bytes = dynamic_to_json_bytes(value)
         .map_err(|e| ScriptFailure::error(format!("the returned value cannot be sent: {e}")))?;
     Ok(Some((bytes, JSON)))
 }
