@@ -156,45 +156,43 @@ impl Sizes {
 }
 
 fn sizes(value: &Dynamic) -> Sizes {
+    let z = Sizes::default();
     if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
         return Sizes {
             string_bytes: s.len(),
-            ..Sizes::default()
+            ..z
         };
     }
     if let Some(b) = value.read_lock::<Blob>() {
         return Sizes {
             blob_bytes: b.len(),
-            ..Sizes::default()
+            ..z
         };
     }
-    let nested = |acc: Sizes, v: &Dynamic| {
-        let inner = sizes(v);
-        let blob = usize::from(v.is_blob());
-        acc.add(inner).add(Sizes {
-            array_items: blob,
-            ..Sizes::default()
-        })
-    };
     if let Some(items) = value.read_lock::<Array>() {
+        // Every element is one of the array's items, and adds what it holds.
         let own = Sizes {
             array_items: items.len(),
-            ..Sizes::default()
+            ..z
         };
-        // A Blob item is one of the array's items already.
-        return items.iter().fold(own, |acc, v| {
-            let inner = sizes(v);
-            acc.add(inner)
-        });
+        return items.iter().fold(own, |acc, v| acc.add(sizes(v)));
     }
     if let Some(map) = value.read_lock::<Map>() {
+        // Every entry is one map item and adds what it holds; a Blob value also
+        // counts as one array item, as Rhai counts it.
         let own = Sizes {
             map_items: map.len(),
-            ..Sizes::default()
+            ..z
         };
-        return map.values().fold(own, nested);
+        return map.values().fold(own, |acc, v| {
+            let blob = Sizes {
+                array_items: usize::from(v.is_blob()),
+                ..z
+            };
+            acc.add(sizes(v)).add(blob)
+        });
     }
-    Sizes::default()
+    z
 }
 
 #[cfg(test)]

@@ -274,6 +274,25 @@ impl TestApp {
         .await
     }
 
+    /// One execution record by id (waits until it is written).
+    pub async fn execution(&self, app: &str, id: &str) -> Value {
+        self.eventually("the run's record", || async {
+            let r = self
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/admin/apps/{app}/executions/{id}"),
+                    None,
+                )
+                .await;
+            if r.status() == 200 {
+                r.json::<Value>().await.ok()
+            } else {
+                None
+            }
+        })
+        .await
+    }
+
     pub async fn shutdown(mut self) {
         self.stop().await;
     }

@@ -371,22 +371,7 @@ async fn hostile_requests(backend: Backend) {
     let id = body["error"]["execution_id"]
         .as_str()
         .expect("execution id");
-    let run = app
-        .eventually("the run's record", || async {
-            let r = app
-                .admin(
-                    Method::GET,
-                    &format!("/api/v1/admin/apps/shop/executions/{id}"),
-                    None,
-                )
-                .await;
-            if r.status() == 200 {
-                r.json::<Value>().await.ok()
-            } else {
-                None
-            }
-        })
-        .await;
+    let run = app.execution("shop", id).await;
     let error = run["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("import:") && !error.contains("root:"),

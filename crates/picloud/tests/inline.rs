@@ -43,24 +43,6 @@ async fn call(app: &TestApp, path: &str) -> (u16, Value, String) {
     )
 }
 
-async fn record(app: &TestApp, id: &str) -> Value {
-    app.eventually("the run's record", || async {
-        let r = app
-            .admin(
-                Method::GET,
-                &format!("/api/v1/admin/apps/shop/executions/{id}"),
-                None,
-            )
-            .await;
-        if r.status() == 200 {
-            r.json::<Value>().await.ok()
-        } else {
-            None
-        }
-    })
-    .await
-}
-
 async fn short_scripts_run_inline(backend: Backend) {
     let app = TestApp::start(backend).await.expect("server");
     app.deploy(
@@ -94,7 +76,7 @@ async fn short_scripts_run_inline(backend: Backend) {
     assert!(inline_before >= 2.0, "{inline_before}");
     let (_, _, id) = call(&app, "/pure?who=bob").await;
     assert_eq!(inline_runs(&app).await, inline_before + 1.0);
-    let run = record(&app, &id).await;
+    let run = app.execution("shop", &id).await;
     assert_eq!(run["status"], "ok");
     assert_eq!(run["logs"].as_array().map(Vec::len), Some(1), "{run}");
 
@@ -103,7 +85,7 @@ async fn short_scripts_run_inline(backend: Backend) {
     for _ in 0..3 {
         let (status, body, id) = call(&app, "/kv").await;
         assert_eq!((status, body), (200, json!(1)));
-        let run = record(&app, &id).await;
+        let run = app.execution("shop", &id).await;
         let lines: Vec<&str> = run["logs"]
             .as_array()
             .expect("logs")
