@@ -86,6 +86,12 @@ const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "documents of the docs find scenario (0: skip it)",
     ),
     (
+        "count-records",
+        "PICLOUD_BENCH_COUNT_RECORDS",
+        "true",
+        "list every execution record of the first server to check the count (true/false)",
+    ),
+    (
         "event-requests",
         "PICLOUD_BENCH_EVENT_REQUESTS",
         "300",
@@ -171,6 +177,7 @@ fn options(m: &ArgMatches) -> Result<Options> {
         events: boolean(m, "events")?,
         event_requests: number::<usize>(m, "event-requests")?.max(1),
         docs: number::<usize>(m, "docs")?,
+        count_records: boolean(m, "count-records")?,
     })
 }
 
