@@ -113,7 +113,7 @@ impl ExecutionStore for PostgresStore {
              AS t(id, app_id, script_id, source, status, started_at, duration_ms, logs, \
              error, error_line) \
              WHERE t.app_id = ANY($11) \
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (app_id, id) DO NOTHING",
         )
         .bind(&columns.id)
         .bind(&columns.app_id)
@@ -178,8 +178,13 @@ impl ExecutionStore for PostgresStore {
         limit: u32,
     ) -> StoreResult<u64> {
         sqlx::query(
-            "DELETE FROM executions WHERE id IN \
-             (SELECT id FROM executions WHERE id < $1 LIMIT $2)",
+            // Keyed by app: the oldest records are found app by app, each a range
+            // scan of its own part of the key.
+            "DELETE FROM executions WHERE (app_id, id) IN \
+             (SELECT e.app_id, e.id FROM apps a \
+              CROSS JOIN LATERAL (SELECT app_id, id FROM executions \
+                WHERE app_id = a.id AND id < $1 LIMIT $2) e \
+              LIMIT $2)",
         )
         .bind(ExecutionId::lower_bound(cutoff))
         .bind(i64::from(limit))

@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "docs", include_str!("../migrations/0005_docs.sql")),
     (6, "modules", include_str!("../migrations/0006_modules.sql")),
     (7, "cron", include_str!("../migrations/0007_cron.sql")),
+    (
+        8,
+        "executions by app",
+        include_str!("../migrations/0008_executions_by_app.sql"),
+    ),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;

@@ -61,7 +61,7 @@ impl ExecutionStore for SqliteStore {
             let sql = format!(
                 "INSERT INTO executions ({COLUMNS}) \
                  SELECT v.* FROM (VALUES {rows}) AS v \
-                 WHERE v.column2 IN (SELECT id FROM apps) ON CONFLICT (id) DO NOTHING"
+                 WHERE v.column2 IN (SELECT id FROM apps) ON CONFLICT DO NOTHING"
             );
             let mut query = sqlx::query(&sql);
             for e in chunk {
@@ -131,9 +131,12 @@ impl ExecutionStore for SqliteStore {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<u64> {
+        // Records are clustered by app, so the oldest are found app by app (apps is
+        // the outer loop), each a range scan of its own key.
         sqlx::query(
-            "DELETE FROM executions WHERE id IN \
-             (SELECT id FROM executions WHERE id < ? LIMIT ?)",
+            "DELETE FROM executions WHERE (app_id, id) IN \
+             (SELECT e.app_id, e.id FROM apps a CROSS JOIN executions e \
+              WHERE e.app_id = a.id AND e.id < ? LIMIT ?)",
         )
         .bind(ExecutionId::lower_bound(cutoff))
         .bind(i64::from(limit))

@@ -108,3 +108,69 @@ async fn rebuilding_triggers_keeps_details_and_deliveries() {
         .expect("count");
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn clustering_executions_by_app_keeps_every_record() {
+    use picloud_core::model::ExecutionStatus;
+    use picloud_core::ExecutionId;
+    use picloud_store::{ExecutionFilter, ExecutionStore};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::connect(&dir.path().join("old.db"))
+        .await
+        .expect("open");
+    store.migrate_with(migrator_upto(7)).await.expect("v7");
+    let app = store
+        .create_app(NewApp {
+            slug: "shop".into(),
+            name: "Shop".into(),
+        })
+        .await
+        .expect("app");
+    let old = picloud_core::now() - chrono::Duration::days(30);
+    let ids = [ExecutionId::at(old), ExecutionId::new()];
+    for (id, at) in ids.iter().zip([old, picloud_core::now()]) {
+        sqlx::query(
+            "INSERT INTO executions (id, app_id, script_id, source, status, started_at, \
+             duration_ms, logs, error, error_line) \
+             VALUES (?, ?, 'scr_x', 'http', 'error', ?, 5, '[]', 'boom', 3)",
+        )
+        .bind(id.as_str())
+        .bind(app.id.as_str())
+        .bind(ts(at))
+        .execute(&store.writer)
+        .await
+        .expect("v7 record");
+    }
+
+    store.migrate().await.expect("upgrade");
+
+    let listed = store
+        .list_executions(
+            &app.id,
+            &ExecutionFilter::default(),
+            &PageRequest::first(10),
+        )
+        .await
+        .expect("list");
+    let listed: Vec<_> = listed.items.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(listed, vec![ids[1].clone(), ids[0].clone()]);
+    let kept = store.get_execution(&app.id, &ids[0]).await.expect("get");
+    assert_eq!(kept.status, ExecutionStatus::Error);
+    assert_eq!((kept.error_line, kept.duration_ms), (Some(3), 5));
+    // Retention still finds the old record; deleting the app still cascades.
+    let cutoff = picloud_core::now() - chrono::Duration::days(7);
+    assert_eq!(
+        store
+            .delete_executions_before(cutoff, 10)
+            .await
+            .expect("sweep"),
+        1
+    );
+    store.delete_app(&app.id).await.expect("delete app");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM executions")
+        .fetch_one(&store.writer)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+}

@@ -82,7 +82,8 @@ fn execution(
         duration_ms: 3,
         logs: vec![LogLine {
             level: LogLevel::Info,
-            message: "hello ✓".into(),
+            // Quotes, escapes and control characters survive the stores' encodings.
+            message: "hello ✓ \"quoted\"\n\ttab \\ \u{1} \u{1F600}".into(),
             at: picloud_core::now(),
         }],
         error: (status != ExecutionStatus::Ok).then(|| "boom (line 1, position 1)".into()),
@@ -513,6 +514,18 @@ pub async fn executions_record_filter_and_expire(store: Arc<dyn Store>) {
     batch.push(execution(&AppId::new(), &s.id, ExecutionStatus::Ok, 1));
     store.insert_executions(&batch).await.expect("insert batch");
     store.insert_executions(&[]).await.expect("empty batch");
+    // Records too large for one statement together are still written, all or none.
+    let mut large = Vec::new();
+    for _ in 0..2 {
+        let mut e = execution(&other.id, &s.id, ExecutionStatus::Ok, 2);
+        e.logs[0].message = "x".repeat(3 << 20);
+        large.push(e);
+    }
+    store.insert_executions(&large).await.expect("large batch");
+    for e in &large {
+        let back = store.get_execution(&other.id, &e.id).await.expect("large");
+        assert_eq!(&back, e);
+    }
 
     let all = store
         .list_executions(
@@ -603,6 +616,21 @@ pub async fn executions_record_filter_and_expire(store: Arc<dyn Store>) {
             .expect("batch"),
         2
     );
+    // The rest, across both apps (three left of shop's, two of other's).
+    assert_eq!(
+        store
+            .delete_executions_before(recent, 100)
+            .await
+            .expect("rest"),
+        3
+    );
+    for a in [&shop.id, &other.id] {
+        let left = store
+            .list_executions(a, &ExecutionFilter::default(), &PageRequest::default())
+            .await
+            .expect("list");
+        assert!(left.items.is_empty());
+    }
 }
 
 pub async fn meta_first_value_wins(store: Arc<dyn Store>) {
