@@ -8,10 +8,13 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
 
-/// Rows per INSERT, largest first. Only these few statement shapes exist, so each stays
-/// in the connection's prepared-statement cache (a shape per batch size would thrash
-/// it); 64 rows × 10 parameters is far under SQLite's 32,766-parameter limit.
-const ROWS_PER_INSERT: [usize; 3] = [64, 8, 1];
+/// Rows per INSERT, largest first, each a quarter of the one before: a batch of n rows
+/// takes at most 3 statements per size, and only these few statement shapes exist, so
+/// each stays in the connection's prepared-statement cache (a shape per batch size
+/// would thrash it). Every statement is a round trip to the connection's worker
+/// thread, which costs more than SQLite's own work for a row. 256 rows × 10
+/// parameters is far under SQLite's 32,766-parameter limit.
+const ROWS_PER_INSERT: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Splits a batch into chunks of the sizes above.
 fn chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
@@ -24,6 +27,27 @@ fn chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
         }
     }
     out
+}
+
+/// The INSERT for a chunk of `rows` rows, built once per shape.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
+        ROWS_PER_INSERT
+            .iter()
+            .map(|&n| {
+                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+                let sql = format!(
+                    "INSERT INTO executions ({COLUMNS}) \
+                     SELECT v.* FROM (VALUES {values}) AS v \
+                     WHERE v.column2 IN (SELECT id FROM apps) ON CONFLICT DO NOTHING"
+                );
+                (n, sql)
+            })
+            .collect()
+    });
+    SQL.iter()
+        .find(|(n, _)| *n == rows)
+        .map_or("", |(_, sql)| sql.as_str())
 }
 
 const COLUMNS: &str =
@@ -53,17 +77,9 @@ impl ExecutionStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // One multi-row statement per chunk: each statement is a round trip to the
-        // connection's worker thread, which cost more than SQLite's own work.
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         for chunk in chunks(batch) {
-            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "INSERT INTO executions ({COLUMNS}) \
-                 SELECT v.* FROM (VALUES {rows}) AS v \
-                 WHERE v.column2 IN (SELECT id FROM apps) ON CONFLICT DO NOTHING"
-            );
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(insert_sql(chunk.len()));
             for e in chunk {
                 let logs = serde_json::to_string(&e.logs).map_err(StoreError::other)?;
                 query = query
@@ -153,7 +169,10 @@ mod tests {
     fn batches_split_into_few_statement_shapes() {
         let rows: Vec<u32> = (0..150).collect();
         let sizes: Vec<usize> = super::chunks(&rows).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![64, 64, 8, 8, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(sizes, vec![64, 64, 16, 4, 1, 1]);
+        for &size in &sizes {
+            assert_eq!(super::insert_sql(size).matches("(?,").count(), size);
+        }
         assert_eq!(sizes.iter().sum::<usize>(), 150);
     }
 }
