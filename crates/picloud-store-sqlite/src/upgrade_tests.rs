@@ -3,20 +3,23 @@
 use picloud_core::model::ExecutionSource;
 use picloud_core::{ScriptId, TriggerId};
 use picloud_store::{
-    AppStore, EventCause, EventStore, KvStore, NewApp, PageRequest, RetryPolicy, TriggerConfig,
-    TriggerStore,
+    App, AppStore, EventCause, EventStore, KvStore, NewApp, PageRequest, RetryPolicy,
+    TriggerConfig, TriggerStore,
 };
 use serde_json::json;
 
 use crate::{migrator_upto, ts, SqliteStore};
 
-#[tokio::test]
-async fn rebuilding_triggers_keeps_details_and_deliveries() {
+/// A store migrated only up to `version`, with one app.
+async fn store_at_version(version: i64) -> (tempfile::TempDir, SqliteStore, App) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::connect(&dir.path().join("old.db"))
         .await
         .expect("open");
-    store.migrate_with(migrator_upto(4)).await.expect("v4");
+    store
+        .migrate_with(migrator_upto(version))
+        .await
+        .expect("old schema");
     let app = store
         .create_app(NewApp {
             slug: "shop".into(),
@@ -24,6 +27,12 @@ async fn rebuilding_triggers_keeps_details_and_deliveries() {
         })
         .await
         .expect("app");
+    (dir, store, app)
+}
+
+#[tokio::test]
+async fn rebuilding_triggers_keeps_details_and_deliveries() {
+    let (_dir, store, app) = store_at_version(4).await;
     // Today's store code reads and writes tables v4 lacks; write the rows as v4 did.
     let script = ScriptId::new();
     let now = ts(picloud_core::now());
@@ -115,18 +124,7 @@ async fn clustering_executions_by_app_keeps_every_record() {
     use picloud_core::ExecutionId;
     use picloud_store::{ExecutionFilter, ExecutionStore};
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::connect(&dir.path().join("old.db"))
-        .await
-        .expect("open");
-    store.migrate_with(migrator_upto(7)).await.expect("v7");
-    let app = store
-        .create_app(NewApp {
-            slug: "shop".into(),
-            name: "Shop".into(),
-        })
-        .await
-        .expect("app");
+    let (_dir, store, app) = store_at_version(7).await;
     let old = picloud_core::now() - chrono::Duration::days(30);
     let ids = [ExecutionId::at(old), ExecutionId::new()];
     for (id, at) in ids.iter().zip([old, picloud_core::now()]) {
