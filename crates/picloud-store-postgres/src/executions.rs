@@ -179,12 +179,14 @@ impl ExecutionStore for PostgresStore {
     ) -> StoreResult<u64> {
         sqlx::query(
             // Keyed by app: the oldest records are found app by app, each a range
-            // scan of its own part of the key.
-            "DELETE FROM executions WHERE (app_id, id) IN \
-             (SELECT e.app_id, e.id FROM apps a \
-              CROSS JOIN LATERAL (SELECT app_id, id FROM executions \
-                WHERE app_id = a.id AND id < $1 LIMIT $2) e \
-              LIMIT $2)",
+            // scan of its own part of the key, and deleted by their row addresses (a
+            // TID scan; records are never updated, so an address cannot move, and
+            // joining back on the key made the planner scan the whole table).
+            "DELETE FROM executions WHERE ctid = ANY(ARRAY( \
+             SELECT e.ctid FROM apps a \
+             CROSS JOIN LATERAL (SELECT ctid FROM executions \
+               WHERE app_id = a.id AND id < $1 LIMIT $2) e \
+             LIMIT $2))",
         )
         .bind(ExecutionId::lower_bound(cutoff))
         .bind(i64::from(limit))
