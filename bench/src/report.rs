@@ -157,10 +157,10 @@ fn records_table(out: &mut String, r: &Results) {
     }
     let c = &r.records;
     let listed = match c.listed {
-        Some(listed) => format!(
+        Some((listed, took)) => format!(
             "records listed = {listed} {} (listing them 500 a page took {:.1} s)",
             mark(listed == c.served && c.metric == c.served),
-            c.listing_took.as_secs_f64(),
+            took.as_secs_f64(),
         ),
         None => format!(
             "records not listed (`--count-records false`) {}",

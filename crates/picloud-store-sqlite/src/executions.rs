@@ -16,38 +16,32 @@ use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
 /// parameters is far under SQLite's 32,766-parameter limit.
 const ROWS_PER_INSERT: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// Splits a batch into chunks of the sizes above.
-fn chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+/// The INSERT of each size in [`ROWS_PER_INSERT`], in the same order, built once.
+static INSERT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    ROWS_PER_INSERT
+        .iter()
+        .map(|&n| {
+            let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+            format!(
+                "INSERT INTO executions ({COLUMNS}) \
+                 SELECT v.* FROM (VALUES {values}) AS v \
+                 WHERE v.column2 IN (SELECT id FROM apps) ON CONFLICT DO NOTHING"
+            )
+        })
+        .collect()
+});
+
+/// Splits a batch into chunks of the sizes above, each with its INSERT.
+fn chunks<T>(mut rows: &[T]) -> Vec<(&'static str, &[T])> {
     let mut out = Vec::new();
-    for size in ROWS_PER_INSERT {
+    for (size, sql) in ROWS_PER_INSERT.into_iter().zip(INSERT_SQL.iter()) {
         while rows.len() >= size {
             let (chunk, rest) = rows.split_at(size);
-            out.push(chunk);
+            out.push((sql.as_str(), chunk));
             rows = rest;
         }
     }
     out
-}
-
-/// The INSERT for a chunk of `rows` rows, built once per shape.
-fn insert_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
-        ROWS_PER_INSERT
-            .iter()
-            .map(|&n| {
-                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
-                let sql = format!(
-                    "INSERT INTO executions ({COLUMNS}) \
-                     SELECT v.* FROM (VALUES {values}) AS v \
-                     WHERE v.column2 IN (SELECT id FROM apps) ON CONFLICT DO NOTHING"
-                );
-                (n, sql)
-            })
-            .collect()
-    });
-    SQL.iter()
-        .find(|(n, _)| *n == rows)
-        .map_or("", |(_, sql)| sql.as_str())
 }
 
 const COLUMNS: &str =
@@ -78,8 +72,8 @@ impl ExecutionStore for SqliteStore {
             return Ok(());
         }
         let mut tx = self.writer.begin().await.map_err(db_err)?;
-        for chunk in chunks(batch) {
-            let mut query = sqlx::query(insert_sql(chunk.len()));
+        for (sql, chunk) in chunks(batch) {
+            let mut query = sqlx::query(sql);
             for e in chunk {
                 let logs = serde_json::to_string(&e.logs).map_err(StoreError::other)?;
                 query = query
@@ -168,10 +162,11 @@ mod tests {
     #[test]
     fn batches_split_into_few_statement_shapes() {
         let rows: Vec<u32> = (0..150).collect();
-        let sizes: Vec<usize> = super::chunks(&rows).iter().map(|c| c.len()).collect();
+        let chunks = super::chunks(&rows);
+        let sizes: Vec<usize> = chunks.iter().map(|(_, c)| c.len()).collect();
         assert_eq!(sizes, vec![64, 64, 16, 4, 1, 1]);
-        for &size in &sizes {
-            assert_eq!(super::insert_sql(size).matches("(?,").count(), size);
+        for (sql, chunk) in chunks {
+            assert_eq!(sql.matches("(?,").count(), chunk.len());
         }
         assert_eq!(sizes.iter().sum::<usize>(), 150);
     }

@@ -514,7 +514,7 @@ pub async fn executions_record_filter_and_expire(store: Arc<dyn Store>) {
     batch.push(execution(&AppId::new(), &s.id, ExecutionStatus::Ok, 1));
     store.insert_executions(&batch).await.expect("insert batch");
     store.insert_executions(&[]).await.expect("empty batch");
-    // Records too large for one statement together are still written, all or none.
+    // Log lines of megabytes are written and read back whole.
     let mut large = Vec::new();
     for _ in 0..2 {
         let mut e = execution(&other.id, &s.id, ExecutionStatus::Ok, 2);
@@ -616,7 +616,8 @@ pub async fn executions_record_filter_and_expire(store: Arc<dyn Store>) {
             .expect("batch"),
         2
     );
-    // The rest, across both apps (three left of shop's, two of other's).
+    // Five were left (three of shop's, two of other's) and the sweep above took two:
+    // the rest come from both apps.
     assert_eq!(
         store
             .delete_executions_before(recent, 100)
