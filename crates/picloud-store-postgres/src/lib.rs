@@ -70,8 +70,14 @@ const RELAXED_CONNECTIONS: u32 = 4;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn migrator() -> Migrator {
+    migrator_upto(i64::MAX)
+}
+
+/// The migrations up to `version` (tests upgrade from older schemas).
+fn migrator_upto(version: i64) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
+        .filter(|(v, _, _)| *v <= version)
         .map(|(version, description, sql)| {
             Migration::new(
                 *version,
@@ -449,6 +455,9 @@ impl Store for PostgresStore {
         self.pool.close().await;
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests;
 
 #[cfg(test)]
 mod tests {

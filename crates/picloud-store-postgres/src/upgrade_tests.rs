@@ -1,0 +1,131 @@
+//! Upgrading a database that already holds data keeps every row. Runs against the
+//! server in `PICLOUD_TEST_DATABASE_URL` (CI sets it; when set and unreachable, the test
+//! fails) in a scratch database of its own.
+
+use chrono::Duration;
+use picloud_core::model::ExecutionStatus;
+use picloud_core::ExecutionId;
+use picloud_store::{AppStore, ExecutionFilter, ExecutionStore, NewApp, PageRequest};
+use sqlx::{Connection, PgConnection};
+
+use crate::{migrator_upto, PostgresStore};
+
+/// A scratch database, dropped when this value is, even when the test fails.
+struct Scratch {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    async fn create() -> Option<Self> {
+        let admin_url = std::env::var("PICLOUD_TEST_DATABASE_URL").ok()?;
+        let name = format!(
+            "picloud_upgrade_{}",
+            ExecutionId::new().as_str().to_lowercase()
+        );
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("reach PostgreSQL");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+        let url = format!("{base}/{name}");
+        Some(Self {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot block on itself.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut admin = PgConnection::connect(&admin_url).await?;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .map(drop)
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn keying_executions_by_app_keeps_every_record() {
+    let Some(scratch) = Scratch::create().await else {
+        eprintln!("PICLOUD_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let store = PostgresStore::connect(&scratch.url).await.expect("connect");
+    migrator_upto(7).run(&store.pool).await.expect("v7");
+    let app = store
+        .create_app(NewApp {
+            slug: "shop".into(),
+            name: "Shop".into(),
+        })
+        .await
+        .expect("app");
+    let old = picloud_core::now() - Duration::days(30);
+    let ids = [ExecutionId::at(old), ExecutionId::new()];
+    for (id, at) in ids.iter().zip([old, picloud_core::now()]) {
+        sqlx::query(
+            "INSERT INTO executions (id, app_id, script_id, source, status, started_at, \
+             duration_ms, logs, error, error_line) \
+             VALUES ($1, $2, 'scr_x', 'http', 'error', $3, 5, '[]', 'boom', 3)",
+        )
+        .bind(id.as_str())
+        .bind(app.id.as_str())
+        .bind(at)
+        .execute(&store.pool)
+        .await
+        .expect("v7 record");
+    }
+
+    store.migrate().await.expect("upgrade");
+
+    let listed = store
+        .list_executions(
+            &app.id,
+            &ExecutionFilter::default(),
+            &PageRequest::first(10),
+        )
+        .await
+        .expect("list");
+    let listed: Vec<_> = listed.items.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(listed, vec![ids[1].clone(), ids[0].clone()]);
+    let kept = store.get_execution(&app.id, &ids[0]).await.expect("get");
+    assert_eq!(kept.status, ExecutionStatus::Error);
+    assert_eq!((kept.error_line, kept.duration_ms), (Some(3), 5));
+    let cutoff = picloud_core::now() - Duration::days(7);
+    assert_eq!(
+        store
+            .delete_executions_before(cutoff, 10)
+            .await
+            .expect("sweep"),
+        1
+    );
+    // The new key is the one `ON CONFLICT` names: writing the kept record again is a
+    // no-op, not an error.
+    store
+        .insert_executions(std::slice::from_ref(&kept))
+        .await
+        .expect("rewrite");
+    store.delete_app(&app.id).await.expect("delete app");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM executions")
+        .fetch_one(&store.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+}
