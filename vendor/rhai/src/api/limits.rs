@@ -88,6 +88,12 @@ pub struct Limits {
     /// Not available under `no_object`.
     #[cfg(not(feature = "no_object"))]
     pub map_size: Option<NonZeroUsize>,
+    /// Maximum length of a [BLOB][crate::Blob] in bytes. PiCloud patch: upstream holds
+    /// BLOBs to the array limit, so a BLOB of a few MiB forces arrays of millions of items.
+    ///
+    /// Not available under `no_index`.
+    #[cfg(not(feature = "no_index"))]
+    pub blob_size: Option<NonZeroUsize>,
 }
 
 impl Limits {
@@ -113,6 +119,8 @@ impl Limits {
             array_size: None,
             #[cfg(not(feature = "no_object"))]
             map_size: None,
+            #[cfg(not(feature = "no_index"))]
+            blob_size: None,
         }
     }
 }
@@ -132,7 +140,7 @@ impl Engine {
             || {
                 #[cfg(not(feature = "no_index"))]
                 {
-                    self.limits.array_size.is_some()
+                    self.limits.array_size.is_some() || self.limits.blob_size.is_some()
                 }
                 #[cfg(feature = "no_index")]
                 false
@@ -314,6 +322,27 @@ impl Engine {
     pub const fn max_array_size(&self) -> usize {
         #[cfg(not(feature = "no_index"))]
         return match self.limits.array_size {
+            Some(n) => n.get(),
+            None => 0,
+        };
+        #[cfg(feature = "no_index")]
+        return 0;
+    }
+    /// Set the maximum length of [BLOB's][crate::Blob] in bytes (0 for unlimited).
+    ///
+    /// PiCloud patch: upstream applies the array limit to BLOB's.
+    #[cfg(not(feature = "no_index"))]
+    #[inline(always)]
+    pub fn set_max_blob_size(&mut self, max_size: usize) -> &mut Self {
+        self.limits.blob_size = NonZeroUsize::new(max_size);
+        self
+    }
+    /// The maximum length of [BLOB's][crate::Blob] in bytes (0 for unlimited).
+    #[inline]
+    #[must_use]
+    pub const fn max_blob_size(&self) -> usize {
+        #[cfg(not(feature = "no_index"))]
+        return match self.limits.blob_size {
             Some(n) => n.get(),
             None => 0,
         };

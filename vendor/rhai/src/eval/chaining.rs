@@ -390,6 +390,11 @@ impl Engine {
                             )?;
                         }
 
+                        // PiCloud patch: assigning to a new key grows the map itself, and a
+                        // character assigned into a string can lengthen it; upstream checked
+                        // only the item, so `m[k] = v` in a loop grew maps past their limit.
+                        self.check_data_size(&*obj, op_info.position())?;
+
                         Ok((Dynamic::UNIT, true))
                     }
                     // xxx[rhs]

@@ -8,106 +8,26 @@ use std::borrow::Borrow;
 #[cfg(feature = "no_std")]
 use std::prelude::v1::*;
 
-/// Recursively calculate the sizes of an array.
+/// Calculate the size of a value itself: the items of an [`Array`][crate::Array], the
+/// properties of a [`Map`][crate::Map], the bytes of a [`String`]. A BLOB's bytes are
+/// checked apart, against their own limit (see [`Engine::check_data_size`]).
+///
+/// PiCloud patch: upstream sums the sizes of everything nested inside the value, and
+/// checks after every call that may grow a value, so building an array of n items cost
+/// O(n²) (100,000 `push`es took seconds) and a `len()` in a loop walked the whole array
+/// each time. Each value is now held to the limits on its own, in O(1), wherever it
+/// grows; what a run holds in total is the host's memory limit's business.
 ///
 /// Sizes returned are `(` [`Array`][crate::Array], [`Map`][crate::Map] and [`String`] `)`.
-///
-/// # Panics
-///
-/// Panics if any interior data is shared (should never happen).
-#[cfg(not(feature = "no_index"))]
-#[inline]
-pub fn calc_array_sizes(array: &crate::Array) -> (usize, usize, usize) {
-    let (mut ax, mut mx, mut sx) = (0, 0, 0);
-
-    for value in array {
-        ax += 1;
-
-        match value.0 {
-            Union::Array(ref a, ..) => {
-                let (a, m, s) = calc_array_sizes(a);
-                ax += a;
-                mx += m;
-                sx += s;
-            }
-            Union::Blob(ref a, ..) => ax += 1 + a.len(),
-            #[cfg(not(feature = "no_object"))]
-            Union::Map(ref m, ..) => {
-                let (a, m, s) = calc_map_sizes(m);
-                ax += a;
-                mx += m;
-                sx += s;
-            }
-            Union::Str(ref s, ..) => sx += s.len(),
-            #[cfg(not(feature = "no_closure"))]
-            Union::Shared(..) => {
-                unreachable!("shared values discovered within data")
-            }
-            _ => (),
-        }
-    }
-
-    (ax, mx, sx)
-}
-/// Recursively calculate the sizes of a map.
-///
-/// Sizes returned are `(` [`Array`][crate::Array], [`Map`][crate::Map] and [`String`] `)`.
-///
-/// # Panics
-///
-/// Panics if any interior data is shared (should never happen).
-#[cfg(not(feature = "no_object"))]
-#[inline]
-pub fn calc_map_sizes(map: &crate::Map) -> (usize, usize, usize) {
-    let (mut ax, mut mx, mut sx) = (0, 0, 0);
-
-    for value in map.values() {
-        mx += 1;
-
-        match value.0 {
-            #[cfg(not(feature = "no_index"))]
-            Union::Array(ref a, ..) => {
-                let (a, m, s) = calc_array_sizes(a);
-                ax += a;
-                mx += m;
-                sx += s;
-            }
-            #[cfg(not(feature = "no_index"))]
-            Union::Blob(ref a, ..) => ax += 1 + a.len(),
-            Union::Map(ref m, ..) => {
-                let (a, m, s) = calc_map_sizes(m);
-                ax += a;
-                mx += m;
-                sx += s;
-            }
-            Union::Str(ref s, ..) => sx += s.len(),
-            #[cfg(not(feature = "no_closure"))]
-            Union::Shared(..) => {
-                unreachable!("shared values discovered within data")
-            }
-            _ => (),
-        }
-    }
-
-    (ax, mx, sx)
-}
-
-/// Recursively calculate the sizes of a value.
-///
-/// Sizes returned are `(` [`Array`][crate::Array], [`Map`][crate::Map] and [`String`] `)`.
-///
-/// # Panics
-///
-/// Panics if any interior data is shared (should never happen).
 #[inline]
 pub fn calc_data_sizes(value: &Dynamic, _top: bool) -> (usize, usize, usize) {
     match value.0 {
         #[cfg(not(feature = "no_index"))]
-        Union::Array(ref arr, ..) => calc_array_sizes(arr),
+        Union::Array(ref arr, ..) => (arr.len(), 0, 0),
         #[cfg(not(feature = "no_index"))]
-        Union::Blob(ref blob, ..) => (blob.len(), 0, 0),
+        Union::Blob(..) => (0, 0, 0),
         #[cfg(not(feature = "no_object"))]
-        Union::Map(ref map, ..) => calc_map_sizes(map),
+        Union::Map(ref map, ..) => (0, map.len(), 0),
         Union::Str(ref s, ..) => (0, 0, s.len()),
         #[cfg(not(feature = "no_closure"))]
         Union::Shared(..) if _top => calc_data_sizes(&value.read_lock::<Dynamic>().unwrap(), true),
@@ -135,7 +55,8 @@ impl Engine {
         #[cfg(not(feature = "no_index"))]
         if self.limits.array_size.map_or(false, |max| _arr > max.get()) {
             return Err(
-                ERR::ErrorDataTooLarge("Size of array/BLOB".to_string(), Position::NONE).into(),
+                // PiCloud patch: BLOBs have their own limit and message
+                ERR::ErrorDataTooLarge("Size of array".to_string(), Position::NONE).into(),
             );
         }
 
@@ -146,6 +67,18 @@ impl Engine {
             );
         }
 
+        Ok(())
+    }
+
+    /// Raise an error if a BLOB of `len` bytes exceeds the BLOB limit.
+    ///
+    /// PiCloud patch: upstream checks BLOB's against the array limit.
+    #[cfg(not(feature = "unchecked"))]
+    pub(crate) fn throw_on_blob_size(&self, _len: usize) -> RhaiResultOf<()> {
+        #[cfg(not(feature = "no_index"))]
+        if self.limits.blob_size.map_or(false, |max| _len > max.get()) {
+            return Err(ERR::ErrorDataTooLarge("Size of BLOB".to_string(), Position::NONE).into());
+        }
         Ok(())
     }
 
@@ -166,6 +99,12 @@ impl Engine {
 
         self.throw_on_size(sizes)
             .map_err(|err| err.fill_position(pos))?;
+
+        #[cfg(not(feature = "no_index"))]
+        if let Some(blob) = value.borrow().read_lock::<crate::Blob>() {
+            self.throw_on_blob_size(blob.len())
+                .map_err(|err| err.fill_position(pos))?;
+        }
 
         Ok(value)
     }

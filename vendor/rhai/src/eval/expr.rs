@@ -279,28 +279,14 @@ impl Engine {
 
             #[cfg(not(feature = "no_index"))]
             Expr::Array(x, ..) => {
+                // PiCloud patch: no sizes summed over the items (see `calc_data_sizes`);
+                // the parser already holds a literal to the array limit.
                 let mut array = crate::Array::with_capacity(x.len());
-
-                #[cfg(not(feature = "unchecked"))]
-                let mut total_data_sizes = (0, 0, 0);
 
                 for item_expr in &**x {
                     let value = self
                         .eval_expr(global, caches, scope, this_ptr.as_deref_mut(), item_expr)?
                         .flatten();
-
-                    #[cfg(not(feature = "unchecked"))]
-                    if self.has_data_size_limit() {
-                        let val_sizes = crate::eval::calc_data_sizes(&value, true);
-
-                        total_data_sizes = (
-                            total_data_sizes.0 + val_sizes.0 + 1,
-                            total_data_sizes.1 + val_sizes.1,
-                            total_data_sizes.2 + val_sizes.2,
-                        );
-                        self.throw_on_size(total_data_sizes)
-                            .map_err(|err| err.fill_position(item_expr.position()))?;
-                    }
 
                     array.push(value);
                 }
@@ -310,27 +296,14 @@ impl Engine {
 
             #[cfg(not(feature = "no_object"))]
             Expr::Map(x, ..) => {
+                // PiCloud patch: no sizes summed over the values (see `calc_data_sizes`);
+                // the parser already holds a literal to the map limit.
                 let mut map = x.1.clone();
-
-                #[cfg(not(feature = "unchecked"))]
-                let mut total_data_sizes = (0, 0, 0);
 
                 for (key, value_expr) in &x.0 {
                     let value = self
                         .eval_expr(global, caches, scope, this_ptr.as_deref_mut(), value_expr)?
                         .flatten();
-
-                    #[cfg(not(feature = "unchecked"))]
-                    if self.has_data_size_limit() {
-                        let delta = crate::eval::calc_data_sizes(&value, true);
-                        total_data_sizes = (
-                            total_data_sizes.0 + delta.0,
-                            total_data_sizes.1 + delta.1 + 1,
-                            total_data_sizes.2 + delta.2,
-                        );
-                        self.throw_on_size(total_data_sizes)
-                            .map_err(|err| err.fill_position(value_expr.position()))?;
-                    }
 
                     *map.get_mut(key.as_str()).unwrap() = value;
                 }

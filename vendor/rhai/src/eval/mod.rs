@@ -18,12 +18,6 @@ pub use cache::Caches;
 #[allow(unused_imports)]
 pub use cache::FnResolutionCache;
 pub use cache::FnResolutionCacheEntry;
-#[cfg(not(feature = "unchecked"))]
-#[cfg(not(feature = "no_index"))]
-pub use data_check::calc_array_sizes;
-#[cfg(not(feature = "unchecked"))]
-#[cfg(any(not(feature = "no_index"), not(feature = "no_object")))]
-pub use data_check::calc_data_sizes;
 #[cfg(feature = "debugging")]
 #[cfg(not(feature = "no_function"))]
 #[cfg(not(feature = "no_ast"))]

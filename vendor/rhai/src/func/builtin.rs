@@ -437,7 +437,7 @@ pub fn get_builtin_binary_op_fn(op: &Token, x: &Dynamic, y: &Dynamic) -> Option<
                         #[cfg(not(feature = "unchecked"))]
                         _ctx.unwrap()
                             .engine()
-                            .throw_on_size((b1.len() + b2.len(), 0, 0))?;
+                            .throw_on_blob_size(b1.len() + b2.len())?;
 
                         let mut blob = b1.clone();
                         blob.extend(b2);
@@ -630,7 +630,7 @@ pub fn get_builtin_binary_op_fn(op: &Token, x: &Dynamic, y: &Dynamic) -> Option<
                         #[cfg(not(feature = "unchecked"))]
                         _ctx.unwrap()
                             .engine()
-                            .throw_on_size((blob.len() + x.len(), 0, 0))?;
+                            .throw_on_blob_size(blob.len() + x.len())?;
 
                         blob.extend(x.as_bytes());
                         Ok(Dynamic::from_blob(blob))
@@ -938,13 +938,14 @@ pub fn get_builtin_op_assignment_fn(op: &Token, x: &Dynamic, y: &Dynamic) -> Opt
                         return Ok(Dynamic::UNIT);
                     }
 
+                    // PiCloud patch: the length the array will have, checked before it
+                    // grows (upstream checked the array as it was, before appending)
                     #[cfg(not(feature = "unchecked"))]
-                    if !args[0].as_array_ref().unwrap().is_empty() {
-                        _ctx.unwrap().engine().check_data_size(
-                            &*args[0].read_lock().unwrap(),
-                            crate::Position::NONE,
-                        )?;
-                    }
+                    _ctx.unwrap().engine().throw_on_size((
+                        args[0].as_array_ref().unwrap().len() + x.len(),
+                        0,
+                        0,
+                    ))?;
 
                     let array = &mut *args[0].as_array_mut().unwrap();
 
@@ -970,7 +971,7 @@ pub fn get_builtin_op_assignment_fn(op: &Token, x: &Dynamic, y: &Dynamic) -> Opt
                     #[cfg(not(feature = "unchecked"))]
                     _ctx.unwrap()
                         .engine()
-                        .throw_on_size((blob1.len() + blob2.len(), 0, 0))?;
+                        .throw_on_blob_size(blob1.len() + blob2.len())?;
 
                     append(blob1, blob2);
 
@@ -1089,7 +1090,7 @@ pub fn get_builtin_op_assignment_fn(op: &Token, x: &Dynamic, y: &Dynamic) -> Opt
                     #[cfg(not(feature = "unchecked"))]
                     _ctx.unwrap()
                         .engine()
-                        .throw_on_size((blob.len() + 1, 0, 0))?;
+                        .throw_on_blob_size(blob.len() + 1)?;
 
                     push(blob, x);
 
@@ -1113,7 +1114,7 @@ pub fn get_builtin_op_assignment_fn(op: &Token, x: &Dynamic, y: &Dynamic) -> Opt
                     #[cfg(not(feature = "unchecked"))]
                     _ctx.unwrap()
                         .engine()
-                        .throw_on_size((blob.len() + 1, 0, 0))?;
+                        .throw_on_blob_size(blob.len() + 1)?;
 
                     append_char(blob, x);
 
@@ -1142,7 +1143,7 @@ pub fn get_builtin_op_assignment_fn(op: &Token, x: &Dynamic, y: &Dynamic) -> Opt
                     #[cfg(not(feature = "unchecked"))]
                     _ctx.unwrap()
                         .engine()
-                        .throw_on_size((blob.len() + s.len(), 0, 0))?;
+                        .throw_on_blob_size(blob.len() + s.len())?;
 
                     append_str(blob, s);
 

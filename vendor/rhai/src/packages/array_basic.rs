@@ -264,16 +264,10 @@ pub mod array_functions {
 
         let _ctx = ctx;
 
-        // Check if array will be over max size limit
+        // Check if array will be over max size limit (PiCloud patch: the array's own
+        // length, as everywhere else; see `calc_data_sizes`)
         #[cfg(not(feature = "unchecked"))]
-        if _ctx.engine().max_array_size() > 0 {
-            let pad = len - array.len();
-            let (a, m, s) = crate::eval::calc_array_sizes(array);
-            let (ax, mx, sx) = crate::eval::calc_data_sizes(&item, true);
-
-            _ctx.engine()
-                .throw_on_size((a + pad + ax * pad, m + mx * pad, s + sx * pad))?;
-        }
+        _ctx.engine().throw_on_size((len, 0, 0))?;
 
         array.resize(len, item);
 
