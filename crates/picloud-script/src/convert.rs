@@ -38,29 +38,15 @@ pub fn json_to_dynamic(value: &Value) -> Dynamic {
     }
 }
 
-/// Why a value has no JSON form.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NotJson(pub String);
-
-pub fn dynamic_to_json(value: &Dynamic) -> Result<Value, NotJson> {
-    serde_json::to_value(AsJson::new(value)).map_err(|e| NotJson(e.to_string()))
-}
-
-/// `value` as JSON text, written straight from the script value (a route's answer is
-/// serialised on every request: no intermediate `Value` tree).
-pub fn dynamic_to_json_bytes(value: &Dynamic) -> Result<Vec<u8>, NotJson> {
-    serde_json::to_vec(&AsJson::new(value)).map_err(|e| NotJson(e.to_string()))
-}
-
-/// A script value seen through the JSON rules above, for any serde serializer.
-struct AsJson<'a> {
+/// A script value seen through the JSON rules above, for any serde serializer. Its
+/// text is only ever written through `crate::bounded`, within a limit.
+pub(crate) struct AsJson<'a> {
     value: &'a Dynamic,
     depth: usize,
 }
 
 impl<'a> AsJson<'a> {
-    fn new(value: &'a Dynamic) -> Self {
+    pub(crate) fn new(value: &'a Dynamic) -> Self {
         Self { value, depth: 0 }
     }
 
@@ -130,7 +116,16 @@ impl Serialize for AsJson<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bounded::{json_bytes, json_value};
     use serde_json::json;
+
+    fn dynamic_to_json(value: &Dynamic) -> Result<Value, crate::bounded::JsonOutError> {
+        json_value(value, usize::MAX)
+    }
+
+    fn dynamic_to_json_bytes(value: &Dynamic) -> Result<Vec<u8>, crate::bounded::JsonOutError> {
+        json_bytes(value, usize::MAX)
+    }
 
     #[test]
     fn round_trip_keeps_types() {
@@ -172,6 +167,6 @@ mod tests {
         }
         assert!(dynamic_to_json(&value).is_err());
         assert!(dynamic_to_json_bytes(&value)
-            .is_err_and(|e| e.0.contains("nested deeper than 128 levels")));
+            .is_err_and(|e| e.to_string().contains("nested deeper than 128 levels")));
     }
 }

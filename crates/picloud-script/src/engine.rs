@@ -10,7 +10,7 @@ use rhai::{Dynamic, Engine};
 
 use crate::error::{INLINE_TOKEN, MEMORY_TOKEN, TIMEOUT_TOKEN};
 use crate::modules::{Resolver, SharedResolver};
-use crate::{services, sizes, state, stdlib, Forbidden};
+use crate::{bounded, services, sizes, state, stdlib, Forbidden};
 
 /// How often (in operations) the progress callback reads the clock: often enough that
 /// a run of expensive operations cannot overshoot its deadline by much, rarely enough
@@ -34,8 +34,6 @@ pub(crate) fn build(limits: &ScriptLimits, modules: Arc<Resolver>) -> Engine {
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(limits.max_call_depth);
     engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
-    engine.set_max_string_size(limits.max_string_bytes);
-    engine.set_max_map_size(limits.max_map_len);
     engine.set_max_modules(64);
     engine.set_max_variables(10_000);
     engine.set_max_functions(1_000);
@@ -86,6 +84,7 @@ pub(crate) fn build(limits: &ScriptLimits, modules: Arc<Resolver>) -> Engine {
         .register_get("message", |f: &mut Forbidden| f.to_string());
 
     sizes::configure(&mut engine, limits);
+    bounded::register(&mut engine);
     stdlib::register(&mut engine);
     services::register(&mut engine);
     engine

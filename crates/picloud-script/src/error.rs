@@ -112,6 +112,21 @@ fn innermost(err: &EvalAltResult) -> &EvalAltResult {
     }
 }
 
+/// Longest error message kept: a thrown value's text can be as large as the value.
+const MAX_ERROR_BYTES: usize = 16 << 10;
+
+/// The error's text, written only as far as it is kept.
+fn error_text(err: &EvalAltResult) -> String {
+    let (mut text, complete) = crate::bounded::text_within(MAX_ERROR_BYTES, |out| {
+        use std::fmt::Write as _;
+        write!(out, "{err}")
+    });
+    if !complete {
+        text.push_str("… (truncated)");
+    }
+    text
+}
+
 pub(crate) fn classify(err: &EvalAltResult) -> ScriptFailure {
     let inner = innermost(err);
     let kind = match inner {
@@ -147,7 +162,7 @@ pub(crate) fn classify(err: &EvalAltResult) -> ScriptFailure {
             .read_lock::<crate::Forbidden>()
             .map(|f| f.to_string())
             .unwrap_or_else(|| "forbidden".into()),
-        _ => err.to_string(),
+        _ => error_text(err),
     };
     ScriptFailure {
         kind,

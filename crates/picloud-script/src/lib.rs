@@ -5,6 +5,12 @@
 //! invalidated by `updated_at`. Runs are synchronous and meant for the executor's
 //! dedicated threads; per-run state travels through a thread-local (see `state`).
 
+// Unit tests count allocations as production does, so memory limits hold in them too.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: picloud_alloc::CountingAllocator = picloud_alloc::CountingAllocator;
+
+mod bounded;
 mod convert;
 mod ctx;
 mod engine;
@@ -30,7 +36,8 @@ use picloud_core::config::ScriptLimits;
 use picloud_core::model::ScriptKind;
 use rhai::{Dynamic, Engine, Scope, AST};
 
-pub use convert::{dynamic_to_json, json_to_dynamic, NotJson};
+pub use bounded::{json_value, JsonOutError};
+pub use convert::json_to_dynamic;
 pub use ctx::{AppRef, PrincipalInput, RequestBody, RequestInput, RunInput, ScriptRef};
 pub use error::{CompileError, FailureKind, Limit, ScriptFailure};
 pub use modules::{inspect, ScriptImport};
@@ -237,6 +244,7 @@ impl ScriptEngine {
             deadline: started + timeout,
             services: input.services.clone(),
             max_memory: self.limits.max_memory_bytes,
+            max_answer_bytes: self.limits.max_blob_bytes,
             logs: Vec::new(),
             max_logs: self.limits.max_log_lines,
             dropped_logs: 0,

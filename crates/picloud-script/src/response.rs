@@ -3,8 +3,8 @@
 
 use rhai::{Blob, Dynamic, ImmutableString, Map};
 
-use crate::convert::dynamic_to_json_bytes;
-use crate::error::ScriptFailure;
+use crate::bounded::{self, JsonOutError};
+use crate::error::{FailureKind, Limit, ScriptFailure};
 
 /// An HTTP response, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +29,22 @@ fn render_body(value: &Dynamic) -> Result<Option<(Vec<u8>, &'static str)>, Scrip
     if let Some(blob) = value.read_lock::<Blob>() {
         return Ok(Some((blob.to_vec(), OCTETS)));
     }
-    let bytes = dynamic_to_json_bytes(value)
-        .map_err(|e| ScriptFailure::error(format!("the returned value cannot be sent: {e}")))?;
+    // The text of a value can be far larger than the value (one string shared by many
+    // entries): it is written within the answer limit, never past it.
+    let max = crate::state::max_answer_bytes();
+    let bytes = bounded::json_bytes(value, max).map_err(|e| match e {
+        JsonOutError::TooLarge(max) => ScriptFailure {
+            kind: FailureKind::LimitExceeded(Limit::DataSize),
+            message: format!(
+                "the returned value is larger than {max} bytes as JSON \
+                 (PICLOUD_SCRIPT_MAX_BLOB_BYTES)"
+            ),
+            line: None,
+        },
+        JsonOutError::NotJson(e) => {
+            ScriptFailure::error(format!("the returned value cannot be sent: {e}"))
+        }
+    })?;
     Ok(Some((bytes, JSON)))
 }
 
@@ -43,11 +57,26 @@ fn is_response_map(map: &Map) -> bool {
         && map.get("status").is_some_and(|s| s.is_int())
 }
 
-fn header_value(value: &Dynamic) -> String {
-    match value.read_lock::<ImmutableString>() {
-        Some(s) => s.to_string(),
-        None => value.to_string(),
-    }
+/// Longest header value a script may send (hyper refuses far less than this anyway).
+const MAX_HEADER_VALUE_BYTES: usize = 64 << 10;
+
+fn header_value(name: &str, value: &Dynamic) -> Result<String, ScriptFailure> {
+    let text = match value.read_lock::<ImmutableString>() {
+        Some(s) if s.len() <= MAX_HEADER_VALUE_BYTES => Some(s.to_string()),
+        Some(_) => None,
+        None => {
+            let (text, complete) = bounded::text_within(MAX_HEADER_VALUE_BYTES, |out| {
+                use std::fmt::Write as _;
+                write!(out, "{value}")
+            });
+            complete.then_some(text)
+        }
+    };
+    text.ok_or_else(|| {
+        ScriptFailure::error(format!(
+            "response header {name:?} is longer than {MAX_HEADER_VALUE_BYTES} bytes"
+        ))
+    })
 }
 
 pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure> {
@@ -79,7 +108,7 @@ pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure
                 };
                 for (name, value) in h.iter() {
                     let name = name.to_string();
-                    let value = header_value(value);
+                    let value = header_value(&name, value)?;
                     validate_header(&name, &value)?;
                     headers.push((name, value));
                 }

@@ -1,102 +1,52 @@
-//! Array and Blob sizes.
+//! Where values grow: the checks the engine cannot make itself.
 //!
-//! Rhai has one limit for arrays and Blobs (a Blob's bytes count as elements). Values
-//! the host hands in, like a 10 MiB request body or an HTTP response, must be usable
-//! by the script (SCRIPTING.md "Limits"), so that limit is set to the Blob cap, and
-//! arrays are held to their own, smaller, limit here: every array function that grows
-//! an array checks it before it allocates. Rhai's `+=` on arrays is a built-in
-//! operator that cannot be overridden without slowing every operator by half
-//! (measured); it is still checked by Rhai against the Blob cap, and the run's memory
-//! and time limits bound it like anything else.
+//! Rhai (with PiCloud's patch, `vendor/rhai/PICLOUD.md`) holds each string, array, map
+//! and Blob to its limit on its own, in O(1), after every call and assignment that can
+//! grow it. Two growths need more than that, because one call makes many copies:
+//! `pad` (each copy of an array or map item is a deep copy) and `blob.to_array()`
+//! (sixteen bytes of array per byte of Blob). Both are refused here before they
+//! allocate. What a run holds in total is bounded by its memory limit, read on every
+//! operation (`state::memory_exceeded`).
 
 use picloud_core::config::ScriptLimits;
-use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, INT};
+use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext, Position, INT};
 
 type SizeResult<T> = Result<T, Box<EvalAltResult>>;
 
 pub(crate) fn configure(engine: &mut Engine, limits: &ScriptLimits) {
-    engine.set_max_array_size(limits.max_array_len.max(limits.max_blob_bytes));
-    // Kept as the engine's default tag so native functions can read it: an integer,
-    // since every run starts with a copy of the tag (a custom type would cost an
-    // allocation per run).
-    engine.set_default_tag(Dynamic::from_int(
-        INT::try_from(limits.max_array_len).unwrap_or(INT::MAX),
-    ));
-
+    engine.set_max_string_size(limits.max_string_bytes);
+    engine.set_max_array_size(limits.max_array_len);
+    engine.set_max_map_size(limits.max_map_len);
+    engine.set_max_blob_size(limits.max_blob_bytes);
     engine
-        .register_fn("push", push)
-        .register_fn("insert", insert)
-        .register_fn("append", append)
-        .register_fn("+", concat)
         .register_fn("pad", pad)
         .register_fn("to_array", to_array);
 }
 
-fn push(ctx: NativeCallContext, a: &mut Array, item: Dynamic) -> SizeResult<()> {
-    ensure_len(&ctx, a.len().saturating_add(1))?;
-    a.push(item);
-    Ok(())
-}
-
-fn insert(ctx: NativeCallContext, a: &mut Array, index: INT, item: Dynamic) -> SizeResult<()> {
-    ensure_len(&ctx, a.len().saturating_add(1))?;
-    a.insert(insert_position(a.len(), index), item);
-    Ok(())
-}
-
-fn append(ctx: NativeCallContext, a: &mut Array, b: Array) -> SizeResult<()> {
-    ensure_len(&ctx, a.len().saturating_add(b.len()))?;
-    a.extend(b);
-    Ok(())
-}
-
-fn concat(ctx: NativeCallContext, mut a: Array, b: Array) -> SizeResult<Array> {
-    ensure_len(&ctx, a.len().saturating_add(b.len()))?;
-    a.extend(b);
-    Ok(a)
-}
-
 fn to_array(ctx: NativeCallContext, b: &mut Blob) -> SizeResult<Array> {
-    ensure_len(&ctx, b.len())?;
+    ensure_array_len(ctx.engine(), b.len())?;
     Ok(b.iter()
         .map(|&byte| Dynamic::from_int(INT::from(byte)))
         .collect())
 }
 
-/// The largest array a script may build (the engine's own limit is the Blob cap).
-pub(crate) fn max_array_len(engine: &Engine) -> usize {
-    engine
-        .default_tag()
-        .as_int()
-        .ok()
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or_else(|| engine.max_array_size())
-}
-
-fn ensure_len(ctx: &NativeCallContext, len: usize) -> SizeResult<()> {
-    let max = max_array_len(ctx.engine());
-    if max != 0 && len > max {
-        return Err(too_large("Size of array"));
-    }
-    Ok(())
+fn over(limit: usize, len: usize) -> bool {
+    limit != 0 && len > limit
 }
 
 fn too_large(what: &str) -> Box<EvalAltResult> {
     EvalAltResult::ErrorDataTooLarge(what.into(), Position::NONE).into()
 }
 
-/// Rhai's `insert` positions: a negative index counts from the end, anything past the
-/// end appends.
-fn insert_position(len: usize, index: INT) -> usize {
-    if index >= 0 {
-        usize::try_from(index).map_or(len, |i| i.min(len))
-    } else {
-        usize::try_from(index.unsigned_abs()).map_or(0, |back| len.saturating_sub(back))
+fn ensure_array_len(engine: &Engine, len: usize) -> SizeResult<()> {
+    if over(engine.max_array_size(), len) {
+        return Err(too_large("Size of array"));
     }
+    Ok(())
 }
 
-/// `pad(len, item)`: refused before the copies are made, since each copy of a Blob,
-/// array or map item is a deep copy. Nested items count, as Rhai counts them.
+/// `pad(len, item)` with Rhai's semantics, refused before the copies are made when the
+/// array would pass its limit or the copies the run's memory limit.
 fn pad(ctx: NativeCallContext, a: &mut Array, len: INT, item: Dynamic) -> SizeResult<()> {
     let Ok(len) = usize::try_from(len) else {
         return Ok(());
@@ -104,125 +54,142 @@ fn pad(ctx: NativeCallContext, a: &mut Array, len: INT, item: Dynamic) -> SizeRe
     if len <= a.len() {
         return Ok(());
     }
+    ensure_array_len(ctx.engine(), len)?;
     let copies = len - a.len();
-    let each = sizes(&item);
-    let times = |n: usize| copies.saturating_mul(n);
-    ensure_len(&ctx, a.len().saturating_add(times(1 + each.array_items)))?;
-    let engine = ctx.engine();
-    let over = |limit: usize, total: usize| limit != 0 && total > limit;
-    if over(engine.max_array_size(), times(each.blob_bytes)) {
-        return Err(too_large("Size of array/BLOB"));
-    }
-    if over(engine.max_map_size(), times(each.map_items)) {
-        return Err(too_large("Size of object map"));
-    }
-    if over(engine.max_string_size(), times(each.string_bytes)) {
-        return Err(too_large("Length of string"));
+    let bytes = copies.saturating_mul(heap_bytes(&item).saturating_add(DYNAMIC_BYTES));
+    if bytes > crate::state::memory_left() {
+        return Err(crate::state::memory_stop());
     }
     a.resize(len, item);
     Ok(())
 }
 
-/// Refuses a value the host built (parsed JSON, say) when it holds more array items,
-/// nested ones included, than a script may build.
-pub(crate) fn ensure_array_items(engine: &Engine, value: &Dynamic) -> SizeResult<()> {
-    let max = max_array_len(engine);
-    if max != 0 && sizes(value).array_items > max {
-        return Err(too_large("Size of array"));
-    }
-    Ok(())
-}
+/// What one `Dynamic` takes in place.
+const DYNAMIC_BYTES: usize = std::mem::size_of::<Dynamic>();
 
-/// What a value holds: array items (nested ones included; a Blob is one item), Blob
-/// bytes, map entries and string bytes, each summed over the whole value as Rhai sums
-/// them.
-#[derive(Debug, Default, Clone, Copy)]
-struct Sizes {
-    array_items: usize,
-    blob_bytes: usize,
-    map_items: usize,
-    string_bytes: usize,
-}
-
-impl Sizes {
-    fn add(self, other: Self) -> Self {
-        Self {
-            array_items: self.array_items + other.array_items,
-            blob_bytes: self.blob_bytes + other.blob_bytes,
-            map_items: self.map_items + other.map_items,
-            string_bytes: self.string_bytes + other.string_bytes,
-        }
-    }
-}
-
-fn sizes(value: &Dynamic) -> Sizes {
-    let z = Sizes::default();
-    if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
-        return Sizes {
-            string_bytes: s.len(),
-            ..z
-        };
-    }
+/// Roughly what a copy of `value` allocates: arrays, maps and Blobs are copied deeply;
+/// strings are shared, so a copy of one costs nothing.
+fn heap_bytes(value: &Dynamic) -> usize {
     if let Some(b) = value.read_lock::<Blob>() {
-        return Sizes {
-            blob_bytes: b.len(),
-            ..z
-        };
+        return b.len();
     }
     if let Some(items) = value.read_lock::<Array>() {
-        // Every element is one of the array's items, and adds what it holds.
-        let own = Sizes {
-            array_items: items.len(),
-            ..z
-        };
-        return items.iter().fold(own, |acc, v| acc.add(sizes(v)));
-    }
-    if let Some(map) = value.read_lock::<Map>() {
-        // Every entry is one map item and adds what it holds; a Blob value also
-        // counts as one array item, as Rhai counts it.
-        let own = Sizes {
-            map_items: map.len(),
-            ..z
-        };
-        return map.values().fold(own, |acc, v| {
-            let blob = Sizes {
-                array_items: usize::from(v.is_blob()),
-                ..z
-            };
-            acc.add(sizes(v)).add(blob)
+        return items.iter().fold(items.len() * DYNAMIC_BYTES, |acc, v| {
+            acc.saturating_add(heap_bytes(v))
         });
     }
-    z
+    if let Some(map) = value.read_lock::<Map>() {
+        // A key, a value and the tree's share of a node per entry.
+        const ENTRY: usize = 64;
+        return map.values().fold(map.len() * ENTRY, |acc, v| {
+            acc.saturating_add(heap_bytes(v))
+        });
+    }
+    0
+}
+
+/// Refuses a value the host built from text the script handed over (decoded JSON)
+/// when any string, array, map or Blob in it is past what a script may build.
+pub(crate) fn ensure_within_limits(engine: &Engine, value: &Dynamic) -> SizeResult<()> {
+    if let Some(s) = value.read_lock::<ImmutableString>() {
+        return crate::bounded::ensure_string_len(engine, s.len());
+    }
+    if let Some(b) = value.read_lock::<Blob>() {
+        if over(engine.max_blob_size(), b.len()) {
+            return Err(too_large("Size of BLOB"));
+        }
+        return Ok(());
+    }
+    if let Some(items) = value.read_lock::<Array>() {
+        ensure_array_len(engine, items.len())?;
+        return items.iter().try_for_each(|v| ensure_within_limits(engine, v));
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        if over(engine.max_map_size(), map.len()) {
+            return Err(too_large("Size of object map"));
+        }
+        return map.values().try_for_each(|v| ensure_within_limits(engine, v));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use rhai::INT;
 
-    use crate::stdlib::test_support::{engine, eval, eval_err};
+    use crate::stdlib::test_support::{engine, eval, eval_err, run_failure};
+    use crate::{FailureKind, Limit};
 
+    /// Every way a value grows stops at its own limit, with Rhai's refusal (not a
+    /// timeout, not a crash). Before PiCloud's Rhai patch, the `m[k] = v` and `m.x[k] = v`
+    /// loops grew maps without bound and the `push` loop ran past the time limit.
     #[test]
-    fn arrays_stop_at_their_limit_before_allocating() {
-        for script in [
-            "let a = []; loop { a.push(1); }",
-            "let a = []; loop { a.insert(0, 1); }",
-            "let a = [1]; loop { a.append(a); }",
-            "let a = [1]; loop { let b = a + a; a = b; }",
-            "let a = []; a.pad(100001, 0);",
-            "let b = blob(100001, 0); b.to_array()",
-            // Nested items count: 101 copies of a 1,000-item array.
-            "let a = []; a.pad(1000, 0); let b = []; b.pad(101, a);",
-            // So do the arrays of decoded JSON.
-            "let a = []; a.pad(50000, [0]); json::decode(`[${json::encode(a)}, 0]`)",
+    fn values_stop_at_their_limits_wherever_they_grow() {
+        let array = "Size of array too large";
+        let map = "Size of object map too large";
+        let string = "Length of string too large";
+        let blob = "Size of BLOB too large";
+        for (script, refusal) in [
+            ("let a = []; loop { a.push(1); }", array),
+            ("let a = []; loop { a += 1; }", array),
+            ("let a = []; loop { a.insert(0, 1); }", array),
+            ("let a = [1]; loop { a.append(a); }", array),
+            ("let a = [1]; loop { a += a; }", array),
+            ("let a = [1]; loop { let b = a + a; a = b; }", array),
+            ("let a = []; a.pad(100001, 0);", array),
+            ("let a = [1]; loop { a = a.map(|x| x) + a; }", array),
+            ("let b = blob(100001, 0); b.to_array()", array),
+            ("let a = []; a.pad(50001, 0); json::decode(json::encode(a + a))", array),
+            ("let m = #{}; for i in 0..100001 { m[`${i}`] = i; }", map),
+            ("let m = #{x: #{}}; for i in 0..100001 { m.x[`${i}`] = i; }", map),
+            ("let m = #{}; for i in 0..100001 { m.mixin(#{}); m[`k${i}`] = 1; }", map),
+            (r#"let s = "x"; loop { s += s; }"#, string),
+            (r#"let s = "x"; loop { s = s + s; }"#, string),
+            (r#"let s = "x"; loop { s = `${s}${s}`; }"#, string),
+            (r#"let s = "x"; loop { s.append(s); }"#, string),
+            (r#"let s = ""; s.pad(1048577, "a");"#, string),
+            (r#"let s = ""; s.pad(1048576, "a"); s[0] = '😀';"#, string),
+            (r#"let s = ""; s.pad(1048576, "a"); s.to_upper(); s + 'b'"#, string),
+            ("let b = blob(16777217, 0);", blob),
+            ("let b = blob(16777216, 1); b.push(1);", blob),
+            ("let b = blob(16777216, 1); b += 1;", blob),
+            ("let b = blob(16777216, 1); b += blob(1, 1);", blob),
         ] {
-            // PiCloud's own refusal: Rhai's would say "Size of array/BLOB", and only at
-            // the (much larger) Blob cap.
-            let err = eval_err(script);
-            assert!(err.contains("Size of array too large"), "{script}: {err}");
+            let failure = run_failure(script);
+            assert_eq!(
+                failure.kind,
+                FailureKind::LimitExceeded(Limit::DataSize),
+                "{script}: {failure:?}"
+            );
+            assert!(failure.message.contains(refusal), "{script}: {failure:?}");
         }
+    }
+
+    /// Each value is held to the limits on its own: values inside it count for
+    /// themselves (what the run holds in all is the memory limit's business).
+    #[test]
+    fn values_are_measured_on_their_own() {
         assert_eq!(
             eval::<INT>("let a = []; a.pad(99999, 0); a.push(1); a.len()"),
             100_000
+        );
+        assert_eq!(
+            eval::<INT>("let a = []; a.pad(60000, 0); let b = [a, a]; b[0].len() + b[1].len()"),
+            120_000
+        );
+        assert_eq!(
+            eval::<INT>(
+                r#"let s = ""; s.pad(1000000, "a"); let m = #{};
+                   for i in 0..10000 { m[`${i}`] = s; } m.len()"#
+            ),
+            10_000
+        );
+        // A `len()` in a loop no longer walks the array each time (it was quadratic).
+        assert_eq!(
+            eval::<INT>(
+                "let a = []; while a.len() < 100000 { a.push(a.len()); } a[99999] + a.len()"
+            ),
+            199_999
         );
     }
 
@@ -245,8 +212,8 @@ mod tests {
         );
     }
 
-    /// Blobs are held to the Blob cap, not the array limit: the bytes of a 5 MiB body
-    /// or file fit, and padding copies are measured before they are made.
+    /// Blobs have their own cap: the bytes of a 5 MiB body or file fit, and arrays do
+    /// not grow to millions of items with them.
     #[test]
     fn blobs_use_the_blob_cap() {
         assert_eq!(
@@ -254,11 +221,27 @@ mod tests {
             10_485_760
         );
         let err = eval_err("let b = blob(16777216, 1); b.push(1); b.len()");
-        assert!(err.contains("Size of array/BLOB"), "{err}");
-        let err = eval_err("let a = []; a.pad(1000, blob(1048576, 0));");
-        assert!(err.contains("Size of array/BLOB"), "{err}");
-        let err = eval_err(r#"let s = "x"; s.pad(200000, "y"); let a = []; a.pad(10, s);"#);
-        assert!(err.contains("Length of string"), "{err}");
-        assert!(engine().max_array_size() > 100_000);
+        assert!(err.contains("Size of BLOB"), "{err}");
+        assert_eq!(engine().max_array_size(), 100_000);
+        assert_eq!(engine().max_blob_size(), 16 << 20);
+    }
+
+    /// `pad` makes deep copies in one call: refused before it allocates when they would
+    /// not fit in the run's memory limit (a hundred thousand copies of a 100,000-item
+    /// array would be 160 GB).
+    #[test]
+    fn pad_is_refused_before_copies_past_the_memory_limit() {
+        for script in [
+            "let a = []; a.pad(100000, 0); let b = []; b.pad(100000, a);",
+            "let a = []; a.pad(1000, blob(1048576, 0));",
+            "let m = #{}; for i in 0..1000 { m[`${i}`] = [1, 2, 3]; } let b = []; b.pad(100000, m);",
+        ] {
+            let failure = run_failure(script);
+            assert_eq!(
+                failure.kind,
+                FailureKind::LimitExceeded(Limit::Memory),
+                "{script}: {failure:?}"
+            );
+        }
     }
 }

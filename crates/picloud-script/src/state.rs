@@ -26,6 +26,8 @@ pub(crate) struct RunState {
     /// How the run reaches the services; `None` in compile checks and bare tests.
     pub services: Option<std::sync::Arc<crate::ServiceAccess>>,
     pub max_memory: usize,
+    /// The largest JSON text a run may answer with.
+    pub max_answer_bytes: usize,
     pub logs: Vec<CapturedLog>,
     pub max_logs: usize,
     pub dropped_logs: usize,
@@ -78,6 +80,22 @@ pub(crate) fn memory_exceeded() -> bool {
     picloud_alloc::thread_allocated().saturating_sub(base) > max
 }
 
+/// Bytes the current run may still allocate (unbounded outside a run).
+pub(crate) fn memory_left() -> usize {
+    let (base, max) = MEMORY.with(Cell::get);
+    let used = picloud_alloc::thread_allocated().saturating_sub(base);
+    usize::try_from(max.saturating_sub(used)).unwrap_or(0)
+}
+
+/// Stops the current run at its memory limit: what a step that would allocate past
+/// it raises instead of allocating.
+pub(crate) fn memory_stop() -> Box<rhai::EvalAltResult> {
+    Box::new(rhai::EvalAltResult::ErrorTerminated(
+        rhai::Dynamic::from(stop(crate::error::MEMORY_TOKEN)),
+        rhai::Position::NONE,
+    ))
+}
+
 /// Installs `state` for the closure's duration and returns what the run left in it.
 pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunState) {
     struct Reset;
@@ -109,6 +127,15 @@ pub(crate) fn services() -> Option<std::sync::Arc<crate::ServiceAccess>> {
     CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.services.clone()))
 }
 
+/// The largest JSON text the current run may answer with (unbounded outside a run).
+pub(crate) fn max_answer_bytes() -> usize {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map_or(usize::MAX, |s| s.max_answer_bytes)
+    })
+}
+
 /// The current run's deadline; `None` outside a run (compile checks, tests).
 pub(crate) fn deadline() -> Option<Instant> {
     CURRENT.with(|c| c.borrow().as_ref().map(|s| s.deadline))
@@ -122,15 +149,16 @@ pub(crate) fn log(level: LogLevel, message: &str) {
             state.dropped_logs += 1;
             return;
         }
-        let mut text = message.to_owned();
-        if text.len() > MAX_LOG_LINE_BYTES {
+        // Cut before copying: a host value's text can be megabytes.
+        let text = if message.len() > MAX_LOG_LINE_BYTES {
             let mut cut = MAX_LOG_LINE_BYTES;
-            while !text.is_char_boundary(cut) {
+            while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
-            text.truncate(cut);
-            text.push_str("… (truncated)");
-        }
+            format!("{}… (truncated)", &message[..cut])
+        } else {
+            message.to_owned()
+        };
         state.logs.push(CapturedLog {
             level,
             message: text,

@@ -65,6 +65,11 @@ impl DocsService {
         }
     }
 
+    /// The largest document, as JSON text (`PICLOUD_DOCS_MAX_DOC_BYTES`).
+    pub fn max_doc_bytes(&self) -> usize {
+        self.max_doc_bytes
+    }
+
     fn cause(&self, ctx: &CallContext) -> EventCause {
         EventCause {
             depth: ctx.depth,

@@ -74,6 +74,11 @@ impl KvService {
         }
     }
 
+    /// The largest value, as JSON text (`PICLOUD_KV_MAX_VALUE_BYTES`).
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
+    }
+
     /// Events caused deeper than this are not emitted.
     pub fn max_depth(&self) -> u32 {
         self.max_depth

@@ -4,8 +4,8 @@ use picloud_store::Doc;
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
-use super::{call, error, note_skipped, PageOptions};
-use crate::convert::{dynamic_to_json, json_to_dynamic};
+use super::{call, error, note_skipped, to_json, PageOptions};
+use crate::convert::json_to_dynamic;
 
 /// A handle on one document collection of the running app.
 #[derive(Debug, Clone)]
@@ -26,8 +26,9 @@ fn envelope(doc: &Doc) -> Dynamic {
     Dynamic::from_map(map)
 }
 
+/// A document, patch or filter as JSON, at most a document's size.
 fn json(value: &Dynamic, what: &str) -> Result<serde_json::Value, Box<EvalAltResult>> {
-    dynamic_to_json(value).map_err(|e| error("docs", format!("the {what} is not JSON: {e}")))
+    to_json("docs", what, value, |s| s.docs.max_doc_bytes())
 }
 
 #[export_module]

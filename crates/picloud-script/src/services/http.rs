@@ -7,20 +7,40 @@ use rhai::plugin::*;
 use rhai::{Dynamic, Map};
 
 use super::{call, error};
-use crate::convert::{dynamic_to_json, json_to_dynamic};
+use crate::bounded::{self, JsonOutError};
+use crate::convert::json_to_dynamic;
 
 const NS: &str = "http";
 
 type HttpResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
+/// The largest request body (`PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES`).
+fn max_body() -> HttpResult<usize> {
+    super::limit(NS, |s| s.http.max_request_body_bytes())
+}
+
+fn body_too_large(max: usize) -> Box<EvalAltResult> {
+    error(
+        NS,
+        format!("body is larger than {max} bytes (PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES)"),
+    )
+}
+
 /// A request body by its type: Map/Array → JSON, String → text, Blob → bytes, () → none.
-fn body_of(value: &Dynamic) -> HttpResult<Option<OutboundBody>> {
+/// JSON is written within the body limit, never past it.
+fn body_of(
+    value: &Dynamic,
+    max: impl FnOnce() -> HttpResult<usize>,
+) -> HttpResult<Option<OutboundBody>> {
     if value.is_unit() {
         return Ok(None);
     }
     if value.is_map() || value.is_array() {
-        let json = dynamic_to_json(value).map_err(|e| error(NS, format!("body: {e}")))?;
-        let bytes = serde_json::to_vec(&json).map_err(|e| error(NS, format!("body: {e}")))?;
+        let max = max()?;
+        let bytes = bounded::json_bytes(value, max).map_err(|e| match e {
+            JsonOutError::TooLarge(max) => body_too_large(max),
+            JsonOutError::NotJson(message) => error(NS, format!("body: {message}")),
+        })?;
         return Ok(Some(OutboundBody {
             bytes,
             content_type: "application/json",
@@ -170,23 +190,17 @@ fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
     })?;
     let len = response.body.len();
     let engine = ctx.engine();
-    // A Blob in a map counts 1 + its length against Rhai's array/Blob limit.
-    let max_blob = engine.max_array_size();
-    if max_blob != 0 && len >= max_blob {
+    let max_blob = engine.max_blob_size();
+    if max_blob != 0 && len > max_blob {
         return Err(too_large(len));
     }
-    // Rhai measures every value a function returns: a body whose parsed form is past
-    // the script limits (text over the string limit, an array over the array limit)
-    // is left to `body_raw`, so any response within the Blob cap is usable.
-    let parse_max = match engine.max_string_size() {
-        0 => usize::MAX,
-        n => n,
-    };
+    // A body whose parsed form is past the script limits (text over the string limit,
+    // an array over the array limit) is left to `body_raw`: a script could read it but
+    // not call a method on it, since Rhai checks a value after each call. Any response
+    // within the Blob cap is usable that way.
+    let parse_max = bounded::max_string(engine);
     let mut value = Dynamic::from_map(to_map(response, parse_max));
-    let fits = |v: &Dynamic| {
-        engine.ensure_data_size_within_limits(v).is_ok()
-            && crate::sizes::ensure_array_items(engine, v).is_ok()
-    };
+    let fits = |v: &Dynamic| crate::sizes::ensure_within_limits(engine, v).is_ok();
     if !fits(&value) {
         if let Some(mut map) = value.write_lock::<Map>() {
             map.insert("body".into(), Dynamic::UNIT);
@@ -230,18 +244,37 @@ fn with_body(
     opts: &Map,
 ) -> HttpResult<Map> {
     let mut request = OutboundRequest::new(method, url);
-    request.body = body_of(body)?;
+    request.body = body_of(body, max_body)?;
     apply_opts(&mut request, opts)?;
     send(ctx, request)
 }
 
+/// The length of `s` as `application/x-www-form-urlencoded` writes it.
+fn form_encoded_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' | b' ' => 1,
+            _ => 3,
+        })
+        .sum()
+}
+
 fn form(ctx: &NativeCallContext, url: &str, fields: &Map, opts: &Map) -> HttpResult<Map> {
+    // Measured field by field before it is written: one shared string in many fields
+    // would otherwise encode to gigabytes.
+    let max = max_body()?;
+    let mut len = 0usize;
     let mut encoder = url::form_urlencoded::Serializer::new(String::new());
     for (name, value) in fields {
-        encoder.append_pair(
-            name.as_str(),
-            &text_of(&format!("form field {name:?}"), value)?,
-        );
+        let text = text_of(&format!("form field {name:?}"), value)?;
+        len = len
+            .saturating_add(usize::from(len > 0) + 1)
+            .saturating_add(form_encoded_len(name))
+            .saturating_add(form_encoded_len(&text));
+        if len > max {
+            return Err(body_too_large(max));
+        }
+        encoder.append_pair(name.as_str(), &text);
     }
     let mut request = OutboundRequest::new("POST", url);
     request.body = Some(OutboundBody {
@@ -402,7 +435,7 @@ mod http_ns {
         for (key, value) in &spec {
             match key.as_str() {
                 "method" | "url" => {}
-                "body" => request.body = body_of(value)?,
+                "body" => request.body = body_of(value, max_body)?,
                 other => {
                     if !take_option(&mut request, other, value)? {
                         return Err(error(
@@ -432,20 +465,23 @@ mod tests {
     fn bodies_by_type() {
         let mut m = Map::new();
         m.insert("a".into(), Dynamic::from_int(1));
-        let json = body_of(&Dynamic::from_map(m)).expect("map").expect("body");
+        let max = || Ok(1024);
+        let json = body_of(&Dynamic::from_map(m), max)
+            .expect("map")
+            .expect("body");
         assert_eq!(json.content_type, "application/json");
         assert_eq!(json.bytes, br#"{"a":1}"#);
-        let text = body_of(&Dynamic::from("hi".to_string()))
+        let text = body_of(&Dynamic::from("hi".to_string()), max)
             .expect("text")
             .expect("body");
         assert!(text.content_type.starts_with("text/plain"));
         let blob: rhai::Blob = vec![0, 255];
-        let raw = body_of(&Dynamic::from_blob(blob))
+        let raw = body_of(&Dynamic::from_blob(blob), max)
             .expect("blob")
             .expect("body");
         assert_eq!(raw.content_type, "application/octet-stream");
-        assert!(body_of(&Dynamic::UNIT).expect("unit").is_none());
-        assert!(body_of(&Dynamic::from_int(3)).is_err());
+        assert!(body_of(&Dynamic::UNIT, max).expect("unit").is_none());
+        assert!(body_of(&Dynamic::from_int(3), max).is_err());
     }
 
     #[test]

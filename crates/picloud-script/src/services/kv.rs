@@ -3,8 +3,8 @@
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
-use super::{call, error, note_skipped, PageOptions};
-use crate::convert::{dynamic_to_json, json_to_dynamic};
+use super::{call, error, note_skipped, to_json, PageOptions};
+use crate::convert::json_to_dynamic;
 
 /// A handle on one KV collection of the running app.
 #[derive(Debug, Clone)]
@@ -61,8 +61,7 @@ mod kv_ns {
     /// Stores `value` (any JSON-able value) under `key`; triggers on the collection fire.
     #[rhai_fn(global, return_raw)]
     pub fn set(coll: KvCollection, key: &str, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
-        let json = dynamic_to_json(&value)
-            .map_err(|e| error("kv", format!("the value cannot be stored: {e}")))?;
+        let json = to_json("kv", "value", &value, |s| s.kv.max_value_bytes())?;
         let name = coll.name.clone();
         let key = key.to_owned();
         let skipped = call("kv", |s, ctx| async move {

@@ -14,6 +14,7 @@ use std::time::Instant;
 use picloud_services::{CallContext, ServiceError, Services};
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
+use crate::bounded::JsonOutError;
 use crate::error::{INLINE_TOKEN, TIMEOUT_TOKEN};
 use crate::{state, Forbidden};
 
@@ -41,22 +42,54 @@ fn map_error(namespace: &str, e: ServiceError) -> Box<EvalAltResult> {
     }
 }
 
+/// The current run's way to the services. An inline attempt gives way here: service
+/// calls block, and it runs on an async worker.
+fn access(namespace: &str) -> Result<Arc<crate::ServiceAccess>, Box<EvalAltResult>> {
+    if state::inline_run() {
+        return Err(Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::from(state::stop(INLINE_TOKEN)),
+            Position::NONE,
+        )));
+    }
+    state::services().ok_or_else(|| error(namespace, "not available in this context"))
+}
+
+/// A limit from the services' configuration, for a value about to be handed to them.
+pub(crate) fn limit(
+    namespace: &str,
+    pick: impl FnOnce(&Services) -> usize,
+) -> Result<usize, Box<EvalAltResult>> {
+    Ok(pick(&access(namespace)?.services))
+}
+
+/// A script value as JSON for a service call, its text at most the limit `cap` picks
+/// from the services: measured before the tree is built, so a value whose text would
+/// be gigabytes (one string shared by many entries) is refused without building it.
+pub(crate) fn to_json(
+    namespace: &str,
+    what: &str,
+    value: &Dynamic,
+    cap: impl FnOnce(&Services) -> usize,
+) -> Result<serde_json::Value, Box<EvalAltResult>> {
+    let cap = limit(namespace, cap)?;
+    crate::bounded::json_value(value, cap).map_err(|e| match e {
+        JsonOutError::TooLarge(cap) => error(
+            namespace,
+            format!("the {what} is larger than the limit of {cap} bytes as JSON"),
+        ),
+        JsonOutError::NotJson(message) => {
+            error(namespace, format!("the {what} is not JSON: {message}"))
+        }
+    })
+}
+
 /// Runs one service call for the current run.
 pub(crate) fn call<T, F, Fut>(namespace: &str, f: F) -> Result<T, Box<EvalAltResult>>
 where
     F: FnOnce(Arc<Services>, CallContext) -> Fut,
     Fut: Future<Output = Result<T, ServiceError>>,
 {
-    if state::inline_run() {
-        // Service calls block; an inline attempt runs on an async worker.
-        return Err(Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::from(state::stop(INLINE_TOKEN)),
-            Position::NONE,
-        )));
-    }
-    let Some(access) = state::services() else {
-        return Err(error(namespace, "not available in this context"));
-    };
+    let access = access(namespace)?;
     let remaining = state::deadline()
         .map(|d| d.saturating_duration_since(Instant::now()))
         .unwrap_or(std::time::Duration::from_secs(30));

@@ -13,6 +13,19 @@ const LENIENT: GeneralPurposeConfig =
 const STANDARD_DECODE: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
 const URL_SAFE_DECODE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
+/// `bytes` as Base64, refused before it is written when the text would pass the
+/// string limit (a 16 MiB Blob would be 21 MiB of text).
+fn encode_with(
+    ctx: &NativeCallContext,
+    engine: &GeneralPurpose,
+    bytes: &[u8],
+    padded: bool,
+) -> Result<String, Box<EvalAltResult>> {
+    let len = base64::encoded_len(bytes.len(), padded).unwrap_or(usize::MAX);
+    crate::bounded::ensure_string_len(ctx.engine(), len)?;
+    Ok(engine.encode(bytes))
+}
+
 fn decode_with(engine: &GeneralPurpose, text: &str) -> Result<Blob, Box<EvalAltResult>> {
     engine
         .decode(text)
@@ -26,27 +39,30 @@ mod base64_ns {
     use super::*;
 
     /// Standard padded Base64 of the UTF-8 bytes of string `s`.
-    #[rhai_fn(name = "encode")]
-    pub fn encode_str(s: &str) -> String {
-        STANDARD.encode(s)
+    #[rhai_fn(name = "encode", return_raw)]
+    pub fn encode_str(ctx: NativeCallContext, s: &str) -> Result<String, Box<EvalAltResult>> {
+        encode_with(&ctx, &STANDARD, s.as_bytes(), true)
     }
 
     /// Standard padded Base64 of Blob `b`.
-    #[rhai_fn(name = "encode", pure)]
-    pub fn encode_blob(b: &mut Blob) -> String {
-        STANDARD.encode(b)
+    #[rhai_fn(name = "encode", pure, return_raw)]
+    pub fn encode_blob(ctx: NativeCallContext, b: &mut Blob) -> Result<String, Box<EvalAltResult>> {
+        encode_with(&ctx, &STANDARD, b, true)
     }
 
     /// URL-safe unpadded Base64 of the UTF-8 bytes of string `s`.
-    #[rhai_fn(name = "encode_url")]
-    pub fn encode_url_str(s: &str) -> String {
-        URL_SAFE_NO_PAD.encode(s)
+    #[rhai_fn(name = "encode_url", return_raw)]
+    pub fn encode_url_str(ctx: NativeCallContext, s: &str) -> Result<String, Box<EvalAltResult>> {
+        encode_with(&ctx, &URL_SAFE_NO_PAD, s.as_bytes(), false)
     }
 
     /// URL-safe unpadded Base64 of Blob `b`.
-    #[rhai_fn(name = "encode_url", pure)]
-    pub fn encode_url_blob(b: &mut Blob) -> String {
-        URL_SAFE_NO_PAD.encode(b)
+    #[rhai_fn(name = "encode_url", pure, return_raw)]
+    pub fn encode_url_blob(
+        ctx: NativeCallContext,
+        b: &mut Blob,
+    ) -> Result<String, Box<EvalAltResult>> {
+        encode_with(&ctx, &URL_SAFE_NO_PAD, b, false)
     }
 
     /// The bytes of standard Base64 text `s` (padding optional), as a Blob.

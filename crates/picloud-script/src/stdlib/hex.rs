@@ -5,20 +5,27 @@ use rhai::{Blob, EvalAltResult};
 
 // rhai_codegen unwraps the lock on a `&mut` first parameter in the code it generates.
 #[allow(clippy::unwrap_used)]
+/// `bytes` as hex, refused before it is written when the text would pass the string
+/// limit.
+fn encode(ctx: &NativeCallContext, bytes: &[u8]) -> Result<String, Box<EvalAltResult>> {
+    crate::bounded::ensure_string_len(ctx.engine(), bytes.len().saturating_mul(2))?;
+    Ok(::hex::encode(bytes))
+}
+
 #[export_module]
 mod hex_ns {
     use super::*;
 
     /// Lower-case hex of the UTF-8 bytes of string `s`.
-    #[rhai_fn(name = "encode")]
-    pub fn encode_str(s: &str) -> String {
-        ::hex::encode(s)
+    #[rhai_fn(name = "encode", return_raw)]
+    pub fn encode_str(ctx: NativeCallContext, s: &str) -> Result<String, Box<EvalAltResult>> {
+        encode(&ctx, s.as_bytes())
     }
 
     /// Lower-case hex of Blob `b`.
-    #[rhai_fn(name = "encode", pure)]
-    pub fn encode_blob(b: &mut Blob) -> String {
-        ::hex::encode(b)
+    #[rhai_fn(name = "encode", pure, return_raw)]
+    pub fn encode_blob(ctx: NativeCallContext, b: &mut Blob) -> Result<String, Box<EvalAltResult>> {
+        encode(&ctx, b)
     }
 
     /// The bytes of hex text `s` (either case, even length), as a Blob.

@@ -4,7 +4,8 @@
 use rhai::plugin::*;
 use rhai::EvalAltResult;
 
-use crate::convert::{dynamic_to_json, json_to_dynamic};
+use crate::bounded::{self, JsonOutError};
+use crate::convert::json_to_dynamic;
 
 // rhai_codegen unwraps the lock on a `&mut` first parameter in the code it generates.
 #[allow(clippy::unwrap_used)]
@@ -13,20 +14,25 @@ mod json_ns {
     use super::*;
 
     /// `value` as compact JSON text (Blobs become base64 strings; NaN and infinities throw).
+    /// Text longer than the string limit stops the run, like any string grown past it.
     #[rhai_fn(pure, return_raw)]
-    pub fn encode(value: &mut Dynamic) -> Result<String, Box<EvalAltResult>> {
-        let json = dynamic_to_json(value).map_err(|e| format!("json: {e}"))?;
-        serde_json::to_string(&json).map_err(|e| format!("json: {e}").into())
+    pub fn encode(ctx: NativeCallContext, value: &mut Dynamic) -> Result<String, Box<EvalAltResult>> {
+        match bounded::json_bytes(value, bounded::max_string(ctx.engine())) {
+            // The serializer writes only valid UTF-8.
+            Ok(bytes) => String::from_utf8(bytes).map_err(|e| format!("json: {e}").into()),
+            Err(JsonOutError::TooLarge(_)) => Err(bounded::string_too_large()),
+            Err(e) => Err(format!("json: {e}").into()),
+        }
     }
 
     /// The value JSON `text` describes (objects become maps, null becomes `()`).
-    /// Arrays in it count against the array limit like arrays a script builds.
+    /// Its strings, arrays and maps are held to the limits like those a script builds.
     #[rhai_fn(return_raw)]
     pub fn decode(ctx: NativeCallContext, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(json) => {
                 let value = json_to_dynamic(&json);
-                crate::sizes::ensure_array_items(ctx.engine(), &value)?;
+                crate::sizes::ensure_within_limits(ctx.engine(), &value)?;
                 Ok(value)
             }
             Err(e) => Err(format!("json: {e}").into()),

@@ -77,7 +77,7 @@ fn max_string(ctx: &NativeCallContext) -> usize {
 }
 
 fn max_array(ctx: &NativeCallContext) -> usize {
-    match crate::sizes::max_array_len(ctx.engine()) {
+    match ctx.engine().max_array_size() {
         0 => usize::MAX,
         n => n,
     }

@@ -1,9 +1,12 @@
 //! Helpers for the namespace tests: a real engine, built as production builds it.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use picloud_core::config::ScriptLimits;
 use rhai::{Dynamic, Engine, EvalAltResult};
+
+use crate::{AppRef, RunInput, RunReport, ScriptEngine, ScriptFailure, ScriptRef};
 
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
     crate::engine::build(
@@ -42,5 +45,45 @@ fn message(e: &EvalAltResult) -> String {
         EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
         | EvalAltResult::ErrorInModule(_, inner, _) => message(inner),
         other => other.to_string(),
+    }
+}
+
+static SCRIPT_ENGINE: LazyLock<ScriptEngine> =
+    LazyLock::new(|| ScriptEngine::new(ScriptLimits::default(), 8, 8));
+
+/// Runs `script` as the executor runs one: with its run state, so the wall-clock and
+/// memory limits hold (this test binary counts allocations like the server).
+#[track_caller]
+pub(crate) fn run(script: &str) -> RunReport<Dynamic> {
+    let engine = &*SCRIPT_ENGINE;
+    let ast = match engine.compile(script) {
+        Ok(ast) => ast,
+        Err(e) => panic!("does not compile: {e}\n{script}"),
+    };
+    let input = RunInput {
+        app: AppRef {
+            id: "app_test".into(),
+            slug: "test".into(),
+        },
+        script: ScriptRef {
+            id: "scr_test".into(),
+            name: "test".into(),
+        },
+        principal: None,
+        request: None,
+        event: None,
+        execution_id: "exe_test".into(),
+        attempt: 1,
+        services: None,
+    };
+    engine.run(&ast, input, Duration::from_secs(5), Ok)
+}
+
+/// Runs `script`, which must fail; returns how.
+#[track_caller]
+pub(crate) fn run_failure(script: &str) -> ScriptFailure {
+    match run(script).outcome {
+        Ok(value) => panic!("script did not fail but returned {value:?}\n{script}"),
+        Err(failure) => failure,
     }
 }

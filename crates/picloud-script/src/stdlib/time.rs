@@ -37,17 +37,24 @@ fn from_rfc3339(s: &str) -> Fallible<DateTime<Utc>> {
     }
 }
 
-fn format_at(at: DateTime<Utc>, fmt: &str) -> Fallible<String> {
+fn format_at(ctx: &NativeCallContext, at: DateTime<Utc>, fmt: &str) -> Fallible<String> {
     // Parsed up front: chrono's `Display` panics on an invalid format.
     let items: Vec<Item<'_>> = match StrftimeItems::new(fmt).parse() {
         Ok(items) => items,
         Err(_) => return fail(format!("invalid format {:?}", excerpt(fmt))),
     };
-    let mut out = String::new();
     // Some items parse but cannot be written (`%#z` is for parsing only): `write!`
-    // reports that as an error where `to_string()` would panic.
-    match write!(out, "{}", at.format_with_items(items.iter())) {
-        Ok(()) => Ok(out),
+    // reports that as an error where `to_string()` would panic. Written within the
+    // string limit: a format of many `%c` items is a dozen times its own length.
+    let max = crate::bounded::max_string(ctx.engine());
+    let mut out = crate::bounded::CappedText::new(max.saturating_add(1));
+    let written = write!(out, "{}", at.format_with_items(items.iter()));
+    let (text, complete) = out.finish();
+    if !complete {
+        return Err(crate::bounded::string_too_large());
+    }
+    match written {
+        Ok(()) => Ok(text),
         Err(_) => fail(format!("invalid format {:?}", excerpt(fmt))),
     }
 }
@@ -87,14 +94,22 @@ mod time_ns {
 
     /// Formats Unix milliseconds `ts` (in UTC) with strftime format `fmt` (`"%Y-%m-%d"`).
     #[rhai_fn(name = "format", return_raw)]
-    pub fn format_ms(ts: INT, fmt: &str) -> Result<String, Box<EvalAltResult>> {
-        format_at(from_ms(ts)?, fmt)
+    pub fn format_ms(
+        ctx: NativeCallContext,
+        ts: INT,
+        fmt: &str,
+    ) -> Result<String, Box<EvalAltResult>> {
+        format_at(&ctx, from_ms(ts)?, fmt)
     }
 
     /// Formats RFC 3339 timestamp `ts` (converted to UTC) with strftime format `fmt`.
     #[rhai_fn(name = "format", return_raw)]
-    pub fn format_rfc3339(ts: &str, fmt: &str) -> Result<String, Box<EvalAltResult>> {
-        format_at(from_rfc3339(ts)?, fmt)
+    pub fn format_rfc3339(
+        ctx: NativeCallContext,
+        ts: &str,
+        fmt: &str,
+    ) -> Result<String, Box<EvalAltResult>> {
+        format_at(&ctx, from_rfc3339(ts)?, fmt)
     }
 
     /// Unix milliseconds `ts` plus `ms` milliseconds, as an RFC 3339 UTC string.

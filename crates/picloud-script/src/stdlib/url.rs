@@ -12,6 +12,11 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// The length of `encode(s)`.
+fn encoded_len(s: &str) -> usize {
+    s.bytes().map(|b| if is_unreserved(b) { 1 } else { 3 }).sum()
+}
+
 /// Percent-encodes every byte of `s` but the unreserved ones (space becomes `%20`).
 fn encode(s: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -98,8 +103,10 @@ mod url_ns {
     }
 
     /// Percent-encodes every byte of `s` except the unreserved `A-Z a-z 0-9 - . _ ~`.
-    pub fn encode_component(s: &str) -> String {
-        encode(s)
+    #[rhai_fn(return_raw)]
+    pub fn encode_component(ctx: NativeCallContext, s: &str) -> Result<String, Box<EvalAltResult>> {
+        crate::bounded::ensure_string_len(ctx.engine(), encoded_len(s))?;
+        Ok(encode(s))
     }
 
     /// Decodes the `%XX` sequences of `s`; throws if the result is not UTF-8.
@@ -109,22 +116,33 @@ mod url_ns {
     }
 
     /// A query string (`a=1&b=x%20y`) from `map`, keys in map order, values as strings.
-    #[rhai_fn(pure)]
-    pub fn build_query(map: &mut Map) -> String {
+    #[rhai_fn(pure, return_raw)]
+    pub fn build_query(ctx: NativeCallContext, map: &mut Map) -> Result<String, Box<EvalAltResult>> {
+        // Measured pair by pair before it is written: one shared string in many
+        // entries would otherwise encode to gigabytes.
+        let max = crate::bounded::max_string(ctx.engine());
         let mut out = String::new();
         for (key, value) in map.iter() {
+            let text = match value.read_lock::<ImmutableString>() {
+                Some(s) => s.clone(),
+                None => {
+                    let (text, _) = crate::bounded::text_within(max.saturating_add(1), |out| {
+                        use std::fmt::Write as _;
+                        write!(out, "{value}")
+                    });
+                    text.into()
+                }
+            };
+            let len = out.len() + 2 + encoded_len(key) + encoded_len(&text);
+            crate::bounded::ensure_string_len(ctx.engine(), len)?;
             if !out.is_empty() {
                 out.push('&');
             }
             out.push_str(&encode(key));
             out.push('=');
-            let value = match value.read_lock::<ImmutableString>() {
-                Some(s) => encode(&s),
-                None => encode(&value.to_string()),
-            };
-            out.push_str(&value);
+            out.push_str(&encode(&text));
         }
-        out
+        Ok(out)
     }
 }
 

@@ -152,6 +152,11 @@ impl HttpService {
         }
     }
 
+    /// The largest request body (`PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES`).
+    pub fn max_request_body_bytes(&self) -> usize {
+        self.config.max_request_body_bytes
+    }
+
     /// The shared client, built by the first call that needs it.
     fn client(&self) -> ServiceResult<&reqwest::Client> {
         self.client

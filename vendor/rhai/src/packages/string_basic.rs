@@ -2,7 +2,7 @@ use super::iter_basic::CharsStream;
 use crate::plugin::*;
 use crate::{def_package, Dynamic, FnPtr, ImmutableString, NativeCallContext, INT};
 use std::any::TypeId;
-use std::fmt::{Binary, LowerHex, Octal, Write};
+use std::fmt::{self, Binary, LowerHex, Octal, Write};
 #[cfg(feature = "no_std")]
 use std::prelude::v1::*;
 
@@ -96,13 +96,46 @@ fn printed_value(
         Ok(result) if result.is_string() => result.into_immutable_string().unwrap(),
         Ok(result) => engine.map_type_name(result.type_name()).into(),
         Err(_) => {
-            let mut buf = crate::new_smart_string();
-            match fn_name {
-                FUNC_TO_DEBUG => write!(&mut buf, "{value:?}").unwrap(),
-                _ => write!(&mut buf, "{value}").unwrap(),
-            }
-            engine.map_type_name(&buf).into()
+            // PiCloud patch: the value is written only up to one byte past the string
+            // limit (which whoever receives the text then refuses). Upstream wrote all
+            // of it, and a print function refused for its size led here: a map holding
+            // one shared 1 MiB string 10,000 times became a 10 GB string.
+            let mut buf = CappedText {
+                text: crate::new_smart_string(),
+                room: match engine.max_string_size() {
+                    0 => usize::MAX,
+                    max => max.saturating_add(1),
+                },
+            };
+            let _ = match fn_name {
+                FUNC_TO_DEBUG => write!(&mut buf, "{value:?}"),
+                _ => write!(&mut buf, "{value}"),
+            };
+            engine.map_type_name(&buf.text).into()
         }
+    }
+}
+
+/// Text that stops growing after `room` more bytes (PiCloud patch).
+struct CappedText {
+    text: crate::SmartString,
+    room: usize,
+}
+
+impl Write for CappedText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() <= self.room {
+            self.room -= s.len();
+            self.text.push_str(s);
+            return Ok(());
+        }
+        let mut cut = self.room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&s[..cut]);
+        self.room = 0;
+        Err(fmt::Error)
     }
 }
 

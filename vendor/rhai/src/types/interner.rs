@@ -83,7 +83,10 @@ impl StringsInterner {
     ) -> ImmutableString {
         let key = text.as_ref();
 
-        if self.max() == 0 {
+        // PiCloud patch: long strings are never cached, so they are not hashed either;
+        // upstream hashed the whole text first, and every `let` or assignment of a
+        // megabyte string cost a pass over it.
+        if self.max() == 0 || key.len() > MAX_STRING_LEN {
             return mapper(text);
         }
 
@@ -92,8 +95,8 @@ impl StringsInterner {
         key.hash(hasher);
         let hash = hasher.finish();
 
-        // Do not cache long strings and avoid caching "one-hit wonders".
-        if key.len() > MAX_STRING_LEN || self.bloom_filter.is_absent_and_set(hash) {
+        // Avoid caching "one-hit wonders".
+        if self.bloom_filter.is_absent_and_set(hash) {
             return mapper(text);
         }
 
