@@ -311,13 +311,21 @@ mod tests {
     /// built whole.
     #[test]
     fn logging_a_shared_string_is_cut_not_built() {
-        for then in ["log::info(m);", "print(m);", "debug(m);", "log::error(m.values());"] {
+        for then in [
+            "log::info(m);",
+            "print(m);",
+            "debug(m);",
+            "log::error(m.values());",
+        ] {
             let report = run(&shared(then));
             assert!(report.outcome.is_ok(), "{then}: {:?}", report.outcome);
             let line = &report.logs[0];
             assert!(line.message.ends_with("… (truncated)"), "{then}");
             assert!(line.message.len() < 5000, "{then}: {}", line.message.len());
-            assert!(matches!(line.level, LogLevel::Info | LogLevel::Trace | LogLevel::Error));
+            assert!(matches!(
+                line.level,
+                LogLevel::Info | LogLevel::Trace | LogLevel::Error
+            ));
         }
     }
 
@@ -354,7 +362,10 @@ mod tests {
         let report = engine.run_route(&ast, input, std::time::Duration::from_secs(5));
         let failure = report.outcome.expect_err("refused");
         assert_eq!(failure.kind, FailureKind::LimitExceeded(Limit::DataSize));
-        assert!(failure.message.contains("16777216 bytes as JSON"), "{failure:?}");
+        assert!(
+            failure.message.contains("16777216 bytes as JSON"),
+            "{failure:?}"
+        );
     }
 
     /// `replace` measures what it would build: 100,000 matches of a 10,000-character
@@ -388,21 +399,38 @@ mod tests {
             r#"let f = ""; f.pad(100000, "%c"); time::format(0, f)"#,
         ] {
             let err = eval_err(script);
-            assert!(err.contains("Length of string too large"), "{script}: {err}");
+            assert!(
+                err.contains("Length of string too large"),
+                "{script}: {err}"
+            );
         }
-        assert_eq!(eval::<String>(r#"time::format(0, "%Y-%m-%d")"#), "1970-01-01");
-        assert_eq!(eval::<INT>("base64::encode(blob(786432, 1)).len()"), 1_048_576);
+        assert_eq!(
+            eval::<String>(r#"time::format(0, "%Y-%m-%d")"#),
+            "1970-01-01"
+        );
+        assert_eq!(
+            eval::<INT>("base64::encode(blob(786432, 1)).len()"),
+            1_048_576
+        );
     }
 
     /// The text of arrays, maps and Blobs is Rhai's own, within the limit.
     #[test]
     fn text_of_values_is_rhai_s() {
         assert_eq!(
-            eval::<String>(r#"let a = [1, "a", 'c', 1.5, (), true, #{x: [blob(2, 1)]}]; a.to_string()"#),
+            eval::<String>(
+                r#"let a = [1, "a", 'c', 1.5, (), true, #{x: [blob(2, 1)]}]; a.to_string()"#
+            ),
             r#"[1, "a", 'c', 1.5, (), true, #{"x": [[0101]]}]"#
         );
-        assert_eq!(eval::<String>(r#"`${#{b: 2, a: "x"}}`"#), r#"#{"a": "x", "b": 2}"#);
-        assert_eq!(eval::<String>("blob(9, 255).to_debug()"), "[ffffffffffffffff ff]");
+        assert_eq!(
+            eval::<String>(r#"`${#{b: 2, a: "x"}}`"#),
+            r#"#{"a": "x", "b": 2}"#
+        );
+        assert_eq!(
+            eval::<String>("blob(9, 255).to_debug()"),
+            "[ffffffffffffffff ff]"
+        );
         assert_eq!(eval::<String>(r#""n=" + [1, 2]"#), "n=[1, 2]");
     }
 }

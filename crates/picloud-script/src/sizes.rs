@@ -9,7 +9,10 @@
 //! operation (`state::memory_exceeded`).
 
 use picloud_core::config::ScriptLimits;
-use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext, Position, INT};
+use rhai::{
+    Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext, Position,
+    INT,
+};
 
 type SizeResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -102,13 +105,17 @@ pub(crate) fn ensure_within_limits(engine: &Engine, value: &Dynamic) -> SizeResu
     }
     if let Some(items) = value.read_lock::<Array>() {
         ensure_array_len(engine, items.len())?;
-        return items.iter().try_for_each(|v| ensure_within_limits(engine, v));
+        return items
+            .iter()
+            .try_for_each(|v| ensure_within_limits(engine, v));
     }
     if let Some(map) = value.read_lock::<Map>() {
         if over(engine.max_map_size(), map.len()) {
             return Err(too_large("Size of object map"));
         }
-        return map.values().try_for_each(|v| ensure_within_limits(engine, v));
+        return map
+            .values()
+            .try_for_each(|v| ensure_within_limits(engine, v));
     }
     Ok(())
 }
@@ -139,17 +146,29 @@ mod tests {
             ("let a = []; a.pad(100001, 0);", array),
             ("let a = [1]; loop { a = a.map(|x| x) + a; }", array),
             ("let b = blob(100001, 0); b.to_array()", array),
-            ("let a = []; a.pad(50001, 0); json::decode(json::encode(a + a))", array),
+            (
+                "let a = []; a.pad(50001, 0); json::decode(json::encode(a + a))",
+                array,
+            ),
             ("let m = #{}; for i in 0..100001 { m[`${i}`] = i; }", map),
-            ("let m = #{x: #{}}; for i in 0..100001 { m.x[`${i}`] = i; }", map),
-            ("let m = #{}; for i in 0..100001 { m.mixin(#{}); m[`k${i}`] = 1; }", map),
+            (
+                "let m = #{x: #{}}; for i in 0..100001 { m.x[`${i}`] = i; }",
+                map,
+            ),
+            (
+                "let m = #{}; for i in 0..100001 { m.mixin(#{}); m[`k${i}`] = 1; }",
+                map,
+            ),
             (r#"let s = "x"; loop { s += s; }"#, string),
             (r#"let s = "x"; loop { s = s + s; }"#, string),
             (r#"let s = "x"; loop { s = `${s}${s}`; }"#, string),
             (r#"let s = "x"; loop { s.append(s); }"#, string),
             (r#"let s = ""; s.pad(1048577, "a");"#, string),
             (r#"let s = ""; s.pad(1048576, "a"); s[0] = '😀';"#, string),
-            (r#"let s = ""; s.pad(1048576, "a"); s.to_upper(); s + 'b'"#, string),
+            (
+                r#"let s = ""; s.pad(1048576, "a"); s.to_upper(); s + 'b'"#,
+                string,
+            ),
             ("let b = blob(16777217, 0);", blob),
             ("let b = blob(16777216, 1); b.push(1);", blob),
             ("let b = blob(16777216, 1); b += 1;", blob),

@@ -28,7 +28,12 @@ fn envelope(doc: &Doc) -> Dynamic {
 
 /// A document, patch or filter as JSON, at most a document's size.
 fn json(value: &Dynamic, what: &str) -> Result<serde_json::Value, Box<EvalAltResult>> {
-    to_json("docs", what, value, |s| s.docs.max_doc_bytes())
+    to_json(
+        "docs",
+        what,
+        value,
+        (|s| s.docs.max_doc_bytes(), "PICLOUD_DOCS_MAX_DOC_BYTES"),
+    )
 }
 
 #[export_module]

@@ -61,7 +61,12 @@ mod kv_ns {
     /// Stores `value` (any JSON-able value) under `key`; triggers on the collection fire.
     #[rhai_fn(global, return_raw)]
     pub fn set(coll: KvCollection, key: &str, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
-        let json = to_json("kv", "value", &value, |s| s.kv.max_value_bytes())?;
+        let json = to_json(
+            "kv",
+            "value",
+            &value,
+            (|s| s.kv.max_value_bytes(), "PICLOUD_KV_MAX_VALUE_BYTES"),
+        )?;
         let name = coll.name.clone();
         let key = key.to_owned();
         let skipped = call("kv", |s, ctx| async move {

@@ -69,13 +69,13 @@ pub(crate) fn to_json(
     namespace: &str,
     what: &str,
     value: &Dynamic,
-    cap: impl FnOnce(&Services) -> usize,
+    (cap, setting): (impl FnOnce(&Services) -> usize, &str),
 ) -> Result<serde_json::Value, Box<EvalAltResult>> {
     let cap = limit(namespace, cap)?;
     crate::bounded::json_value(value, cap).map_err(|e| match e {
         JsonOutError::TooLarge(cap) => error(
             namespace,
-            format!("the {what} is larger than the limit of {cap} bytes as JSON"),
+            format!("the {what} is larger than the limit of {cap} bytes as JSON ({setting})"),
         ),
         JsonOutError::NotJson(message) => {
             error(namespace, format!("the {what} is not JSON: {message}"))

@@ -3,8 +3,6 @@
 use rhai::plugin::*;
 use rhai::{Blob, EvalAltResult};
 
-// rhai_codegen unwraps the lock on a `&mut` first parameter in the code it generates.
-#[allow(clippy::unwrap_used)]
 /// `bytes` as hex, refused before it is written when the text would pass the string
 /// limit.
 fn encode(ctx: &NativeCallContext, bytes: &[u8]) -> Result<String, Box<EvalAltResult>> {
@@ -12,6 +10,8 @@ fn encode(ctx: &NativeCallContext, bytes: &[u8]) -> Result<String, Box<EvalAltRe
     Ok(::hex::encode(bytes))
 }
 
+// rhai_codegen unwraps the lock on a `&mut` first parameter in the code it generates.
+#[allow(clippy::unwrap_used)]
 #[export_module]
 mod hex_ns {
     use super::*;

@@ -16,7 +16,10 @@ mod json_ns {
     /// `value` as compact JSON text (Blobs become base64 strings; NaN and infinities throw).
     /// Text longer than the string limit stops the run, like any string grown past it.
     #[rhai_fn(pure, return_raw)]
-    pub fn encode(ctx: NativeCallContext, value: &mut Dynamic) -> Result<String, Box<EvalAltResult>> {
+    pub fn encode(
+        ctx: NativeCallContext,
+        value: &mut Dynamic,
+    ) -> Result<String, Box<EvalAltResult>> {
         match bounded::json_bytes(value, bounded::max_string(ctx.engine())) {
             // The serializer writes only valid UTF-8.
             Ok(bytes) => String::from_utf8(bytes).map_err(|e| format!("json: {e}").into()),

@@ -14,7 +14,9 @@ fn is_unreserved(b: u8) -> bool {
 
 /// The length of `encode(s)`.
 fn encoded_len(s: &str) -> usize {
-    s.bytes().map(|b| if is_unreserved(b) { 1 } else { 3 }).sum()
+    s.bytes()
+        .map(|b| if is_unreserved(b) { 1 } else { 3 })
+        .sum()
 }
 
 /// Percent-encodes every byte of `s` but the unreserved ones (space becomes `%20`).
@@ -117,7 +119,10 @@ mod url_ns {
 
     /// A query string (`a=1&b=x%20y`) from `map`, keys in map order, values as strings.
     #[rhai_fn(pure, return_raw)]
-    pub fn build_query(ctx: NativeCallContext, map: &mut Map) -> Result<String, Box<EvalAltResult>> {
+    pub fn build_query(
+        ctx: NativeCallContext,
+        map: &mut Map,
+    ) -> Result<String, Box<EvalAltResult>> {
         // Measured pair by pair before it is written: one shared string in many
         // entries would otherwise encode to gigabytes.
         let max = crate::bounded::max_string(ctx.engine());
