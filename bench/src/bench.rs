@@ -14,6 +14,7 @@ use crate::events::{self, EventsRun};
 use crate::load::{self, LoadConfig, LoadResult, Target};
 use crate::pg::ScratchDatabase;
 use crate::server::{Binary, Launch, Server, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::values::{self, ValuesRun};
 
 pub const APP: &str = "bench";
 pub const APP_HOST: &str = "bench.localhost";
@@ -36,6 +37,8 @@ pub struct Options {
     pub event_requests: usize,
     /// Documents of the docs scenario; 0 skips it.
     pub docs: usize,
+    /// The script-values scenario.
+    pub values: bool,
     /// Page through the first server's execution records to check their count (takes
     /// minutes after a default run; A/B comparisons skip it).
     pub count_records: bool,
@@ -92,6 +95,8 @@ pub struct Results {
     pub events: Vec<EventsRun>,
     /// SQLite, then PostgreSQL when asked for; empty with `--docs 0`.
     pub docs: Vec<DocsRun>,
+    /// With `--values true` (the default).
+    pub values: Option<ValuesRun>,
     pub loadavg_before: String,
     pub loadavg_after: String,
 }
@@ -317,7 +322,14 @@ pub async fn run(opts: &Options) -> Result<Results> {
     } else {
         Vec::new()
     };
+    let values = if opts.values {
+        eprintln!("script values, SQLite");
+        Some(values::run(&bin, opts).await?)
+    } else {
+        None
+    };
     Ok(Results {
+        values,
         baseline,
         host,
         path,

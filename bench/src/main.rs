@@ -13,6 +13,7 @@ mod load;
 mod pg;
 mod report;
 mod server;
+mod values;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,6 +85,12 @@ const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "PICLOUD_BENCH_DOCS",
         "100000",
         "documents of the docs find scenario (0: skip it)",
+    ),
+    (
+        "values",
+        "PICLOUD_BENCH_VALUES",
+        "true",
+        "the script-values scenario: building data, oversized answers (true/false)",
     ),
     (
         "count-records",
@@ -177,6 +184,7 @@ fn options(m: &ArgMatches) -> Result<Options> {
         events: boolean(m, "events")?,
         event_requests: number::<usize>(m, "event-requests")?.max(1),
         docs: number::<usize>(m, "docs")?,
+        values: boolean(m, "values")?,
         count_records: boolean(m, "count-records")?,
     })
 }

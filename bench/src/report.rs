@@ -19,6 +19,7 @@ pub fn markdown(r: &Results, opts: &Options) -> String {
     records_table(&mut out, r);
     events_report::tables(&mut out, r, opts);
     crate::docs::table(&mut out, &r.docs);
+    crate::values::table(&mut out, r.values.as_ref());
     memory(&mut out, r);
     startup_table(&mut out, r);
     targets(&mut out, r);
@@ -255,4 +256,5 @@ fn targets(out: &mut String, r: &Results) {
     );
     events_report::targets(out, r);
     crate::docs::target(out, &r.docs);
+    crate::values::target(out, r.values.as_ref());
 }

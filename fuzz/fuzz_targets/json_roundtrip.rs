@@ -1,4 +1,4 @@
-//! Arbitrary JSON through `json_to_dynamic` / `dynamic_to_json`, and as a request body
+//! Arbitrary JSON through `json_to_dynamic` / `json_value`, and as a request body
 //! returned by a route (so through `to_response`) and through `json::encode`/`decode`.
 //!
 //! Every JSON value serde_json parses (its own depth limit is 128) must come back
@@ -12,7 +12,7 @@ mod common;
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use picloud_script::{dynamic_to_json, json_to_dynamic, RequestBody};
+use picloud_script::{json_to_dynamic, json_value, RequestBody};
 use rhai::AST;
 use serde_json::{Number, Value};
 
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let expected = normalise(&json);
     let dynamic = json_to_dynamic(&json);
-    match dynamic_to_json(&dynamic) {
+    match json_value(&dynamic, usize::MAX) {
         Ok(back) => assert_eq!(back, expected, "round trip changed the value"),
         Err(e) => panic!("parsed JSON has no JSON form: {e}"),
     }
