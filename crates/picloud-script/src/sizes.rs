@@ -24,6 +24,137 @@ pub(crate) fn configure(engine: &mut Engine, limits: &ScriptLimits) {
     engine
         .register_fn("pad", pad)
         .register_fn("to_array", to_array);
+    register_splits(engine);
+}
+
+/// Rhai's string splits (`split`, `split_rev`, `to_chars`), with the number of pieces
+/// counted before any is made: a 1 MiB string split into characters is a million
+/// strings, about 56 MiB, which Rhai would build before refusing the array.
+fn register_splits(engine: &mut Engine) {
+    fn pieces<'a>(
+        ctx: &NativeCallContext,
+        split: impl Fn() -> Box<dyn Iterator<Item = &'a str> + 'a>,
+    ) -> SizeResult<Array> {
+        ensure_array_len(ctx.engine(), split().count())?;
+        Ok(split()
+            .map(|p| Dynamic::from(ImmutableString::from(p)))
+            .collect())
+    }
+    // Rhai answers `[s]` for an empty string, a delimiter that does not occur, or fewer
+    // than two segments.
+    fn whole(s: &ImmutableString) -> Array {
+        vec![Dynamic::from(s.clone())]
+    }
+    fn segments(n: INT) -> Option<usize> {
+        (n > 1).then(|| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+    engine
+        .register_fn("to_chars", |ctx: NativeCallContext, s: &str| {
+            ensure_array_len(ctx.engine(), s.chars().count())?;
+            Ok::<Array, Box<EvalAltResult>>(s.chars().map(Dynamic::from).collect())
+        })
+        .register_fn(
+            "split",
+            |ctx: NativeCallContext, s: &mut ImmutableString| {
+                if s.is_empty() {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.split_whitespace()))
+            },
+        )
+        .register_fn(
+            "split",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: &str| {
+                if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.split(d)))
+            },
+        )
+        .register_fn(
+            "split",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: &str, n: INT| {
+                let Some(n) = segments(n) else {
+                    return Ok(whole(s));
+                };
+                if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.splitn(n, d)))
+            },
+        )
+        .register_fn(
+            "split",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: char| {
+                if s.is_empty() || !s.contains(d) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.split(d)))
+            },
+        )
+        .register_fn(
+            "split",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: char, n: INT| {
+                let Some(n) = segments(n) else {
+                    return Ok(whole(s));
+                };
+                if s.is_empty() || !s.contains(d) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.splitn(n, d)))
+            },
+        )
+        .register_fn(
+            "split_rev",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: &str| {
+                if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.rsplit(d)))
+            },
+        )
+        .register_fn(
+            "split_rev",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: &str, n: INT| {
+                let Some(n) = segments(n) else {
+                    return Ok(whole(s));
+                };
+                if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.rsplitn(n, d)))
+            },
+        )
+        .register_fn(
+            "split_rev",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: char| {
+                if s.is_empty() || !s.contains(d) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.rsplit(d)))
+            },
+        )
+        .register_fn(
+            "split_rev",
+            |ctx: NativeCallContext, s: &mut ImmutableString, d: char, n: INT| {
+                let Some(n) = segments(n) else {
+                    return Ok(whole(s));
+                };
+                if s.is_empty() || !s.contains(d) {
+                    return Ok(whole(s));
+                }
+                let s = s.clone();
+                pieces(&ctx, || Box::new(s.rsplitn(n, d)))
+            },
+        );
 }
 
 fn to_array(ctx: NativeCallContext, b: &mut Blob) -> SizeResult<Array> {
@@ -139,7 +270,8 @@ mod tests {
         for (script, refusal) in [
             ("let a = []; loop { a.push(1); }", array),
             ("let a = []; loop { a += 1; }", array),
-            ("let a = []; loop { a.insert(0, 1); }", array),
+            // (Inserting at the front moves every item: quadratic by nature.)
+            ("let a = [0]; loop { a.insert(-1, 1); }", array),
             ("let a = [1]; loop { a.append(a); }", array),
             ("let a = [1]; loop { a += a; }", array),
             ("let a = [1]; loop { let b = a + a; a = b; }", array),
@@ -243,6 +375,54 @@ mod tests {
         assert!(err.contains("Size of BLOB"), "{err}");
         assert_eq!(engine().max_array_size(), 100_000);
         assert_eq!(engine().max_blob_size(), 16 << 20);
+    }
+
+    /// The splits keep Rhai's answers, and count their pieces before making them.
+    #[test]
+    fn splits_count_before_they_build() {
+        for (script, want) in [
+            (r#"json::encode("a b  c".split())"#, r#"["a","b","c"]"#),
+            (r#"json::encode("".split())"#, r#"[""]"#),
+            (
+                r#"json::encode("a,b,,c".split(","))"#,
+                r#"["a","b","","c"]"#,
+            ),
+            (r#"json::encode("abc".split(","))"#, r#"["abc"]"#),
+            (r#"json::encode("abc".split(""))"#, r#"["","a","b","c",""]"#),
+            (r#"json::encode("a,b,c".split(",", 2))"#, r#"["a","b,c"]"#),
+            (r#"json::encode("a,b,c".split(",", 1))"#, r#"["a,b,c"]"#),
+            (r#"json::encode("a,b,c".split(','))"#, r#"["a","b","c"]"#),
+            (r#"json::encode("a,b,c".split(',', 2))"#, r#"["a","b,c"]"#),
+            (
+                r#"json::encode("a,b,c".split_rev(","))"#,
+                r#"["c","b","a"]"#,
+            ),
+            (
+                r#"json::encode("a,b,c".split_rev(",", 2))"#,
+                r#"["c","a,b"]"#,
+            ),
+            (
+                r#"json::encode("a,b,c".split_rev(','))"#,
+                r#"["c","b","a"]"#,
+            ),
+            (
+                r#"json::encode("a,b,c".split_rev(',', 2))"#,
+                r#"["c","a,b"]"#,
+            ),
+            (r#"json::encode("hé".to_chars())"#, r#"["h","é"]"#),
+        ] {
+            assert_eq!(eval::<String>(script), want, "{script}");
+        }
+        for script in [
+            r#"let s = ""; s.pad(100001, "a"); s.split("")"#,
+            r#"let s = ""; s.pad(200001, "a,"); s.split(',')"#,
+            r#"let s = ""; s.pad(200001, "a,"); s.split_rev(",", 150000)"#,
+            r#"let s = ""; s.pad(200001, "a "); s.split()"#,
+            r#"let s = ""; s.pad(100001, "a"); s.to_chars()"#,
+        ] {
+            let err = eval_err(script);
+            assert!(err.contains("Size of array too large"), "{script}: {err}");
+        }
     }
 
     /// `pad` makes deep copies in one call: refused before it allocates when they would
