@@ -1,6 +1,7 @@
 //! Who is calling: bearer tokens (sessions `pcs_…`, API keys `pk_…`) and the dashboard's
 //! session cookie (with its CSRF header), resolved to a [`Caller`].
 
+pub mod cookie;
 pub mod guard;
 pub mod ratelimit;
 pub mod session;
@@ -23,8 +24,6 @@ use crate::state::AppState;
 pub const SESSION_PREFIX: &str = "pcs_";
 /// Prefix of API keys.
 pub const API_KEY_PREFIX: &str = "pk_";
-/// The dashboard's session cookie (never honoured, and never shown, on the data plane).
-pub const SESSION_COOKIE: &str = "picloud_session";
 /// The header cookie-authenticated state changes must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -57,19 +56,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-/// The dashboard session cookie's value, if present.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value)
-        .filter(|v| !v.is_empty())
 }
 
 /// Whether a token looks like one of ours (it may still be invalid).
@@ -161,8 +147,8 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let credential = match bearer(&parts.headers) {
             Some(token) => Credential::Bearer(token),
-            None => match session_cookie(&parts.headers) {
-                Some(token) => Credential::Cookie(token),
+            None => match cookie::session_cookie(&parts.headers) {
+                Some((token, _)) => Credential::Cookie(token),
                 None => return Err(ApiError::unauthorized()),
             },
         };

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -13,7 +13,8 @@ use picloud_store::{NewSession, NewUser, StoreError, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{csrf_token, session_cookie, Caller, SESSION_COOKIE, SESSION_PREFIX};
+use super::cookie::{self, CookieScheme};
+use super::{csrf_token, Caller, SESSION_PREFIX};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -121,23 +122,6 @@ pub async fn hash_password(password: String) -> ApiResult<String> {
         .map_err(ApiError::internal)
 }
 
-/// Whether the request reached us over TLS (directly or through a proxy saying so).
-fn over_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
-}
-
-fn cookie_header(value: &str, max_age_secs: i64, secure: bool) -> Option<HeaderValue> {
-    // Path=/api: the cookie never travels to app routes under /apps/.
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/api; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
-    ))
-    .ok()
-}
-
 async fn new_session(
     state: &AppState,
     user: &User,
@@ -171,7 +155,8 @@ async fn new_session(
         csrf_token: Some(csrf_token(state, &session.id)),
     };
     let mut response = Json(body).into_response();
-    if let Some(value) = cookie_header(&token, ttl.num_seconds(), over_tls(headers)) {
+    let scheme = CookieScheme::for_request(headers);
+    if let Some(value) = scheme.set_cookie(&token, ttl.num_seconds()) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     Ok(response)
@@ -291,8 +276,8 @@ pub async fn logout(
         Err(e) => return Err(ApiError::internal(e)),
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if session_cookie(&headers).is_some() {
-        if let Some(clear) = cookie_header("", 0, over_tls(&headers)) {
+    if let Some((_, scheme)) = cookie::session_cookie(&headers) {
+        if let Some(clear) = scheme.set_cookie("", 0) {
             response.headers_mut().insert(header::SET_COOKIE, clear);
         }
     }
