@@ -3,6 +3,7 @@
 
 pub mod cookie;
 pub mod guard;
+pub mod origin;
 pub mod ratelimit;
 pub mod session;
 
@@ -160,6 +161,11 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         if via_cookie && is_state_changing(&parts.method) {
+            // The CSRF header already needs a preflight; this also turns away pages
+            // on sibling hosts, which SameSite=Strict lets send the cookie.
+            if !origin::is_same_origin(&parts.headers, &parts.uri) {
+                return Err(origin::cross_origin());
+            }
             let Some(session) = &caller.session_id else {
                 return Err(ApiError::unauthorized());
             };

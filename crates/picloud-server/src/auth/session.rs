@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::cookie::{self, CookieScheme};
+use super::origin::SameOrigin;
 use super::{csrf_token, Caller, SESSION_PREFIX};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::ApiJson;
+use crate::extract::JsonOnly;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -165,11 +166,14 @@ async fn new_session(
 /// Create the first instance admin with the one-time set-up token.
 #[utoipa::path(post, path = "/api/v1/auth/setup", tag = "auth", request_body = SetupRequest,
     responses((status = 201, body = SessionResponse), (status = 401, body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope, description = "a user already exists")))]
+        (status = 403, body = ErrorEnvelope, description = "a browser request from another origin"),
+        (status = 409, body = ErrorEnvelope, description = "a user already exists"),
+        (status = 415, body = ErrorEnvelope, description = "the body is not sent as application/json")))]
 pub async fn setup(
     State(state): State<AppState>,
+    _: SameOrigin,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<SetupRequest>,
+    JsonOnly(req): JsonOnly<SetupRequest>,
 ) -> ApiResult<(StatusCode, Response)> {
     if !state.setup.matches(&req.token) {
         return Err(ApiError::new(
@@ -205,12 +209,15 @@ pub async fn setup(
 /// Ten failures a minute per address or account, then 429.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = SessionResponse), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "a browser request from another origin"),
+        (status = 415, body = ErrorEnvelope, description = "the body is not sent as application/json"),
         (status = 429, body = ErrorEnvelope)))]
 pub async fn login(
     State(state): State<AppState>,
+    _: SameOrigin,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<LoginRequest>,
+    JsonOnly(req): JsonOnly<LoginRequest>,
 ) -> ApiResult<Response> {
     let email = req.email.trim().to_lowercase();
     let account_key = format!("account:{email}");
@@ -259,10 +266,13 @@ pub async fn login(
 
 /// Revoke the session used for this request (and clear its cookie).
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204), (status = 401, body = ErrorEnvelope)), security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "a browser request from another origin")),
+    security(("bearer" = [])),
     extensions(("x-capability" = json!("signed_in"))))]
 pub async fn logout(
     State(state): State<AppState>,
+    _: SameOrigin,
     headers: HeaderMap,
     caller: Caller,
 ) -> ApiResult<Response> {
