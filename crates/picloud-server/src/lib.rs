@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod dataplane;
 pub mod error;
 pub mod extract;

@@ -483,7 +483,9 @@ export interface paths {
         put?: never;
         /**
          * Exchange email and password for a session (a token, or a cookie with `cookie: true`).
-         *     Ten failures a minute per address or account, then 429.
+         *     Ten failures a minute per account and client address, then 429 for that address;
+         *     past a hundred an hour for an account, only addresses it signed in from recently
+         *     may try it.
          */
         post: operations["login"];
         delete?: never;

@@ -1,8 +1,6 @@
 //! Sessions, the auth endpoints, and the extractors that guard the admin API.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +14,7 @@ use utoipa::ToSchema;
 use super::cookie::{self, CookieScheme};
 use super::origin::SameOrigin;
 use super::{csrf_token, Caller, SESSION_PREFIX};
+use crate::client::ClientIp;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::JsonOnly;
 use crate::state::AppState;
@@ -206,7 +205,9 @@ pub async fn setup(
 }
 
 /// Exchange email and password for a session (a token, or a cookie with `cookie: true`).
-/// Ten failures a minute per address or account, then 429.
+/// Ten failures a minute per account and client address, then 429 for that address;
+/// past a hundred an hour for an account, only addresses it signed in from recently
+/// may try it.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = SessionResponse), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope, description = "a browser request from another origin"),
@@ -215,14 +216,12 @@ pub async fn setup(
 pub async fn login(
     State(state): State<AppState>,
     _: SameOrigin,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     JsonOnly(req): JsonOnly<LoginRequest>,
 ) -> ApiResult<Response> {
     let email = req.email.trim().to_lowercase();
-    let account_key = format!("account:{email}");
-    let keys = [format!("ip:{}", peer.ip()), account_key.clone()];
-    if let Err(wait) = state.login_limiter.check(&keys) {
+    if let Err(wait) = state.login_limiter.check(&email, client) {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -250,11 +249,11 @@ pub async fn login(
     .map_err(ApiError::internal)?;
     match user {
         Some(user) if ok && !user.disabled => {
-            state.login_limiter.record_success(&account_key);
+            state.login_limiter.record_success(&email, client);
             new_session(&state, &user, req.cookie, &headers).await
         }
         _ => {
-            state.login_limiter.record_failure(&keys);
+            state.login_limiter.record_failure(&email, client);
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
