@@ -150,6 +150,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The router of the metrics-only listener: `GET /metrics` without a token (whoever
+/// reaches that address may read them), 404 for everything else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    ops::render_metrics(&state)
+                },
+            ),
+        )
+        .fallback(|| async { error::ApiError::not_found("page") })
+        .with_state(state)
+}
+
+/// Serves the metrics-only router on its own listener until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Serves on an already-bound listener until `shutdown` resolves; in-flight
 /// requests finish first.
 pub async fn serve(

@@ -586,7 +586,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus text format. */
+        /**
+         * Prometheus text format. Needs `Authorization: Bearer <PICLOUD_METRICS_TOKEN>`;
+         *     without a configured token it answers 401 to everyone (a listener of its own,
+         *     `PICLOUD_METRICS_LISTEN`, serves it without one).
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -2899,6 +2903,15 @@ export interface operations {
                 };
                 content: {
                     "text/plain": unknown;
+                };
+            };
+            /** @description no or a wrong metrics token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
