@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod protocol_errors;
 pub mod state;
 mod ui;
 
@@ -143,10 +144,14 @@ pub fn router(state: AppState) -> Router {
             admin::audit::record,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(
+            protocol_errors::method_not_allowed,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             dataplane::host_dispatch,
         ))
+        .layer(axum::middleware::from_fn(protocol_errors::limit_uri))
         .with_state(state)
 }
 
