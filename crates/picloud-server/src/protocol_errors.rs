@@ -31,28 +31,22 @@ pub async fn limit_uri(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Middleware around the control plane's router: a 405 it produced gets the envelope
-/// (keeping its `Allow` header).
+/// Middleware around the control plane's router: a 405 it produced gets the envelope.
+/// (axum adds the `Allow` header outside this layer, so it is still there.)
 pub async fn method_not_allowed(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let response = next.run(req).await;
     if response.status() != StatusCode::METHOD_NOT_ALLOWED || is_json(&response) {
         return response;
     }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    let offered = allow
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map_or_else(String::new, |v| format!(" (allowed: {v})"));
     let mut answer = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed here{offered}"),
+        format!("{method} is not allowed here; the Allow header lists the methods that are"),
     )
     .into_response();
-    if let Some(allow) = allow {
-        answer.headers_mut().insert(header::ALLOW, allow);
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
     }
     answer
 }
