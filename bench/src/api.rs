@@ -224,10 +224,19 @@ impl Api {
         }
     }
 
+    /// `/metrics`, read with the metrics token instead of the session.
+    async fn scrape(&self) -> Result<Reply> {
+        let scraper = Api {
+            token: Some(crate::server::METRICS_TOKEN.to_owned()),
+            ..self.clone()
+        };
+        scraper.get("/metrics").await?.expect_success("metrics")
+    }
+
     /// The value of one series of `/metrics`, e.g. `picloud_executor_queue_depth` or
     /// `picloud_executions_total{status="ok"}`; 0 when the series is not there yet.
     pub async fn metric(&self, series: &str) -> Result<f64> {
-        let reply = self.get("/metrics").await?.expect_success("metrics")?;
+        let reply = self.scrape().await?;
         let text = String::from_utf8_lossy(&reply.body);
         let value = text
             .lines()
@@ -238,7 +247,7 @@ impl Api {
 
     /// The sum of every `picloud_executions_total` series in `/metrics`.
     pub async fn executions_total_metric(&self) -> Result<u64> {
-        let reply = self.get("/metrics").await?.expect_success("metrics")?;
+        let reply = self.scrape().await?;
         let text = String::from_utf8_lossy(&reply.body);
         let total = text
             .lines()

@@ -14,6 +14,8 @@ use crate::api::Api;
 
 pub const ADMIN_EMAIL: &str = "bench@example.com";
 pub const ADMIN_PASSWORD: &str = "bench-password-1";
+/// `/metrics` answers only with this token (`PICLOUD_METRICS_TOKEN`).
+pub const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -66,6 +68,7 @@ impl Binary {
         cmd.env("PICLOUD_SECRET_KEY", &self.secret_key)
             .env("PICLOUD_DATA_DIR", &launch.data_dir)
             .env("PICLOUD_LISTEN", "127.0.0.1:0")
+            .env("PICLOUD_METRICS_TOKEN", METRICS_TOKEN)
             .env("PICLOUD_LOG", "warn");
         if let Some(url) = &launch.database_url {
             cmd.env("PICLOUD_DATABASE_URL", url);

@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::crypto::SecretKey;
+use crate::net::IpNet;
+
+mod edge;
+pub use edge::MetricsConfig;
 
 /// One configurable value.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +92,9 @@ settings! {
     "PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES" => "largest outbound request body [default: 10485760]",
     "PICLOUD_HTTP_MAX_RESPONSE_BODY_BYTES" => "largest response body http:: reads [default: 10485760]",
     "PICLOUD_HTTP_ALLOW_PRIVATE" => "let http:: reach private, loopback and other internal addresses (development only) [default: false]",
+    "PICLOUD_TRUSTED_PROXIES" => "proxies whose X-Forwarded-For names the client: comma-separated IPs or CIDRs [default: none]",
+    "PICLOUD_METRICS_TOKEN" secret true => "bearer token /metrics requires, at least 16 characters [default: none]",
+    "PICLOUD_METRICS_LISTEN" => "a second address serving only /metrics, without a token [default: none]",
 }
 
 /// A value that could not be used; `Display` is the one line printed at start-up.
@@ -221,6 +228,9 @@ pub struct Config {
     pub execution_retention: Duration,
     pub events: EventsConfig,
     pub http: HttpConfig,
+    /// Peers whose `X-Forwarded-For` is believed (empty: the TCP peer is the client).
+    pub trusted_proxies: Vec<IpNet>,
+    pub metrics: MetricsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -244,6 +254,8 @@ impl fmt::Debug for Config {
             .field("execution_retention", &self.execution_retention)
             .field("events", &self.events)
             .field("http", &self.http)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -516,9 +528,13 @@ impl Config {
             allow_private: src.flag("PICLOUD_HTTP_ALLOW_PRIVATE", false)?,
         };
 
+        let (trusted_proxies, metrics) = edge::load(&src)?;
+
         Ok(Self {
             events,
             http,
+            trusted_proxies,
+            metrics,
             listen,
             data_dir,
             database_url,

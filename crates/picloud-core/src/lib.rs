@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod ids;
 pub mod model;
+pub mod net;
 pub mod route_pattern;
 pub mod route_trie;
 

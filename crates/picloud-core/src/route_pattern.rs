@@ -96,6 +96,34 @@ impl RoutePattern {
         Ok(Self { segments })
     }
 
+    /// [`RoutePattern::parse`], plus the rules for a route being created: no `.` or
+    /// `..` segment (clients resolve them away before sending, so such a route is
+    /// never reached as written, or reached by a path that means something else),
+    /// and no `:name` segment (another router's parameter syntax, which here would be
+    /// a literal). Routes stored before these rules keep loading through `parse`.
+    pub fn parse_new(path: &str) -> Result<Self, PatternError> {
+        let pattern = Self::parse(path)?;
+        for segment in &pattern.segments {
+            let Segment::Literal(text) = segment else {
+                continue;
+            };
+            if text == "." || text == ".." {
+                return Err(PatternError(format!(
+                    "segment {text:?} is a relative path step: '.' and '..' segments are \
+                     resolved by clients before a request is sent, so they cannot be part \
+                     of a route"
+                )));
+            }
+            if let Some(name) = text.strip_prefix(':') {
+                let name = if valid_param_name(name) { name } else { "name" };
+                return Err(PatternError(format!(
+                    "segment {text:?} looks like a parameter: write it as {{{name}}}"
+                )));
+            }
+        }
+        Ok(pattern)
+    }
+
     pub fn segments(&self) -> &[Segment] {
         &self.segments
     }
@@ -184,5 +212,23 @@ mod tests {
         let wild = RoutePattern::parse("/users/{*rest}").expect("valid");
         assert_eq!(lit.cmp_specificity(&param), Ordering::Less);
         assert_eq!(param.cmp_specificity(&wild), Ordering::Less);
+    }
+
+    #[test]
+    fn new_routes_refuse_dot_segments_and_colon_parameters() {
+        for (bad, hint) in [
+            ("/a/../b", "'..'"),
+            ("/.", "'.'"),
+            ("/users/:id", "{id}"),
+            ("/x/:1", "{name}"),
+        ] {
+            let e = RoutePattern::parse_new(bad).expect_err(bad).to_string();
+            assert!(e.contains(hint), "{bad}: {e}");
+            // Stored routes written before the rule still load.
+            assert!(RoutePattern::parse(bad).is_ok(), "{bad}");
+        }
+        for good in ["/v1.2", "/a..b", "/.well-known/x", "/a:b", "/{id}"] {
+            assert!(RoutePattern::parse_new(good).is_ok(), "{good}");
+        }
     }
 }

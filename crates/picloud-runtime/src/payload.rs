@@ -28,9 +28,20 @@ fn unpairs(value: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Request headers never written to the outbox: credentials, which would sit in the
+/// database (and in the dead letter, and anything that reads it) long after the
+/// request. The caller's identity is kept, resolved, as the payload's `principal`.
+const NOT_STORED: &[&str] = &["authorization", "cookie", "x-csrf-token"];
+
 /// The payload of an async route call: what `ctx.event` shows, plus the request and
 /// the caller, restored into `ctx.request` and `ctx.principal` when it runs.
 pub fn http_payload(request: &RequestInput, principal: Option<&PrincipalInput>) -> Value {
+    let headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| !NOT_STORED.iter().any(|n| name.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect();
     let body = match &request.body {
         RequestBody::None => json!({"kind": "none"}),
         RequestBody::Json(v) => json!({"kind": "json", "value": v}),
@@ -46,7 +57,7 @@ pub fn http_payload(request: &RequestInput, principal: Option<&PrincipalInput>) 
             "path": request.path,
             "params": pairs(&request.params),
             "query": pairs(&request.query),
-            "headers": pairs(&request.headers),
+            "headers": pairs(&headers),
             "body": body,
             "body_raw": STANDARD.encode(&request.body_raw),
         },
@@ -134,4 +145,29 @@ pub fn run_input(event: &OutboxEvent) -> (RunInput, Option<Vec<Scope>>) {
         services: None,
     };
     (input, scopes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_not_stored() {
+        let request = RequestInput {
+            method: "POST".into(),
+            path: "/hook".into(),
+            params: vec![],
+            query: vec![],
+            headers: vec![
+                ("authorization".into(), "Bearer jwt".into()),
+                ("cookie".into(), "sid=1".into()),
+                ("x-csrf-token".into(), "t".into()),
+                ("x-keep".into(), "yes".into()),
+            ],
+            body: RequestBody::None,
+            body_raw: vec![],
+        };
+        let payload = http_payload(&request, None);
+        assert_eq!(payload["request"]["headers"], json!({"x-keep": "yes"}));
+    }
 }

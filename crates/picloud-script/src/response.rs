@@ -93,12 +93,14 @@ pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure
                 .get("status")
                 .and_then(|s| s.as_int().ok())
                 .unwrap_or(200);
+            // 1xx are interim answers, not a response (101 would switch the
+            // connection to another protocol): only final statuses.
             let status = u16::try_from(status)
                 .ok()
-                .filter(|s| (100..=599).contains(s))
+                .filter(|s| (200..=599).contains(s))
                 .ok_or_else(|| {
                     ScriptFailure::error(format!(
-                        "response status {status} is not between 100 and 599"
+                        "response status {status} is not between 200 and 599"
                     ))
                 })?;
             let mut headers = Vec::new();
@@ -161,4 +163,30 @@ fn validate_header(name: &str, value: &str) -> Result<(), ScriptFailure> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_status(status: i64) -> Result<RouteResponse, ScriptFailure> {
+        let mut map = Map::new();
+        map.insert("status".into(), Dynamic::from(status));
+        to_response(Dynamic::from_map(map))
+    }
+
+    #[test]
+    fn only_final_statuses() {
+        for bad in [-1, 0, 100, 101, 103, 199, 600, 1000, 65_736] {
+            let e = with_status(bad).expect_err("refused");
+            assert!(
+                e.message.contains("between 200 and 599"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        for good in [200, 204, 302, 404, 599] {
+            assert_eq!(with_status(good).map(|r| r.status), Ok(good as u16));
+        }
+    }
 }

@@ -87,6 +87,14 @@ impl ApiError {
         )
     }
 
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
     /// 422 `invalid`, blaming `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);

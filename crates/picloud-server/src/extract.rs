@@ -34,6 +34,36 @@ where
     }
 }
 
+/// A JSON body sent as `application/json`, else 415. For the endpoints that sign a
+/// browser in: that type is not one a page elsewhere can send without a CORS
+/// preflight (a form or a `no-cors` fetch sends `text/plain` and the like).
+pub struct JsonOnly<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonOnly<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let essence = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim);
+        if !essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")) {
+            return Err(ApiError::unsupported_media_type(
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        ApiJson::from_request(req, state)
+            .await
+            .map(|ApiJson(value)| JsonOnly(value))
+    }
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {

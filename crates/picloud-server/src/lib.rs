@@ -3,10 +3,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod dataplane;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod protocol_errors;
 pub mod state;
 mod ui;
 
@@ -142,11 +144,42 @@ pub fn router(state: AppState) -> Router {
             admin::audit::record,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(
+            protocol_errors::method_not_allowed,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             dataplane::host_dispatch,
         ))
+        .layer(axum::middleware::from_fn(protocol_errors::limit_uri))
         .with_state(state)
+}
+
+/// The router of the metrics-only listener: `GET /metrics` without a token (whoever
+/// reaches that address may read them), 404 for everything else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    ops::render_metrics(&state)
+                },
+            ),
+        )
+        .fallback(|| async { error::ApiError::not_found("page") })
+        .with_state(state)
+}
+
+/// Serves the metrics-only router on its own listener until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves; in-flight

@@ -1,12 +1,16 @@
 //! Health, readiness, metrics, OpenAPI and SDK description.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use picloud_core::crypto;
+
+use crate::auth::bearer;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,10 +43,39 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format. Needs `Authorization: Bearer <PICLOUD_METRICS_TOKEN>`;
+/// without a configured token it answers 401 to everyone (a listener of its own,
+/// `PICLOUD_METRICS_LISTEN`, serves it without one).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 401, body = ErrorEnvelope, description = "no or a wrong metrics token")))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = &state.config.metrics.token else {
+        return metrics_unauthorized();
+    };
+    let sent = bearer(&headers).unwrap_or_default();
+    // Compared as digests, so neither the value nor its length leaks through timing.
+    let matches = crypto::constant_time_eq(
+        crypto::hash_token(sent).as_bytes(),
+        crypto::hash_token(expected).as_bytes(),
+    );
+    if !matches {
+        return metrics_unauthorized();
+    }
+    render_metrics(&state)
+}
+
+fn metrics_unauthorized() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "/metrics needs the metrics token (PICLOUD_METRICS_TOKEN) as a bearer token",
+    )
+    .into_response()
+}
+
+/// The metrics text, for whoever was let through.
+pub fn render_metrics(state: &AppState) -> Response {
     let text = state.runner.metrics.render(
         state.runner.executor.queue_depth(),
         state.runner.executor.busy(),

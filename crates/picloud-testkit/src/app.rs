@@ -13,6 +13,8 @@ use crate::db::TestDb;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery";
+/// The `/metrics` token every test server is started with.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
 /// Which database a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,7 @@ impl TestApp {
         config.dev_mode = true;
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.into());
+        config.metrics.token = Some(METRICS_TOKEN.into());
         tune(&mut config);
         let config_admin = (config.admin_email.clone(), config.admin_password.clone());
         let started = picloud::start_with_hosts(config, hosts)
@@ -138,6 +141,19 @@ impl TestApp {
         assert_eq!(r.status(), 200, "login as {email}");
         let body: Value = r.json().await.expect("login body");
         body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// The Prometheus text of `/metrics`, read with the metrics token.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(self.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("metrics request");
+        assert_eq!(r.status(), 200, "metrics with the token");
+        r.text().await.expect("metrics text")
     }
 
     /// An admin API call as the instance admin.

@@ -44,6 +44,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("PICLOUD_METRICS_LISTEN: cannot bind {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Opens (and migrates) the store `config` names: PostgreSQL for a `postgres://` URL,
@@ -138,12 +143,15 @@ pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
 
 pub struct Started {
     pub addr: SocketAddr,
+    /// The address of the metrics-only listener (`PICLOUD_METRICS_LISTEN`), if any.
+    pub metrics_addr: Option<SocketAddr>,
     /// Set when no user exists yet: the token for `POST /api/v1/auth/setup`.
     pub setup_token: Option<String>,
     pub state: AppState,
     pub dispatcher: Arc<Dispatcher>,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    metrics_task: Option<JoinHandle<std::io::Result<()>>>,
     dispatching: JoinHandle<()>,
     scheduling: JoinHandle<()>,
 }
@@ -170,6 +178,11 @@ impl Started {
             .task
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Some(metrics) = self.metrics_task {
+            if let Ok(Err(e)) = metrics.await {
+                tracing::warn!(error = %e, "the metrics listener stopped with an error");
+            }
+        }
         // Claim nothing more; deliveries in flight finish (or keep their lease).
         let _ = self.dispatching.await;
         // Gives up the cron leadership, so another node takes over without a wait.
@@ -256,6 +269,18 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         addr: config.listen,
         source,
     })?;
+    let metrics_listener = match config.metrics.listen {
+        Some(at) => {
+            let bound = TcpListener::bind(at)
+                .await
+                .map_err(|source| StartError::MetricsBind { addr: at, source })?;
+            let local = bound
+                .local_addr()
+                .map_err(|source| StartError::MetricsBind { addr: at, source })?;
+            Some((bound, local))
+        }
+        None => None,
+    };
 
     let (stop, stopped) = watch::channel(false);
     sweeper::spawn(
@@ -311,17 +336,30 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
     });
     // Route tables and script rows other nodes change reach this node's caches.
     state.watch_changes();
+    let metrics_addr = metrics_listener.as_ref().map(|(_, local)| *local);
+    let metrics_task = metrics_listener.map(|(bound, _)| {
+        let mut stop_signal = stopped.clone();
+        tokio::spawn(picloud_server::serve_metrics(
+            bound,
+            state.clone(),
+            async move {
+                let _ = stop_signal.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
     let mut stop_signal = stopped;
     let task = tokio::spawn(picloud_server::serve(listener, state.clone(), async move {
         let _ = stop_signal.wait_for(|stop| *stop).await;
     }));
     Ok(Started {
         addr,
+        metrics_addr,
         setup_token,
         state,
         dispatcher,
         stop,
         task,
+        metrics_task,
         dispatching,
         scheduling,
     })

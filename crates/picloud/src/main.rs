@@ -102,6 +102,9 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     let started = picloud::start(config).await.map_err(|e| e.to_string())?;
     println!("listening on http://{}", started.addr);
+    if let Some(addr) = started.metrics_addr {
+        tracing::info!("metrics (no token needed) on http://{addr}/metrics");
+    }
     if let Some(token) = &started.setup_token {
         println!(
             "no user exists yet: create the first admin at http://{}/_/?token={token}",

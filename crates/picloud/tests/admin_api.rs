@@ -421,7 +421,7 @@ async fn meta_endpoints(backend: Backend) {
         .await
         .expect("r");
     app.executions("shop", 1).await;
-    let metrics = get("/metrics").await.text().await.expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"picloud_http_requests_total{app="shop",status="200"} 1"#),
         "{metrics}"

@@ -230,6 +230,7 @@ async fn setup_login_logout(backend: Backend) {
     let r = app
         .client
         .post(app.url(login))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

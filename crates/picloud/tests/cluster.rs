@@ -103,6 +103,7 @@ async fn cron_changes_on_one_node_wake_the_scheduler_on_another() {
         let text = a
             .client
             .get(a.url("/metrics"))
+            .bearer_auth(picloud_testkit::app::METRICS_TOKEN)
             .send()
             .await
             .ok()?

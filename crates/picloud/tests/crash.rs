@@ -13,6 +13,7 @@ use serde_json::json;
 
 const EMAIL: &str = "ops@example.com";
 const PASSWORD: &str = "ops password";
+const METRICS_TOKEN: &str = "crash-test-metrics-token";
 
 fn server_command(dir: &Path, key: &str, database_url: Option<&str>, poll_ms: u32) -> Command {
     let mut cmd = picloud(dir);
@@ -25,7 +26,8 @@ fn server_command(dir: &Path, key: &str, database_url: Option<&str>, poll_ms: u3
         .env("PICLOUD_TRIGGER_TIMEOUT_MS", "2000")
         .env("PICLOUD_DISPATCH_LEASE_SECS", "3")
         .env("PICLOUD_DISPATCH_POLL_INTERVAL_MS", poll_ms.to_string())
-        .env("PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS", "50");
+        .env("PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS", "50")
+        .env("PICLOUD_METRICS_TOKEN", METRICS_TOKEN);
     if let Some(url) = database_url {
         cmd.env("PICLOUD_DATABASE_URL", url);
     }
@@ -219,6 +221,7 @@ async fn two_servers_on_one_postgres_deliver_each_event_once() {
         let metrics = admin
             .client
             .get(format!("{}/metrics", server.base))
+            .bearer_auth(METRICS_TOKEN)
             .send()
             .await
             .expect("metrics")

@@ -338,14 +338,7 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    app.metrics().await
 }
 
 /// The node that runs the scheduler, once exactly one of them does.

@@ -176,3 +176,56 @@ async fn dashboard_e2e_in_headless_chromium() {
     assert!(stdout.contains("ok: the dashboard flow passed"), "{stdout}");
     app.shutdown().await;
 }
+
+/// The session cookie in the browser (`dashboard/e2e/cookies.mjs`): over plain HTTP
+/// and over TLS (as a proxy reports it), Chromium keeps the cookie the server meant;
+/// an app route on the dashboard's origin cannot change it; a planted one never wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_in_headless_chromium() {
+    if let Some(reason) = missing_tool() {
+        assert!(!required(), "the cookie e2e test cannot run: {reason}");
+        eprintln!("skipping the cookie e2e test: {reason}");
+        return;
+    }
+    let app = TestApp::start(Backend::Sqlite).await.expect("server");
+    app.deploy(
+        "shop",
+        "GET",
+        "/plant",
+        r#"#{status: 200, headers: #{
+            "set-cookie": "picloud_session=pcs_planted; Path=/api/v1",
+            "clear-site-data": "\"cookies\"",
+        }, body: "planted?"}"#,
+    )
+    .await;
+    app.started()
+        .state
+        .store
+        .create_user(picloud_store::NewUser {
+            email: "mallory@example.com".into(),
+            password_hash: picloud_core::crypto::hash_password("mallory password"),
+            is_admin: false,
+        })
+        .await
+        .expect("user");
+    let planted = app.login("mallory@example.com", "mallory password").await;
+    let run = tokio::process::Command::new("node")
+        .arg(repo_root().join("dashboard/e2e/cookies.mjs"))
+        .env("PICLOUD_URL", &app.base)
+        .env("PICLOUD_PLANTED_TOKEN", planted)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the browser check finishes within 3 minutes")
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the cookie check failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("ok: the session cookie held"), "{stdout}");
+    app.shutdown().await;
+}

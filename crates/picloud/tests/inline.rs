@@ -7,15 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn inline_runs(app: &TestApp) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     text.lines()
         .find(|l| l.starts_with("picloud_inline_runs_total"))
         .and_then(|l| l.split_whitespace().last()?.parse().ok())

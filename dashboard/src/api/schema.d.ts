@@ -483,7 +483,9 @@ export interface paths {
         put?: never;
         /**
          * Exchange email and password for a session (a token, or a cookie with `cookie: true`).
-         *     Ten failures a minute per address or account, then 429.
+         *     Ten failures a minute per account and client address, then 429 for that address;
+         *     past a hundred an hour for an account, only addresses it signed in from recently
+         *     may try it.
          */
         post: operations["login"];
         delete?: never;
@@ -584,7 +586,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus text format. */
+        /**
+         * Prometheus text format. Needs `Authorization: Bearer <PICLOUD_METRICS_TOKEN>`;
+         *     without a configured token it answers 401 to everyone (a listener of its own,
+         *     `PICLOUD_METRICS_LISTEN`, serves it without one).
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -2697,6 +2703,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description a browser request from another origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description the body is not sent as application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2723,6 +2747,15 @@ export interface operations {
                 content?: never;
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description a browser request from another origin */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2788,8 +2821,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description a browser request from another origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description a user already exists */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description the body is not sent as application/json */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2852,6 +2903,15 @@ export interface operations {
                 };
                 content: {
                     "text/plain": unknown;
+                };
+            };
+            /** @description no or a wrong metrics token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };

@@ -112,3 +112,43 @@ fn every_read_variable_is_listed() {
         );
     }
 }
+
+#[test]
+fn trusted_proxies_and_metrics_access() {
+    let c = load(&[]).expect("defaults");
+    assert!(c.trusted_proxies.is_empty());
+    assert!(c.metrics.token.is_none() && c.metrics.listen.is_none());
+    let c = load(&[
+        ("PICLOUD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,::1"),
+        ("PICLOUD_METRICS_TOKEN", "0123456789abcdef"),
+        ("PICLOUD_METRICS_LISTEN", "127.0.0.1:9090"),
+    ])
+    .expect("valid");
+    let proxies: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+    assert_eq!(c.metrics.token.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(
+        c.metrics.listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    assert!(
+        !format!("{c:?}").contains("0123456789abcdef"),
+        "the metrics token is redacted"
+    );
+    for (var, bad) in [
+        ("PICLOUD_TRUSTED_PROXIES", "10.0.0.0/8,,"),
+        ("PICLOUD_TRUSTED_PROXIES", "proxy.internal"),
+        ("PICLOUD_TRUSTED_PROXIES", "10.0.0.0/40"),
+        ("PICLOUD_METRICS_TOKEN", "short"),
+        ("PICLOUD_METRICS_TOKEN", "sixteen chars but spaces"),
+        ("PICLOUD_METRICS_LISTEN", "9090"),
+    ] {
+        let e = load(&[(var, bad)]).expect_err(bad);
+        assert_eq!(e.var, var);
+        assert!(!e.to_string().contains('\n'));
+        assert!(
+            !e.to_string().contains("sixteen"),
+            "a bad token is not echoed"
+        );
+    }
+}

@@ -4,10 +4,9 @@
 //! caller extractor and the access guard fill in who and which app. Bodies are never
 //! recorded, so secrets and passwords cannot end up here.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -66,11 +65,9 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| path.clone(), |m| m.as_str().to_owned());
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let response = next.run(req).await;
+    let (parts, body) = req.into_parts();
+    let ip = crate::client::of_parts(&parts, &state).map(|ip| ip.to_string());
+    let response = next.run(Request::from_parts(parts, body)).await;
     let collected = std::mem::take(&mut *slot.0.lock());
     // Requests that never authenticated are not mutations by anyone.
     if collected.user_id.is_none() {

@@ -77,14 +77,9 @@ pub async fn create_route(
             "a module cannot answer a route; bind an endpoint script",
         ));
     }
-    let method: RouteMethod = req
-        .method
-        .trim()
-        .to_ascii_uppercase()
-        .parse()
-        .map_err(|e| ApiError::invalid("method", format!("method {e}")))?;
+    let method = parse_method(&req.method)?;
     let pattern =
-        RoutePattern::parse(&req.path).map_err(|e| ApiError::invalid("path", e.to_string()))?;
+        RoutePattern::parse_new(&req.path).map_err(|e| ApiError::invalid("path", e.to_string()))?;
     let route = state
         .store
         .create_route(NewRoute {
@@ -102,6 +97,24 @@ pub async fn create_route(
         .changed(&[Change::Routes(script.app_id.clone())])
         .await;
     Ok((StatusCode::CREATED, Json(route.into())))
+}
+
+/// An HTTP method token (RFC 9110: no spaces, no line breaks, nothing to trim) naming
+/// one of the route methods, in any case; or `ANY`.
+fn parse_method(raw: &str) -> ApiResult<RouteMethod> {
+    let is_token = !raw.is_empty()
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !is_token {
+        return Err(ApiError::invalid(
+            "method",
+            "method must be a single HTTP method token, without spaces or line breaks",
+        ));
+    }
+    raw.to_ascii_uppercase()
+        .parse()
+        .map_err(|e| ApiError::invalid("method", format!("method {e}")))
 }
 
 /// List an app's routes.

@@ -1,7 +1,9 @@
 //! Who is calling: bearer tokens (sessions `pcs_…`, API keys `pk_…`) and the dashboard's
 //! session cookie (with its CSRF header), resolved to a [`Caller`].
 
+pub mod cookie;
 pub mod guard;
+pub mod origin;
 pub mod ratelimit;
 pub mod session;
 
@@ -23,8 +25,6 @@ use crate::state::AppState;
 pub const SESSION_PREFIX: &str = "pcs_";
 /// Prefix of API keys.
 pub const API_KEY_PREFIX: &str = "pk_";
-/// The dashboard's session cookie (never honoured, and never shown, on the data plane).
-pub const SESSION_COOKIE: &str = "picloud_session";
 /// The header cookie-authenticated state changes must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -57,19 +57,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-/// The dashboard session cookie's value, if present.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value)
-        .filter(|v| !v.is_empty())
 }
 
 /// Whether a token looks like one of ours (it may still be invalid).
@@ -161,8 +148,8 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let credential = match bearer(&parts.headers) {
             Some(token) => Credential::Bearer(token),
-            None => match session_cookie(&parts.headers) {
-                Some(token) => Credential::Cookie(token),
+            None => match cookie::session_cookie(&parts.headers) {
+                Some((token, _)) => Credential::Cookie(token),
                 None => return Err(ApiError::unauthorized()),
             },
         };
@@ -174,6 +161,11 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         if via_cookie && is_state_changing(&parts.method) {
+            // The CSRF header already needs a preflight; this also turns away pages
+            // on sibling hosts, which SameSite=Strict lets send the cookie.
+            if !origin::is_same_origin(&parts.headers, &parts.uri) {
+                return Err(origin::cross_origin());
+            }
             let Some(session) = &caller.session_id else {
                 return Err(ApiError::unauthorized());
             };

@@ -1,9 +1,7 @@
 //! Sessions, the auth endpoints, and the extractors that guard the admin API.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -13,9 +11,12 @@ use picloud_store::{NewSession, NewUser, StoreError, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{csrf_token, session_cookie, Caller, SESSION_COOKIE, SESSION_PREFIX};
+use super::cookie::{self, CookieScheme};
+use super::origin::SameOrigin;
+use super::{csrf_token, Caller, SESSION_PREFIX};
+use crate::client::ClientIp;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::ApiJson;
+use crate::extract::JsonOnly;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,23 +122,6 @@ pub async fn hash_password(password: String) -> ApiResult<String> {
         .map_err(ApiError::internal)
 }
 
-/// Whether the request reached us over TLS (directly or through a proxy saying so).
-fn over_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
-}
-
-fn cookie_header(value: &str, max_age_secs: i64, secure: bool) -> Option<HeaderValue> {
-    // Path=/api: the cookie never travels to app routes under /apps/.
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/api; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
-    ))
-    .ok()
-}
-
 async fn new_session(
     state: &AppState,
     user: &User,
@@ -171,7 +155,8 @@ async fn new_session(
         csrf_token: Some(csrf_token(state, &session.id)),
     };
     let mut response = Json(body).into_response();
-    if let Some(value) = cookie_header(&token, ttl.num_seconds(), over_tls(headers)) {
+    let scheme = CookieScheme::for_request(headers);
+    if let Some(value) = scheme.set_cookie(&token, ttl.num_seconds()) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     Ok(response)
@@ -180,11 +165,14 @@ async fn new_session(
 /// Create the first instance admin with the one-time set-up token.
 #[utoipa::path(post, path = "/api/v1/auth/setup", tag = "auth", request_body = SetupRequest,
     responses((status = 201, body = SessionResponse), (status = 401, body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope, description = "a user already exists")))]
+        (status = 403, body = ErrorEnvelope, description = "a browser request from another origin"),
+        (status = 409, body = ErrorEnvelope, description = "a user already exists"),
+        (status = 415, body = ErrorEnvelope, description = "the body is not sent as application/json")))]
 pub async fn setup(
     State(state): State<AppState>,
+    _: SameOrigin,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<SetupRequest>,
+    JsonOnly(req): JsonOnly<SetupRequest>,
 ) -> ApiResult<(StatusCode, Response)> {
     if !state.setup.matches(&req.token) {
         return Err(ApiError::new(
@@ -217,20 +205,23 @@ pub async fn setup(
 }
 
 /// Exchange email and password for a session (a token, or a cookie with `cookie: true`).
-/// Ten failures a minute per address or account, then 429.
+/// Ten failures a minute per account and client address, then 429 for that address;
+/// past a hundred an hour for an account, only addresses it signed in from recently
+/// may try it.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = SessionResponse), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "a browser request from another origin"),
+        (status = 415, body = ErrorEnvelope, description = "the body is not sent as application/json"),
         (status = 429, body = ErrorEnvelope)))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    _: SameOrigin,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<LoginRequest>,
+    JsonOnly(req): JsonOnly<LoginRequest>,
 ) -> ApiResult<Response> {
     let email = req.email.trim().to_lowercase();
-    let account_key = format!("account:{email}");
-    let keys = [format!("ip:{}", peer.ip()), account_key.clone()];
-    if let Err(wait) = state.login_limiter.check(&keys) {
+    if let Err(wait) = state.login_limiter.check(&email, client) {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -258,11 +249,11 @@ pub async fn login(
     .map_err(ApiError::internal)?;
     match user {
         Some(user) if ok && !user.disabled => {
-            state.login_limiter.record_success(&account_key);
+            state.login_limiter.record_success(&email, client);
             new_session(&state, &user, req.cookie, &headers).await
         }
         _ => {
-            state.login_limiter.record_failure(&keys);
+            state.login_limiter.record_failure(&email, client);
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -274,10 +265,13 @@ pub async fn login(
 
 /// Revoke the session used for this request (and clear its cookie).
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204), (status = 401, body = ErrorEnvelope)), security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "a browser request from another origin")),
+    security(("bearer" = [])),
     extensions(("x-capability" = json!("signed_in"))))]
 pub async fn logout(
     State(state): State<AppState>,
+    _: SameOrigin,
     headers: HeaderMap,
     caller: Caller,
 ) -> ApiResult<Response> {
@@ -291,8 +285,8 @@ pub async fn logout(
         Err(e) => return Err(ApiError::internal(e)),
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if session_cookie(&headers).is_some() {
-        if let Some(clear) = cookie_header("", 0, over_tls(&headers)) {
+    if let Some((_, scheme)) = cookie::session_cookie(&headers) {
+        if let Some(clear) = scheme.set_cookie("", 0) {
             response.headers_mut().insert(header::SET_COOKIE, clear);
         }
     }

@@ -4,12 +4,13 @@
 pub mod request;
 pub mod routing;
 mod run;
+pub mod shared_origin;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use picloud_core::access::Scope;
@@ -24,10 +25,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub const EXECUTION_HEADER: &str = "x-picloud-execution-id";
-
-/// Responses under `/apps/{slug}/` share the dashboard's origin: HTML a script serves
-/// there runs sandboxed in an opaque origin.
-const PREFIX_CSP: &str = "sandbox allow-scripts allow-forms allow-popups allow-downloads";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Addressing {
@@ -97,10 +94,7 @@ async fn serve(
         Err((app, e)) => (app, e.into_response()),
     };
     if addressing == Addressing::Prefix {
-        response.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(PREFIX_CSP),
-        );
+        shared_origin::confine(&mut response);
     }
     let label = app.as_ref().map_or("_unknown", |a| a.slug.as_str());
     state.runner.metrics.observe_request(

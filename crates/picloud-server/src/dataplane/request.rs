@@ -3,7 +3,8 @@
 use axum::http::{header, HeaderMap};
 use picloud_script::RequestBody;
 
-use crate::auth::{is_picloud_token, SESSION_COOKIE};
+use crate::auth::cookie::is_session_cookie;
+use crate::auth::is_picloud_token;
 use crate::error::ApiError;
 
 /// Headers as scripts see them: lower-case names, repeats joined with ", ". Our own
@@ -29,7 +30,7 @@ pub fn script_headers(headers: &HeaderMap) -> Vec<(String, String)> {
                     .map(str::trim)
                     .filter(|c| {
                         c.split_once('=')
-                            .is_none_or(|(name, _)| name.trim() != SESSION_COOKIE)
+                            .is_none_or(|(name, _)| !is_session_cookie(name.trim()))
                     })
                     .collect();
                 if kept.is_empty() {
@@ -103,7 +104,9 @@ mod tests {
         );
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("theme=dark; picloud_session=abc; lang=en"),
+            HeaderValue::from_static(
+                "theme=dark; picloud_session=abc; __Host-picloud_session=def; lang=en",
+            ),
         );
         h.append("x-tag", HeaderValue::from_static("a"));
         h.append("x-tag", HeaderValue::from_static("b"));
