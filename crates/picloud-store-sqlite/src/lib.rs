@@ -21,6 +21,9 @@ mod triggers;
 #[cfg(test)]
 mod upgrade_tests;
 mod users;
+mod write;
+#[cfg(test)]
+mod write_tests;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -104,18 +107,15 @@ impl SqliteStore {
 
     /// Opens without migrating.
     pub async fn connect(path: &Path) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory");
+        Self::connect_with(options(path)).await
+    }
+
+    async fn connect_with(options: SqliteConnectOptions) -> StoreResult<Self> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _| Box::pin(write::fit_for_reuse(conn)))
             .connect_with(options.clone())
             .await
             .map_err(StoreError::other)?;
@@ -166,6 +166,17 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("temp_store", "memory")
 }
 
 /// Formats a timestamp so that text order is time order.
