@@ -13,7 +13,7 @@ pub mod page;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
-use picloud_core::{ApiKeyId, AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+use picloud_core::{ApiKeyId, AppId, AuditId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
@@ -352,6 +352,12 @@ pub trait ApiKeyStore {
 #[async_trait]
 pub trait AuditStore {
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Sets the outcome, and the app once known, of an entry appended before its
+    /// request ran (with status [`AuditEntry::PENDING`]).
+    async fn finish_audit(&self, id: &AuditId, status: u16, app: Option<&AppId>)
+        -> StoreResult<()>;
+    /// Removes an entry appended for a request that turned out to be no one's.
+    async fn delete_audit(&self, id: &AuditId) -> StoreResult<()>;
     /// Newest first; only the app's entries when `app` is given.
     async fn list_audit(
         &self,
