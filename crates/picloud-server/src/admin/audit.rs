@@ -1,8 +1,9 @@
 //! The audit log: every state-changing admin request by an authenticated caller is
 //! appended — who (user, key), what (method and route), which app, when, from where,
-//! and how it ended. Recorded by a middleware, so no handler can forget it; the
-//! caller extractor and the access guard fill in who and which app. Bodies are never
-//! recorded, so secrets and passwords cannot end up here.
+//! and how it ended. Recorded by a middleware, so no handler can forget it: it
+//! resolves the caller's token itself, the caller extractor confirms it was accepted
+//! and the access guard fills in which app. Bodies are never recorded, so secrets and
+//! passwords cannot end up here.
 //!
 //! The entry is written before the request runs (status [`AuditEntry::PENDING`]) and
 //! finished with its outcome after, so no change exists that the audit log does not
