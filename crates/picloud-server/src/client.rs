@@ -57,12 +57,17 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// The client address of a request, as the login throttle and the audit log see it;
 /// `None` when the server was not given peer addresses (a router driven in-process).
 pub fn of_parts(parts: &Parts, state: &AppState) -> Option<IpAddr> {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    Some(client_ip(
-        peer,
-        &parts.headers,
-        &state.config.trusted_proxies,
-    ))
+    of(&parts.extensions, &parts.headers, state)
+}
+
+/// [`of_parts`] for a request's extensions and headers.
+pub fn of(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(client_ip(peer, headers, &state.config.trusted_proxies))
 }
 
 /// Extractor of the client's address.

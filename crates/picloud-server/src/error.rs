@@ -4,7 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use picloud_store::StoreError;
+use picloud_store::{Outage, StoreError};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -132,8 +132,21 @@ impl ApiError {
             StoreError::Invalid(message) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
             }
+            StoreError::Unavailable { outage, source } => {
+                tracing::error!(error = %source, %outage, "database unavailable");
+                Self::unavailable(outage.message(), retry_after(outage))
+            }
             StoreError::Other(cause) => Self::internal(cause),
         }
+    }
+}
+
+/// Seconds a client should wait before retrying: a full disk needs an operator, a
+/// lost connection or a busy database is usually back within a moment.
+fn retry_after(outage: Outage) -> u64 {
+    match outage {
+        Outage::DiskFull => 30,
+        Outage::ConnectionLost | Outage::Busy => 1,
     }
 }
 

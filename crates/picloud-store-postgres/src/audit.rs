@@ -3,7 +3,7 @@ use picloud_core::{ApiKeyId, AppId, AuditId, UserId};
 use picloud_store::{AuditEntry, AuditStore, Page, PageRequest, StoreResult};
 use sqlx::postgres::PgRow;
 
-use crate::{col, db_err, PostgresStore};
+use crate::{col, db_err, expect_row, PostgresStore};
 
 fn entry(row: &PgRow) -> StoreResult<AuditEntry> {
     let user_id: Option<String> = col(row, "user_id")?;
@@ -43,6 +43,33 @@ impl AuditStore for PostgresStore {
         .await
         .map(|_| ())
         .map_err(db_err)
+    }
+
+    async fn finish_audit(
+        &self,
+        id: &AuditId,
+        status: u16,
+        app: Option<&AppId>,
+    ) -> StoreResult<()> {
+        let result = sqlx::query(
+            "UPDATE audit_log SET status = $1, app_id = COALESCE($2, app_id) WHERE id = $3",
+        )
+        .bind(i32::from(status))
+        .bind(app.map(AppId::as_str))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        expect_row(result.rows_affected())
+    }
+
+    async fn delete_audit(&self, id: &AuditId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM audit_log WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_err)
     }
 
     async fn list_audit(

@@ -31,7 +31,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use picloud_store::{Backend, Change, MetaStore, Store, StoreError, StoreResult};
+use picloud_store::{Backend, Change, MetaStore, Outage, Store, StoreError, StoreResult};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -191,14 +191,43 @@ where
     text.parse().map_err(StoreError::other)
 }
 
-/// Maps a failed statement: unique violations become `Conflict(message)`.
+/// Maps a failed statement: unique violations become `Conflict(message)`; a lost
+/// connection, a full disk or an exhausted server `Unavailable`.
 pub(crate) fn map_err(e: sqlx::Error, conflict: &str) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(conflict.to_owned())
         }
-        _ => StoreError::other(e),
+        _ => match outage(&e) {
+            Some(outage) => StoreError::unavailable(outage, e),
+            None => StoreError::other(e),
+        },
+    }
+}
+
+/// The outage behind an error, by SQLSTATE: class 08 and the 57P0x shutdowns are a
+/// lost connection (a terminated backend says 57P01 before it hangs up); 53100 is
+/// `disk_full`; the rest of class 53 (memory, connections), a statement or lock
+/// timeout are a busy server.
+fn outage(e: &sqlx::Error) -> Option<Outage> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            match code.as_ref() {
+                "53100" => Some(Outage::DiskFull),
+                "57P01" | "57P02" | "57P03" => Some(Outage::ConnectionLost),
+                "57014" | "55P03" => Some(Outage::Busy),
+                c if c.starts_with("08") => Some(Outage::ConnectionLost),
+                c if c.starts_with("53") => Some(Outage::Busy),
+                _ => None,
+            }
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
+            Some(Outage::ConnectionLost)
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Some(Outage::Busy),
+        _ => None,
     }
 }
 

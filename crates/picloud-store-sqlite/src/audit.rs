@@ -3,7 +3,7 @@ use picloud_core::{ApiKeyId, AppId, AuditId, UserId};
 use picloud_store::{AuditEntry, AuditStore, Page, PageRequest, StoreResult};
 use sqlx::sqlite::SqliteRow;
 
-use crate::{col, col_ts, db_err, ts, SqliteStore};
+use crate::{col, col_ts, db_err, expect_row, ts, SqliteStore};
 
 fn entry(row: &SqliteRow) -> StoreResult<AuditEntry> {
     let user_id: Option<String> = col(row, "user_id")?;
@@ -43,6 +43,33 @@ impl AuditStore for SqliteStore {
         .await
         .map(|_| ())
         .map_err(db_err)
+    }
+
+    async fn finish_audit(
+        &self,
+        id: &AuditId,
+        status: u16,
+        app: Option<&AppId>,
+    ) -> StoreResult<()> {
+        let result = sqlx::query(
+            "UPDATE audit_log SET status = ?, app_id = COALESCE(?, app_id) WHERE id = ?",
+        )
+        .bind(i64::from(status))
+        .bind(app.map(AppId::as_str))
+        .bind(id.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        expect_row(result.rows_affected())
+    }
+
+    async fn delete_audit(&self, id: &AuditId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM audit_log WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map(drop)
+            .map_err(db_err)
     }
 
     async fn list_audit(

@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::events::insert_event;
 use crate::triggers::retry;
+use crate::write::commit;
 use crate::{col, col_opt_ts, col_ts, db_err, ts, SqliteStore};
 
 fn due(row: &SqliteRow) -> StoreResult<DueCron> {
@@ -39,11 +40,7 @@ impl CronStore for SqliteStore {
     }
 
     async fn fire_cron(&self, fire: &CronFire) -> StoreResult<bool> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
             "UPDATE cron_trigger_details SET next_fire_at = ?, last_fired_at = ? \
              WHERE trigger_id = ? AND next_fire_at = ? \
@@ -61,7 +58,7 @@ impl CronStore for SqliteStore {
             return Ok(false);
         }
         insert_event(&mut tx, &fire.event, None).await?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(true)
     }
 

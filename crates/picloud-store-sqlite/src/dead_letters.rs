@@ -8,6 +8,7 @@ use picloud_store::{
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::events::insert_event;
+use crate::write::commit;
 use crate::{col, col_enum, col_ts, db_err, expect_row, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, event_id, trigger_id, script_id, source, payload, error, \
@@ -143,11 +144,7 @@ impl DeadLetterStore for SqliteStore {
         id: &DeadLetterId,
         retry: RetryPolicy,
     ) -> StoreResult<EventId> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM dead_letters WHERE id = ? AND app_id = ?"
         ))
@@ -174,7 +171,7 @@ impl DeadLetterStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(dl.event_id)
     }
 

@@ -16,6 +16,7 @@ use sqlx::Arguments;
 
 use crate::events::emit;
 use crate::triggers::docs_targets;
+use crate::write::commit;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
@@ -305,11 +306,7 @@ impl DocsStore for SqliteStore {
         data: &Value,
         cause: &EventCause,
     ) -> StoreResult<(Doc, WriteOutcome)> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let now = picloud_core::now();
         let saved = Doc {
             id: DocId::new(),
@@ -346,7 +343,7 @@ impl DocsStore for SqliteStore {
             &mut outcome,
         )
         .await?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok((saved, outcome))
     }
 
@@ -376,16 +373,12 @@ impl DocsStore for SqliteStore {
         data: &Value,
         cause: &EventCause,
     ) -> StoreResult<(Doc, WriteOutcome)> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let prev = locked_data(&mut tx, app, collection, id)
             .await?
             .ok_or(StoreError::NotFound)?;
         let out = Self::rewrite(&mut tx, app, collection, id, data, &prev, cause).await?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(out)
     }
 
@@ -398,11 +391,7 @@ impl DocsStore for SqliteStore {
         max_bytes: usize,
         cause: &EventCause,
     ) -> StoreResult<(Doc, WriteOutcome)> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let prev = locked_data(&mut tx, app, collection, id)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -417,7 +406,7 @@ impl DocsStore for SqliteStore {
             )));
         }
         let out = Self::rewrite(&mut tx, app, collection, id, &data, &prev, cause).await?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(out)
     }
 
@@ -428,11 +417,7 @@ impl DocsStore for SqliteStore {
         id: &DocId,
         cause: &EventCause,
     ) -> StoreResult<WriteOutcome> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let prev = locked_data(&mut tx, app, collection, id).await?;
         let mut outcome = WriteOutcome::default();
         if let Some(prev) = &prev {
@@ -454,7 +439,7 @@ impl DocsStore for SqliteStore {
             )
             .await?;
         }
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         outcome.prev = prev;
         Ok(outcome)
     }

@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::dead_letters::insert_dead_letter;
 use crate::triggers::{dead_letter_targets, Target};
+use crate::write::commit;
 use crate::{col, col_enum, col_ts, db_err, map_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, trigger_id, script_id, source, payload, attempt, max_attempts, \
@@ -230,11 +231,7 @@ impl EventStore for SqliteStore {
         error: &str,
         max_depth: u32,
     ) -> StoreResult<Option<DeadLetter>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let Some(event) = claimed(&mut tx, id, version).await? else {
             return Ok(None);
         };
@@ -263,7 +260,7 @@ impl EventStore for SqliteStore {
                 insert_event(&mut tx, &new, None).await?;
             }
         }
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(Some(dl))
     }
 
@@ -273,11 +270,7 @@ impl EventStore for SqliteStore {
         version: i64,
         dead_letter: &DeadLetterId,
     ) -> StoreResult<bool> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM outbox WHERE id = ? AND lease_version = ?")
             .bind(id.as_str())
             .bind(version)
@@ -292,7 +285,7 @@ impl EventStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(true)
     }
 

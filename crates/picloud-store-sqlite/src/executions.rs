@@ -6,6 +6,7 @@ use picloud_store::{
 };
 use sqlx::sqlite::SqliteRow;
 
+use crate::write::commit;
 use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
 
 /// Rows per INSERT, largest first, each a quarter of the one before: a batch of n rows
@@ -71,7 +72,7 @@ impl ExecutionStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         for (sql, chunk) in chunks(batch) {
             let mut query = sqlx::query(sql);
             for e in chunk {
@@ -90,7 +91,7 @@ impl ExecutionStore for SqliteStore {
             }
             query.execute(&mut *tx).await.map_err(db_err)?;
         }
-        tx.commit().await.map_err(db_err)
+        commit(tx).await
     }
 
     async fn get_execution(&self, app: &AppId, id: &ExecutionId) -> StoreResult<Execution> {

@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::events::emit;
 use crate::triggers::kv_targets;
+use crate::write::commit;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
 fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
@@ -85,11 +86,7 @@ impl KvStore for SqliteStore {
         value: &Value,
         cause: &EventCause,
     ) -> StoreResult<WriteOutcome> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let prev = previous(&mut tx, app, collection, key).await?;
         let now = ts(picloud_core::now());
         sqlx::query(
@@ -122,7 +119,7 @@ impl KvStore for SqliteStore {
             &mut outcome,
         )
         .await?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         outcome.prev = prev;
         Ok(outcome)
     }
@@ -134,11 +131,7 @@ impl KvStore for SqliteStore {
         key: &str,
         cause: &EventCause,
     ) -> StoreResult<WriteOutcome> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let prev = previous(&mut tx, app, collection, key).await?;
         let mut outcome = WriteOutcome::default();
         if let Some(prev) = &prev {
@@ -163,7 +156,7 @@ impl KvStore for SqliteStore {
             )
             .await?;
         }
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         outcome.prev = prev;
         Ok(outcome)
     }

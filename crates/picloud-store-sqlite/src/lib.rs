@@ -21,6 +21,9 @@ mod triggers;
 #[cfg(test)]
 mod upgrade_tests;
 mod users;
+mod write;
+#[cfg(test)]
+mod write_tests;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -29,7 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use picloud_store::{Backend, MetaStore, Store, StoreError, StoreResult};
+use picloud_store::{Backend, MetaStore, Outage, Store, StoreError, StoreResult};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -104,18 +107,15 @@ impl SqliteStore {
 
     /// Opens without migrating.
     pub async fn connect(path: &Path) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory");
+        Self::connect_with(options(path)).await
+    }
+
+    async fn connect_with(options: SqliteConnectOptions) -> StoreResult<Self> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _| Box::pin(write::fit_for_reuse(conn)))
             .connect_with(options.clone())
             .await
             .map_err(StoreError::other)?;
@@ -168,6 +168,17 @@ impl SqliteStore {
     }
 }
 
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("temp_store", "memory")
+}
+
 /// Formats a timestamp so that text order is time order.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -205,14 +216,42 @@ where
     text.parse().map_err(StoreError::other)
 }
 
-/// Maps a failed statement: unique violations become `Conflict(message)`.
+/// Maps a failed statement: unique violations become `Conflict(message)`, a full
+/// disk or a lock held too long `Unavailable`.
 pub(crate) fn map_err(e: sqlx::Error, conflict: &str) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(conflict.to_owned())
         }
-        _ => StoreError::other(e),
+        _ => match outage(&e) {
+            Some(outage) => StoreError::unavailable(outage, e),
+            None => StoreError::other(e),
+        },
+    }
+}
+
+/// SQLite's primary result codes (the low byte of an extended code).
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+/// `SQLITE_IOERR_SHMSIZE`: the shared-memory index could not grow (a full disk).
+const SQLITE_IOERR_SHMSIZE: i32 = SQLITE_IOERR | (19 << 8);
+
+fn outage(e: &sqlx::Error) -> Option<Outage> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code: i32 = db.code()?.parse().ok()?;
+            match code & 0xff {
+                SQLITE_FULL => Some(Outage::DiskFull),
+                SQLITE_IOERR if code == SQLITE_IOERR_SHMSIZE => Some(Outage::DiskFull),
+                SQLITE_BUSY | SQLITE_LOCKED => Some(Outage::Busy),
+                _ => None,
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Some(Outage::Busy),
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@ use picloud_store::{
 use sqlx::sqlite::SqliteRow;
 
 use crate::scripts::script_with_prefix;
+use crate::write::commit;
 use crate::{col, col_enum, col_ts, db_err, expect_row, map_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, script_id, method, path, dispatch_mode, auth, created_at";
@@ -26,11 +27,7 @@ fn route(row: &SqliteRow) -> StoreResult<Route> {
 #[async_trait]
 impl RouteStore for SqliteStore {
     async fn create_route(&self, new: NewRoute) -> StoreResult<Route> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let clash: Option<(String, String)> = sqlx::query_as(
             "SELECT method, path FROM routes WHERE app_id = ? AND path_key = ? \
              AND (method = ? OR method = 'ANY' OR ? = 'ANY') LIMIT 1",
@@ -68,7 +65,7 @@ impl RouteStore for SqliteStore {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
             _ => map_err(e, "clashes with an existing route"),
         })?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(Route {
             id,
             app_id: new.app_id,

@@ -7,6 +7,7 @@ use picloud_store::{
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
+use crate::write::commit;
 use crate::{col, col_enum, col_ts, db_err, expect_row, map_err, ts, SqliteStore};
 
 pub(crate) const COLUMNS: &str = "id, app_id, name, kind, source, created_at, updated_at";
@@ -149,11 +150,7 @@ impl ScriptStore for SqliteStore {
     async fn create_script(&self, new: NewScript) -> StoreResult<Script> {
         let now = picloud_core::now();
         let id = ScriptId::new();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO scripts (id, app_id, name, kind, source, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -172,7 +169,7 @@ impl ScriptStore for SqliteStore {
             _ => map_err(e, &name_taken(&new.name)),
         })?;
         write_imports(&mut tx, &id, &new.app_id, &new.imports).await?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(Script {
             id,
             app_id: new.app_id,
@@ -209,11 +206,7 @@ impl ScriptStore for SqliteStore {
 
     async fn update_script(&self, id: &ScriptId, patch: ScriptPatch) -> StoreResult<Script> {
         let conflict = patch.name.as_deref().map(name_taken).unwrap_or_default();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let before = script_in(&mut tx, id).await?;
         if patch.name.as_ref().is_some_and(|n| *n != before.name) {
             refuse_if_imported(&mut tx, &before.app_id, &before.name, id).await?;
@@ -233,16 +226,12 @@ impl ScriptStore for SqliteStore {
             write_imports(&mut tx, id, &before.app_id, imports).await?;
         }
         let after = script_in(&mut tx, id).await?;
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         Ok(after)
     }
 
     async fn delete_script(&self, id: &ScriptId) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let before = script_in(&mut tx, id).await?;
         refuse_if_imported(&mut tx, &before.app_id, &before.name, id).await?;
         let result = sqlx::query("DELETE FROM scripts WHERE id = ?")
@@ -251,7 +240,7 @@ impl ScriptStore for SqliteStore {
             .await
             .map_err(db_err)?;
         expect_row(result.rows_affected())?;
-        tx.commit().await.map_err(db_err)
+        commit(tx).await
     }
 
     async fn get_module(&self, app: &AppId, name: &str) -> StoreResult<Script> {

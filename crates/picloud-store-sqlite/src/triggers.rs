@@ -9,6 +9,7 @@ use picloud_store::{
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
 
+use crate::write::commit;
 use crate::{col, col_enum, col_opt_ts, col_ts, db_err, expect_row, ts, SqliteStore};
 
 const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_max_attempts, \
@@ -212,11 +213,7 @@ impl TriggerStore for SqliteStore {
     async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger> {
         let id = TriggerId::new();
         let now = picloud_core::now();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         // Inserted only if the script is an endpoint of this very app.
         let inserted = sqlx::query(
             "INSERT INTO triggers (id, app_id, script_id, kind, enabled, retry_max_attempts, \
@@ -287,7 +284,7 @@ impl TriggerStore for SqliteStore {
             }
             TriggerConfig::DeadLetter => {}
         }
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         self.get_trigger(&new.app_id, &id).await
     }
 
@@ -324,11 +321,7 @@ impl TriggerStore for SqliteStore {
         enabled: bool,
     ) -> StoreResult<Trigger> {
         let now = picloud_core::now();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         let was: Option<bool> =
             sqlx::query_scalar("SELECT enabled FROM triggers WHERE id = ? AND app_id = ?")
                 .bind(id.as_str())
@@ -349,7 +342,7 @@ impl TriggerStore for SqliteStore {
         if enabled && !was {
             restart_cron(&mut tx, id, now).await?;
         }
-        tx.commit().await.map_err(db_err)?;
+        commit(tx).await?;
         self.get_trigger(app, id).await
     }
 

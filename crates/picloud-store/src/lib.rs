@@ -13,7 +13,7 @@ pub mod page;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
-use picloud_core::{ApiKeyId, AppId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+use picloud_core::{ApiKeyId, AppId, AuditId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
@@ -36,6 +36,14 @@ pub enum StoreError {
     /// string, a document grown past its size limit); nothing was written.
     #[error("{0}")]
     Invalid(String),
+    /// The database cannot take the request now (see [`Outage`]); retrying later
+    /// may succeed. `source` is the driver's error, for the server log only.
+    #[error("database unavailable ({outage}): {source}")]
+    Unavailable {
+        outage: Outage,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("storage error: {0}")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -43,6 +51,61 @@ pub enum StoreError {
 impl StoreError {
     pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Other(Box::new(e))
+    }
+
+    pub fn unavailable(outage: Outage, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable {
+            outage,
+            source: Box::new(e),
+        }
+    }
+
+    /// The outage behind this error, when it is one (worth retrying later).
+    pub fn outage(&self) -> Option<Outage> {
+        match self {
+            StoreError::Unavailable { outage, .. } => Some(*outage),
+            StoreError::NotFound
+            | StoreError::Conflict(_)
+            | StoreError::InvalidCursor
+            | StoreError::Invalid(_)
+            | StoreError::Other(_) => None,
+        }
+    }
+}
+
+/// Why the database cannot serve a request right now. A write that failed with one
+/// was not committed — except when a connection is lost during its COMMIT, where
+/// the database alone knows whether it was. Either way nothing reports it as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// The disk holding the database is full (SQLite `SQLITE_FULL`, PostgreSQL
+    /// `disk_full`).
+    DiskFull,
+    /// The connection broke mid-request: the server restarted, the network dropped,
+    /// an administrator ended the session.
+    ConnectionLost,
+    /// The database stayed locked, ran out of connections, or timed out.
+    Busy,
+}
+
+impl Outage {
+    /// What a client is told: no SQL, no file path, nothing from the driver.
+    pub fn message(self) -> &'static str {
+        match self {
+            Outage::DiskFull => "the database is out of disk space; try again later",
+            Outage::ConnectionLost => "the connection to the database was lost; try again",
+            Outage::Busy => "the database is busy; try again later",
+        }
+    }
+}
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outage::DiskFull => "disk full",
+            Outage::ConnectionLost => "connection lost",
+            Outage::Busy => "busy",
+        })
     }
 }
 
@@ -289,6 +352,12 @@ pub trait ApiKeyStore {
 #[async_trait]
 pub trait AuditStore {
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Sets the outcome, and the app once known, of an entry appended before its
+    /// request ran (with status [`AuditEntry::PENDING`]).
+    async fn finish_audit(&self, id: &AuditId, status: u16, app: Option<&AppId>)
+        -> StoreResult<()>;
+    /// Removes an entry appended for a request that turned out to be no one's.
+    async fn delete_audit(&self, id: &AuditId) -> StoreResult<()>;
     /// Newest first; only the app's entries when `app` is given.
     async fn list_audit(
         &self,

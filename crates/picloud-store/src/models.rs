@@ -219,5 +219,12 @@ pub struct AuditEntry {
     /// The object acted on, e.g. a script id.
     pub target: Option<String>,
     pub ip: Option<String>,
+    /// The response's status; [`AuditEntry::PENDING`] until the request ends, and
+    /// for good when its outcome could not be recorded.
     pub status: u16,
+}
+
+impl AuditEntry {
+    /// The status of an entry written before its request ran.
+    pub const PENDING: u16 = 0;
 }

@@ -121,6 +121,11 @@ impl TestApp {
         app
     }
 
+    /// The database this server runs on (`sqlite://…` or `postgres://…`).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
     pub fn started(&self) -> &Started {
         self.started.as_ref().expect("running")
     }

@@ -847,6 +847,47 @@ pub async fn audit_log_appends_and_filters(store: Arc<dyn Store>) {
         .await
         .expect("page 2");
     assert_eq!(rest.items, vec![a]);
+    // Written before its request ran, finished after: the outcome and the app.
+    let mut d = entry(None, "POST /api/v1/admin/apps");
+    d.status = AuditEntry::PENDING;
+    store.append_audit(&d).await.expect("append pending");
+    store
+        .finish_audit(&d.id, 201, Some(&shop.id))
+        .await
+        .expect("finish");
+    let finished = store
+        .list_audit(None, &PageRequest::first(1))
+        .await
+        .expect("newest");
+    assert_eq!(finished.items[0].status, 201);
+    assert_eq!(finished.items[0].app_id.as_ref(), Some(&shop.id));
+    store
+        .finish_audit(&d.id, 403, None)
+        .await
+        .expect("refinish");
+    let kept = store
+        .list_audit(None, &PageRequest::first(1))
+        .await
+        .expect("newest");
+    assert_eq!(
+        kept.items[0].app_id.as_ref(),
+        Some(&shop.id),
+        "no app keeps the app"
+    );
+    assert!(matches!(
+        store.finish_audit(&AuditId::new(), 201, None).await,
+        Err(StoreError::NotFound)
+    ));
+    // An entry for a request that was no one's goes away.
+    let e = entry(None, "POST /api/v1/admin/apps");
+    store.append_audit(&e).await.expect("append");
+    store.delete_audit(&e.id).await.expect("delete entry");
+    let left = store
+        .list_audit(None, &PageRequest::default())
+        .await
+        .expect("all");
+    assert!(left.items.iter().all(|x| x.id != e.id));
+    store.delete_audit(&d.id).await.expect("delete entry");
     // The trail outlives the app.
     store.delete_app(&shop.id).await.expect("delete");
     assert_eq!(

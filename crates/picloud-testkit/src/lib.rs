@@ -15,6 +15,7 @@ pub mod conformance_events;
 pub mod conformance_modules;
 pub mod db;
 pub mod http_server;
+pub mod tmpfs;
 
 pub use app::{Backend, TestApp};
 pub use http_server::TestHttpServer;

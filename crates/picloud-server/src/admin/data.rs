@@ -165,7 +165,8 @@ fn service_error(e: ServiceError) -> ApiError {
         ServiceError::Invalid(message) => ApiError::bad_request(message),
         ServiceError::Upstream(message) => ApiError::internal(message),
         ServiceError::Forbidden(message) => ApiError::forbidden(message),
-        ServiceError::Store(e) => ApiError::internal(e),
+        // An outage stays a 503; anything else is logged and answered opaquely.
+        ServiceError::Store(e) => ApiError::from(e),
     }
 }
 
@@ -277,4 +278,23 @@ pub async fn list_abandoned(
         abandoned_at: a.abandoned_at,
         reason: a.reason,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use picloud_store::{Outage, StoreError};
+
+    use super::*;
+
+    #[test]
+    fn a_store_outage_in_a_service_call_is_a_503() {
+        let e = ServiceError::Store(StoreError::unavailable(
+            Outage::DiskFull,
+            std::io::Error::other("database or disk is full"),
+        ));
+        let mapped = service_error(e);
+        assert_eq!(mapped.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(mapped.body.code, "unavailable");
+        assert!(!mapped.body.message.contains("database or disk is full"));
+    }
 }
