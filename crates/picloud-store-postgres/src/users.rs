@@ -1,11 +1,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::{SessionId, UserId};
+use picloud_store::identity;
 use picloud_store::{
     NewSession, NewUser, Page, PageRequest, Session, SessionStore, StoreError, StoreResult, User,
     UserPatch, UserStore,
 };
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::{col, db_err, expect_row, map_err, PostgresStore};
 
@@ -135,6 +136,11 @@ impl UserStore for PostgresStore {
     }
 
     async fn update_user(&self, id: &UserId, patch: UserPatch) -> StoreResult<User> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let current = lock_user(&mut tx, id).await?;
+        if identity::removes_enabled_admin(&current, &patch) {
+            keep_another_admin(&mut tx, id).await?;
+        }
         let row = sqlx::query(&format!(
             "UPDATE users SET password_hash = COALESCE($1, password_hash), \
              is_admin = COALESCE($2, is_admin), disabled = COALESCE($3, disabled), \
@@ -145,20 +151,67 @@ impl UserStore for PostgresStore {
         .bind(patch.disabled)
         .bind(picloud_core::now())
         .bind(id.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
-        row.as_ref().map_or(Err(StoreError::NotFound), user)
+        let updated = user(&row)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(updated)
     }
 
     async fn delete_user(&self, id: &UserId) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let current = lock_user(&mut tx, id).await?;
+        if identity::is_enabled_admin(&current) {
+            keep_another_admin(&mut tx, id).await?;
+        }
         let result = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        expect_row(result.rows_affected())?;
+        tx.commit().await.map_err(db_err)
     }
+}
+
+/// The transaction lock every change to a user takes ("picladmn"). Row locks alone
+/// would not do: two requests demoting two *different* admins lock different rows,
+/// and each would still count the other as an admin.
+const USERS_LOCK: i64 = 0x7069_636c_6164_6d6e;
+
+/// Takes [`USERS_LOCK`] and the user's row, and reads it (`NotFound` if missing).
+/// Counts made after this see every change committed before it.
+async fn lock_user(tx: &mut PgConnection, id: &UserId) -> StoreResult<User> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(USERS_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_err)?
+    .ok_or(StoreError::NotFound)?;
+    user(&row)
+}
+
+/// `Conflict` unless an enabled instance admin other than `id` exists.
+async fn keep_another_admin(tx: &mut PgConnection, id: &UserId) -> StoreResult<()> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE is_admin AND NOT disabled AND id <> $1",
+    )
+    .bind(id.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    if others == 0 {
+        return Err(StoreError::Conflict(identity::LAST_ADMIN.into()));
+    }
+    Ok(())
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at";

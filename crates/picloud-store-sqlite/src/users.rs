@@ -1,11 +1,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::{SessionId, UserId};
+use picloud_store::identity;
 use picloud_store::{
     NewSession, NewUser, Page, PageRequest, Session, SessionStore, StoreError, StoreResult, User,
     UserPatch, UserStore,
 };
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::{col, col_ts, db_err, expect_row, map_err, ts, SqliteStore};
 
@@ -119,7 +120,18 @@ impl UserStore for SqliteStore {
     }
 
     async fn update_user(&self, id: &UserId, patch: UserPatch) -> StoreResult<User> {
-        let result = sqlx::query(
+        // IMMEDIATE takes the write lock up front: the admin count read below cannot go
+        // stale before the update (in-process writers queue on the one writer anyway).
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let current = locked_user(&mut tx, id).await?;
+        if identity::removes_enabled_admin(&current, &patch) {
+            keep_another_admin(&mut tx, id).await?;
+        }
+        sqlx::query(
             "UPDATE users SET password_hash = COALESCE(?, password_hash), \
              is_admin = COALESCE(?, is_admin), disabled = COALESCE(?, disabled), \
              updated_at = ? WHERE id = ?",
@@ -129,26 +141,58 @@ impl UserStore for SqliteStore {
         .bind(patch.disabled)
         .bind(ts(picloud_core::now()))
         .bind(id.as_str())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        expect_row(result.rows_affected())?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_one(&self.writer)
-            .await
-            .map_err(db_err)?;
-        user(&row)
+        let updated = locked_user(&mut tx, id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(updated)
     }
 
     async fn delete_user(&self, id: &UserId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.writer)
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let current = locked_user(&mut tx, id).await?;
+        if identity::is_enabled_admin(&current) {
+            keep_another_admin(&mut tx, id).await?;
+        }
+        let result = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        expect_row(result.rows_affected())?;
+        tx.commit().await.map_err(db_err)
     }
+}
+
+/// The user as the transaction sees it (`NotFound` if missing).
+async fn locked_user(tx: &mut SqliteConnection, id: &UserId) -> StoreResult<User> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .ok_or(StoreError::NotFound)?;
+    user(&row)
+}
+
+/// `Conflict` unless an enabled instance admin other than `id` exists.
+async fn keep_another_admin(tx: &mut SqliteConnection, id: &UserId) -> StoreResult<()> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE is_admin = 1 AND disabled = 0 AND id <> ?",
+    )
+    .bind(id.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    if others == 0 {
+        return Err(StoreError::Conflict(identity::LAST_ADMIN.into()));
+    }
+    Ok(())
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at";

@@ -6,7 +6,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
 use picloud_core::UserId;
-use picloud_store::{NewUser, PageRequest, StoreError, User, UserPatch};
+use picloud_store::{NewUser, User, UserPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -65,31 +65,6 @@ async fn load_user(state: &AppState, id: &str) -> ApiResult<User> {
         .get_user(&id)
         .await
         .map_err(|e| ApiError::from_store(e, "user"))
-}
-
-/// Refuses a change that would leave the instance without an enabled admin.
-async fn keep_an_admin(state: &AppState, user: &User) -> ApiResult<()> {
-    if !user.is_admin || user.disabled {
-        return Ok(());
-    }
-    let mut page = PageRequest::first(500);
-    loop {
-        let users = state.store.list_users(&page).await?;
-        if users
-            .items
-            .iter()
-            .any(|u| u.is_admin && !u.disabled && u.id != user.id)
-        {
-            return Ok(());
-        }
-        match users.next_cursor {
-            Some(c) => page.after = picloud_store::Cursor::decode(c.as_str()),
-            None => break,
-        }
-    }
-    Err(ApiError::conflict(
-        "this is the last enabled instance admin; make another admin first",
-    ))
 }
 
 /// List users.
@@ -159,9 +134,6 @@ pub async fn update_user(
 ) -> ApiResult<Json<UserDto>> {
     caller.require(Capability::UserAdmin)?;
     let user = load_user(&state, &id).await?;
-    if req.is_admin == Some(false) || req.disabled == Some(true) {
-        keep_an_admin(&state, &user).await?;
-    }
     let password_hash = match req.password {
         Some(password) => {
             validate_password(&password)?;
@@ -201,10 +173,11 @@ pub async fn delete_user(
 ) -> ApiResult<StatusCode> {
     caller.require(Capability::UserAdmin)?;
     let user = load_user(&state, &id).await?;
-    keep_an_admin(&state, &user).await?;
-    match state.store.delete_user(&user.id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
-        Err(e) => Err(e.into()),
-    }
+    // The store refuses to delete the last enabled admin, inside its own write.
+    state
+        .store
+        .delete_user(&user.id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "user"))?;
+    Ok(StatusCode::NO_CONTENT)
 }
