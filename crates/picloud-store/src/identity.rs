@@ -1,5 +1,7 @@
 //! Identity rules every backend applies inside its own writes (no SQL here).
 
+use picloud_core::SessionId;
+
 use crate::{User, UserPatch};
 
 /// The `Conflict` message for a change that would leave the instance without an
@@ -17,4 +19,22 @@ pub fn removes_enabled_admin(user: &User, patch: &UserPatch) -> bool {
 /// [`removes_enabled_admin`]).
 pub fn is_enabled_admin(user: &User) -> bool {
     user.is_admin && !user.disabled
+}
+
+/// Whether applying `patch` ends the user's sessions: a disable (for good, so that
+/// enabling the user again revives none) or a new password (all but the patch's
+/// `keep_session`). Stores bump the user's `session_epoch` in the same write.
+pub fn ends_sessions(patch: &UserPatch) -> bool {
+    patch.password_hash.is_some() || patch.disabled == Some(true)
+}
+
+/// The session that outlives `patch` when it [ends sessions](ends_sessions): the
+/// patch's `keep_session` for a new password; none for a disable, which ends every
+/// session for good.
+pub fn kept_session(patch: &UserPatch) -> Option<&SessionId> {
+    if patch.disabled == Some(true) {
+        None
+    } else {
+        patch.keep_session.as_ref()
+    }
 }

@@ -3,7 +3,12 @@
 
 use std::sync::Arc;
 
-use picloud_store::{NewUser, PageRequest, Store, StoreError, User, UserPatch};
+use chrono::Duration;
+use picloud_core::access::Scope;
+use picloud_store::{
+    KeyRevocation, NewApiKey, NewSession, NewUser, PageRequest, Session, Store, StoreError, User,
+    UserPatch,
+};
 
 async fn admin(store: &Arc<dyn Store>, email: &str) -> User {
     store
@@ -164,4 +169,225 @@ pub async fn last_admin_survives_concurrent_changes(store: Arc<dyn Store>) {
         .delete_user(&d.id)
         .await
         .expect("delete a disabled admin");
+}
+
+async fn plain_user(store: &Arc<dyn Store>, email: &str) -> User {
+    store
+        .create_user(NewUser {
+            email: email.into(),
+            password_hash: "x".into(),
+            is_admin: false,
+        })
+        .await
+        .expect("user")
+}
+
+/// A session for `user` as a login that read `seen` (the user row whose credentials
+/// it checked) would write it.
+async fn session(store: &Arc<dyn Store>, seen: &User, token_hash: &str) -> Session {
+    store
+        .create_session(NewSession {
+            user_id: seen.id.clone(),
+            token_hash: token_hash.into(),
+            expires_at: picloud_core::now() + Duration::hours(1),
+            session_epoch: seen.session_epoch,
+        })
+        .await
+        .expect("session")
+}
+
+async fn live(store: &Arc<dyn Store>, token_hash: &str) -> bool {
+    match store
+        .session_by_token_hash(token_hash, picloud_core::now())
+        .await
+    {
+        Ok(_) => true,
+        Err(StoreError::NotFound) => false,
+        Err(e) => panic!("session lookup: {e}"),
+    }
+}
+
+async fn key(store: &Arc<dyn Store>, user: &User, hash: &str) {
+    store
+        .create_api_key(NewApiKey {
+            user_id: user.id.clone(),
+            name: hash.into(),
+            key_hash: hash.into(),
+            prefix: "pk_x".into(),
+            scopes: vec![Scope::AppRead],
+            app_id: None,
+            expires_at: None,
+        })
+        .await
+        .expect("key");
+}
+
+/// A disable ends a user's sessions for good, including one written by a login that
+/// checked the password before the disable committed; a new password ends all but the
+/// kept one; revoking keys deletes exactly the user's keys, in the same write.
+pub async fn credential_changes_end_sessions(store: Arc<dyn Store>) {
+    let boss = admin(&store, "boss@example.com").await;
+    let dev = plain_user(&store, "dev@example.com").await;
+    let other = plain_user(&store, "other@example.com").await;
+    session(&store, &dev, "before").await;
+    session(&store, &other, "bystander").await;
+    // A login reads the user and checks the password...
+    let seen = store.get_user(&dev.id).await.expect("read");
+    store
+        .update_user(&dev.id, disable())
+        .await
+        .expect("disable");
+    // ...and writes its session only after the disable committed.
+    session(&store, &seen, "racing").await;
+    assert!(!live(&store, "before").await);
+    assert!(!live(&store, "racing").await);
+    let enabled = store
+        .update_user(
+            &dev.id,
+            UserPatch {
+                disabled: Some(false),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("enable");
+    assert!(!enabled.disabled);
+    assert!(
+        !live(&store, "before").await,
+        "re-enabling revived a session"
+    );
+    assert!(
+        !live(&store, "racing").await,
+        "re-enabling revived a racing login"
+    );
+    assert!(
+        live(&store, "bystander").await,
+        "another user's session ended"
+    );
+    // A login after the re-enable works, and changes that are no credential change
+    // (enable, promote, demote) leave it alone.
+    let now = store.get_user(&dev.id).await.expect("read");
+    session(&store, &now, "after").await;
+    for patch in [
+        UserPatch {
+            disabled: Some(false),
+            ..UserPatch::default()
+        },
+        UserPatch {
+            is_admin: Some(true),
+            ..UserPatch::default()
+        },
+        demote(),
+    ] {
+        store.update_user(&dev.id, patch).await.expect("change");
+    }
+    assert!(live(&store, "after").await);
+
+    // A new password ends every session but the kept one (the caller's own).
+    let now = store.get_user(&dev.id).await.expect("read");
+    let mine = session(&store, &now, "mine").await;
+    session(&store, &now, "stolen").await;
+    store
+        .update_user(
+            &dev.id,
+            UserPatch {
+                password_hash: Some("new".into()),
+                keep_session: Some(mine.id.clone()),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("new password");
+    assert!(live(&store, "mine").await);
+    assert!(!live(&store, "stolen").await);
+    assert!(!live(&store, "after").await);
+    // Another user's session cannot be kept through this user's change.
+    let theirs = session(&store, &other, "theirs").await;
+    store
+        .update_user(
+            &dev.id,
+            UserPatch {
+                password_hash: Some("newer".into()),
+                keep_session: Some(theirs.id),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("new password");
+    assert!(live(&store, "theirs").await, "untouched, as another user's");
+    assert!(!live(&store, "mine").await);
+    // A disable keeps nothing, even when asked to.
+    let now = store.get_user(&dev.id).await.expect("read");
+    let kept = session(&store, &now, "kept?").await;
+    store
+        .update_user(
+            &dev.id,
+            UserPatch {
+                disabled: Some(true),
+                keep_session: Some(kept.id),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("disable");
+    store
+        .update_user(
+            &dev.id,
+            UserPatch {
+                disabled: Some(false),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("enable");
+    assert!(!live(&store, "kept?").await);
+
+    // Keys: kept by default, deleted on request — the user's only.
+    key(&store, &dev, "dev-key").await;
+    key(&store, &other, "other-key").await;
+    store
+        .update_user(
+            &dev.id,
+            UserPatch {
+                password_hash: Some("newest".into()),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("new password");
+    let at = picloud_core::now();
+    assert!(store.api_key_by_hash("dev-key", at).await.is_ok());
+    store
+        .update_user(
+            &dev.id,
+            UserPatch {
+                api_keys: KeyRevocation::RevokeAll,
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("revoke keys");
+    assert!(matches!(
+        store.api_key_by_hash("dev-key", at).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.api_key_by_hash("other-key", at).await.is_ok());
+    // A refused change revokes nothing: the rule and the revocation share the write.
+    key(&store, &boss, "boss-key").await;
+    let boss_now = store.get_user(&boss.id).await.expect("read");
+    session(&store, &boss_now, "boss-session").await;
+    assert_eq!(enabled_admins(&store).await, 1, "boss is the only admin");
+    let refused = store
+        .update_user(
+            &boss.id,
+            UserPatch {
+                disabled: Some(true),
+                api_keys: KeyRevocation::RevokeAll,
+                ..UserPatch::default()
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))));
+    assert!(store.api_key_by_hash("boss-key", at).await.is_ok());
+    assert!(live(&store, "boss-session").await);
 }

@@ -58,4 +58,5 @@ picloud_testkit::store_conformance!(
 picloud_testkit::store_conformance!(
     conformance_identity:
     last_admin_survives_concurrent_changes,
+    credential_changes_end_sessions,
 );

@@ -1,5 +1,5 @@
 //! Hardening of identity, attacked over HTTP on both backends: the last instance admin
-//! under concurrent requests.
+//! under concurrent requests, and what a credential change ends.
 
 use picloud_testkit::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use picloud_testkit::{Backend, TestApp};
@@ -168,6 +168,157 @@ async fn last_admin_under_concurrency(backend: Backend) {
     app.shutdown().await;
 }
 
+async fn me_status(app: &TestApp, token: &str) -> u16 {
+    app.call_as(token, Method::GET, "/api/v1/auth/me", None)
+        .await
+        .status()
+        .as_u16()
+}
+
+async fn patch_user(app: &TestApp, token: &str, id: &str, body: Value) -> (u16, Value) {
+    status(
+        app.call_as(
+            token,
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{id}"),
+            Some(body),
+        )
+        .await,
+    )
+    .await
+}
+
+async fn key_of(app: &TestApp, token: &str, name: &str) -> String {
+    let (code, body) = status(
+        app.call_as(
+            token,
+            Method::POST,
+            "/api/v1/admin/api-keys",
+            Some(json!({"name": name, "scopes": ["app:read"]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    body["key"].as_str().expect("key").to_owned()
+}
+
+/// A disable ends the user's sessions for good: enabling them again revives none.
+/// A new password ends every session but the caller's own, and, when asked
+/// (`revoke_api_keys`), every API key too.
+async fn credential_changes_end_sessions(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.create_app("shop").await;
+    let (dev_id, dev) = user(&app, "dev@example.com", false).await;
+    app.admin_ok(
+        Method::PUT,
+        &format!("/api/v1/admin/apps/shop/members/{dev_id}"),
+        Some(json!({"role": "viewer"})),
+        200,
+    )
+    .await;
+    let key = key_of(&app, &dev, "ci").await;
+    assert_eq!(me_status(&app, &dev).await, 200);
+
+    // Disabled: nothing of theirs works.
+    let (code, _) = patch_user(&app, &app.admin_token, &dev_id, json!({"disabled": true})).await;
+    assert_eq!(code, 200);
+    assert_eq!(me_status(&app, &dev).await, 401);
+    assert_eq!(me_status(&app, &key).await, 401);
+    // Enabled again: the old session stays dead; the key (a credential of its own,
+    // revoked only on request) works again, and a fresh login works.
+    let (code, body) =
+        patch_user(&app, &app.admin_token, &dev_id, json!({"disabled": false})).await;
+    assert_eq!((code, body["disabled"].as_bool()), (200, Some(false)));
+    assert_eq!(
+        me_status(&app, &dev).await,
+        401,
+        "a session issued before the disable came back with the re-enable"
+    );
+    assert_eq!(me_status(&app, &key).await, 200);
+    let dev = app.login("dev@example.com", "password123").await;
+    assert_eq!(me_status(&app, &dev).await, 200);
+
+    // A new password set by an admin: the user's sessions end, their keys stay unless
+    // the admin asks (the dashboard asks by default).
+    let (code, _) = patch_user(
+        &app,
+        &app.admin_token,
+        &dev_id,
+        json!({"password": "new password 1"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(me_status(&app, &dev).await, 401);
+    assert_eq!(me_status(&app, &key).await, 200);
+    let dev = app.login("dev@example.com", "new password 1").await;
+    let second_key = key_of(&app, &dev, "second").await;
+    let (code, _) = patch_user(
+        &app,
+        &app.admin_token,
+        &dev_id,
+        json!({"password": "new password 2", "revoke_api_keys": true}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    for token in [&dev, &key, &second_key] {
+        assert_eq!(me_status(&app, token).await, 401);
+    }
+    let keys = app
+        .admin_ok(
+            Method::GET,
+            &format!("/api/v1/admin/api-keys?user_id={dev_id}"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(keys["items"], json!([]), "revoked keys are deleted");
+    // The option on its own (with a disable, say) revokes the keys as well.
+    let dev = app.login("dev@example.com", "new password 2").await;
+    let third_key = key_of(&app, &dev, "third").await;
+    patch_user(
+        &app,
+        &app.admin_token,
+        &dev_id,
+        json!({"disabled": true, "revoke_api_keys": true}),
+    )
+    .await;
+    patch_user(&app, &app.admin_token, &dev_id, json!({"disabled": false})).await;
+    assert_eq!(me_status(&app, &third_key).await, 401);
+    let (code, body) = patch_user(
+        &app,
+        &app.admin_token,
+        &dev_id,
+        json!({"revoke_api_keys": "yes"}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
+
+    // Changing your own password keeps the session you changed it with, and ends your
+    // others (a stolen token among them).
+    let elsewhere = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let me = my_id(&app, &app.admin_token).await;
+    let (code, _) = patch_user(
+        &app,
+        &app.admin_token,
+        &me,
+        json!({"password": "admin password 2"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(me_status(&app, &app.admin_token).await, 200);
+    assert_eq!(me_status(&app, &elsewhere).await, 401);
+    let again = app.login(ADMIN_EMAIL, "admin password 2").await;
+    assert_eq!(me_status(&app, &again).await, 200);
+    // An API key changing its owner's password keeps no session: it has none.
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     last_admin_survives_concurrent_requests => last_admin_under_concurrency,
+    credential_changes_end_sessions_for_good => credential_changes_end_sessions,
 );

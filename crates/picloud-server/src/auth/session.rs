@@ -153,6 +153,7 @@ async fn new_session(
             user_id: user.id.clone(),
             token_hash: crypto::hash_token(&token),
             expires_at,
+            session_epoch: user.session_epoch,
         })
         .await?;
     if !cookie {
