@@ -1,5 +1,5 @@
 //! Hardening of identity, attacked over HTTP on both backends: the last instance admin
-//! under concurrent requests, and what a credential change ends.
+//! under concurrent requests, what a credential change ends, and what a key may carry.
 
 use picloud_testkit::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use picloud_testkit::{Backend, TestApp};
@@ -318,7 +318,93 @@ async fn credential_changes_end_sessions(backend: Backend) {
     app.shutdown().await;
 }
 
+async fn new_key(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    app.call_as(token, Method::POST, "/api/v1/admin/api-keys", Some(body))
+        .await
+}
+
+/// A key may carry only scopes its owner holds when it is made: on its app when it
+/// names one, on some app otherwise; instance scopes only for instance admins.
+async fn keys_within_the_owners_rights(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.create_app("shop").await;
+    app.create_app("other").await;
+    let (dev_id, dev) = user(&app, "dev@example.com", false).await;
+    let (_, nobody) = user(&app, "nobody@example.com", false).await;
+    for (slug, role) in [("shop", "viewer"), ("other", "editor")] {
+        app.admin_ok(
+            Method::PUT,
+            &format!("/api/v1/admin/apps/{slug}/members/{dev_id}"),
+            Some(json!({"role": role})),
+            200,
+        )
+        .await;
+    }
+    for (token, body, missing) in [
+        // Beyond every role the owner has.
+        (
+            &dev,
+            json!({"name": "k", "scopes": ["app:admin"]}),
+            "app:admin",
+        ),
+        (
+            &dev,
+            json!({"name": "k", "scopes": ["app:read", "user:admin"]}),
+            "user:admin",
+        ),
+        (
+            &dev,
+            json!({"name": "k", "scopes": ["instance:admin"]}),
+            "instance:admin",
+        ),
+        // Held on another app, not on the one the key is for.
+        (
+            &dev,
+            json!({"name": "k", "scopes": ["script:write"], "app_id": "shop"}),
+            "script:write",
+        ),
+        // A user without a role holds nothing to give.
+        (
+            &nobody,
+            json!({"name": "k", "scopes": ["app:read"]}),
+            "app:read",
+        ),
+    ] {
+        let (code, err) = status(new_key(&app, token, body.clone()).await).await;
+        assert_eq!(
+            (
+                code,
+                err["error"]["code"].as_str(),
+                err["error"]["field"].as_str()
+            ),
+            (422, Some("invalid"), Some("scopes")),
+            "{body}: {err}"
+        );
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(missing), "{body}: {message}");
+    }
+    // Within the owner's rights: created.
+    for body in [
+        json!({"name": "k", "scopes": ["script:write"]}),
+        json!({"name": "k", "scopes": ["script:write"], "app_id": "other"}),
+        json!({"name": "k", "scopes": ["app:read", "script:invoke"], "app_id": "shop"}),
+    ] {
+        let (code, b) = status(new_key(&app, &dev, body.clone()).await).await;
+        assert_eq!(code, 201, "{body}: {b}");
+    }
+    // Instance admins hold every scope, on every app.
+    for body in [
+        json!({"name": "k", "scopes": ["instance:admin", "user:admin"]}),
+        json!({"name": "k", "scopes": ["app:admin"], "app_id": "shop"}),
+    ] {
+        let (code, b) = status(new_key(&app, &app.admin_token, body.clone()).await).await;
+        assert_eq!(code, 201, "{body}: {b}");
+    }
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     last_admin_survives_concurrent_requests => last_admin_under_concurrency,
     credential_changes_end_sessions_for_good => credential_changes_end_sessions,
+    keys_carry_only_scopes_their_owner_holds => keys_within_the_owners_rights,
 );
