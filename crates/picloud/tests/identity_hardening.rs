@@ -1,5 +1,5 @@
 //! Hardening of identity, attacked over HTTP on both backends: the last instance admin
-//! under concurrent requests, what a credential change ends, and what a key may carry.
+//! under concurrent requests, what a credential change ends, what a key may carry, and look-alike emails.
 
 use picloud_testkit::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use picloud_testkit::{Backend, TestApp};
@@ -403,8 +403,67 @@ async fn keys_within_the_owners_rights(backend: Backend) {
     app.shutdown().await;
 }
 
+/// Addresses that look like another one are refused wherever a user is made: letters
+/// of two scripts in one part, punycode hiding them, a whole part of look-alikes of
+/// ASCII letters, invisible characters. Honest international addresses pass.
+async fn look_alike_emails(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    let create = |email: &str| {
+        app.admin(
+            Method::POST,
+            "/api/v1/admin/users",
+            Some(json!({"email": email, "password": "password123"})),
+        )
+    };
+    for bad in [
+        "\u{430}dmin@example.com",                // Cyrillic а among Latin letters
+        "admin@ex\u{430}mple.com",                // ...in the domain
+        "admin@xn--exmple-4nf.com",               // ...hidden in punycode
+        "admin@xn--zz-invalid-.com",              // not punycode at all
+        "ad\u{200b}min@example.com",              // zero-width space
+        "admin@example.c\u{43e}m",                // Cyrillic о in the top-level domain
+        "p\u{3bf}stmaster@example.com",           // Greek ο among Latin letters
+        "admin@\u{441}\u{43e}\u{441}\u{43e}.com", // all-Cyrillic "coco": an ASCII look-alike
+        "adm\u{131}n@example.com",                // Latin dotless ı: "admin" to the eye
+        "admin@xn--n1aahb.com",                   // the same "coco", as punycode
+        "\u{ff41}dmin@example.com",               // fullwidth ａ
+        "a@b@example.com",
+    ] {
+        let (code, body) = status(create(bad).await).await;
+        assert_eq!(
+            (
+                code,
+                body["error"]["code"].as_str(),
+                body["error"]["field"].as_str()
+            ),
+            (422, Some("invalid"), Some("email")),
+            "{bad:?}: {body}"
+        );
+    }
+    for good in [
+        "jos\u{e9}@example.com",                               // é, Latin
+        "\u{438}\u{432}\u{430}\u{43d}@example.com",            // иван, all Cyrillic
+        "user@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.com", // пример.com, an IDN
+        "user@xn--e1afmkfd.com",                               // the same, as punycode
+        "\u{7530}\u{4e2d}taro@example.jp", // 田中taro: Han with Latin is allowed
+        "first.last+tag@sub.example.com",
+    ] {
+        let (code, body) = status(create(good).await).await;
+        assert_eq!(code, 201, "{good:?}: {body}");
+    }
+    // A decomposed é is stored composed: one address, one account.
+    let (code, body) = status(create("jose\u{301}@example.com").await).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     last_admin_survives_concurrent_requests => last_admin_under_concurrency,
     credential_changes_end_sessions_for_good => credential_changes_end_sessions,
     keys_carry_only_scopes_their_owner_holds => keys_within_the_owners_rights,
+    look_alike_emails_are_refused => look_alike_emails,
 );
