@@ -171,7 +171,8 @@ mod tests {
 
     #[test]
     fn look_alikes_are_refused() {
-        let cases: [(&str, fn(&EmailError) -> bool); 9] = [
+        type Expect = fn(&EmailError) -> bool;
+        let cases: [(&str, Expect); 9] = [
             ("\u{430}dmin@example.com", |e| {
                 matches!(e, EmailError::MixedScripts { part: Part::Local })
             }),
