@@ -403,10 +403,14 @@ impl Dispatcher {
                 let delay = backoff(&event.retry, event.attempt);
                 let due = picloud_core::now()
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-                store
+                let retried = store
                     .retry_event(id, version, event.attempt + 1, due)
                     .await
-                    .map(|_| ())
+                    .map(|_| ());
+                // The claim loop may be asleep until its next poll, having seen nothing
+                // due while this delivery was claimed: wake it to sleep until `due`.
+                self.signal.notify();
+                retried
             }
             // Attempts exhausted, or a run that may not start: retrying cannot give
             // a caller back the rights they lost, and the dead letter keeps the call
