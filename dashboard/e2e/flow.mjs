@@ -347,6 +347,15 @@ try {
   await page.getByRole("button", { name: "Create user" }).click();
   await page.getByRole("cell", { name: "dev@example.com", exact: true }).waitFor();
   await shot("users");
+  // A new password revokes the user's API keys unless the box is unticked.
+  await page.getByRole("button", { name: "Set a new password for dev@example.com" }).click();
+  const pwForm = page.locator("form", { hasText: "New password for dev@example.com" });
+  if (!(await pwForm.getByLabel("also revoke their API keys").isChecked())) throw new Error("revoking API keys is not the default");
+  await pwForm.getByLabel(/Password/).fill("another long password");
+  const patched = page.waitForRequest((r) => r.method() === "PATCH" && r.url().includes("/api/v1/admin/users/"));
+  await pwForm.getByRole("button", { name: "Set password" }).click();
+  if ((await patched).postDataJSON().revoke_api_keys !== true) throw new Error("the password change did not ask to revoke API keys");
+  await page.getByRole("status").filter({ hasText: "their API keys are revoked" }).waitFor();
   await page.goto(`${base}/_/apps/shop/members`);
   await heading("Members").waitFor();
   await page.getByLabel("User").selectOption({ label: "dev@example.com" });

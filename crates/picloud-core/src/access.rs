@@ -299,6 +299,21 @@ pub struct Principal {
     pub key: Option<KeyGrant>,
 }
 
+/// The scopes a user holds: all seven for an instance admin, else those their roles
+/// grant (a key can carry no more than this; API.md "The seven scopes").
+pub fn scopes_held(is_instance_admin: bool, roles: impl IntoIterator<Item = Role>) -> Vec<Scope> {
+    if is_instance_admin {
+        return Scope::ALL.to_vec();
+    }
+    let mut held: Vec<Scope> = roles
+        .into_iter()
+        .flat_map(|role| role.scopes().iter().copied())
+        .collect();
+    held.sort();
+    held.dedup();
+    held
+}
+
 /// The outcome of an access check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -497,6 +512,22 @@ mod tests {
             app_id: None,
         });
         assert_eq!(admin.check(Capability::UserAdmin, None), Access::Allowed);
+    }
+
+    #[test]
+    fn held_scopes_are_the_union_of_roles() {
+        assert_eq!(scopes_held(false, []), Vec::<Scope>::new());
+        assert_eq!(
+            scopes_held(false, [Role::Viewer, Role::Editor, Role::Viewer]),
+            vec![
+                Scope::AppRead,
+                Scope::ScriptRead,
+                Scope::ScriptWrite,
+                Scope::ScriptInvoke
+            ]
+        );
+        assert_eq!(scopes_held(true, []), Scope::ALL.to_vec());
+        assert!(!scopes_held(false, [Role::Admin]).contains(&Scope::UserAdmin));
     }
 
     #[test]

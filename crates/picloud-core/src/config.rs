@@ -381,7 +381,11 @@ impl Config {
             SecretKey::parse(s).map(Some).map_err(|e| e.to_string())
         })?;
         let dev_mode = src.flag("PICLOUD_DEV_MODE", false)?;
-        let admin_email = src.raw("PICLOUD_ADMIN_EMAIL");
+        let admin_email = src.parse("PICLOUD_ADMIN_EMAIL", None, |s| {
+            crate::email::normalize(s)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        })?;
         let admin_password = src.raw("PICLOUD_ADMIN_PASSWORD");
         if admin_email.is_some() != admin_password.is_some() {
             let var = if admin_email.is_some() {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod email;
 pub mod ids;
 pub mod model;
 pub mod net;

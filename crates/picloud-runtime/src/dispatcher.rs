@@ -13,15 +13,58 @@ use std::time::Duration;
 
 use picloud_core::model::ExecutionSource;
 use picloud_core::{DeadLetterId, EventId, ExecutionId};
-use picloud_script::{AppRef, RunInput, ScriptFailure, ScriptRef, ServiceAccess};
+use picloud_script::{
+    AppRef, FailureKind, RunInput, RunReport, ScriptFailure, ScriptRef, ServiceAccess,
+};
 use picloud_services::{CallContext, EventSignal, Services};
 use picloud_store::{App, OutboxEvent, RetryPolicy, Script, Store, StoreError};
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::caller::{self, RunCaller};
 use crate::run::{execution_record, failed, run_script, RunIdentity};
 use crate::{payload, ExecError, Runner};
+
+/// One attempt at a delivery, with its report.
+enum Attempt {
+    /// The script ran (or could not even be loaded).
+    Ran(RunReport<()>),
+    /// The run was not started: its caller lost the rights the call was made with.
+    NotRun(RunReport<()>),
+}
+
+impl Attempt {
+    fn report(&self) -> &RunReport<()> {
+        match self {
+            Attempt::Ran(report) | Attempt::NotRun(report) => report,
+        }
+    }
+
+    fn outcome(&self) -> Outcome<'_> {
+        match self {
+            Attempt::Ran(r) => r
+                .outcome
+                .as_ref()
+                .err()
+                .map_or(Outcome::Succeeded, Outcome::Failed),
+            Attempt::NotRun(r) => r
+                .outcome
+                .as_ref()
+                .err()
+                .map_or(Outcome::Succeeded, Outcome::Refused),
+        }
+    }
+}
+
+/// How an attempt ended, for settling the delivery.
+enum Outcome<'a> {
+    Succeeded,
+    /// Retried while attempts are left, then dead-lettered.
+    Failed(&'a ScriptFailure),
+    /// Dead-lettered at once.
+    Refused(&'a ScriptFailure),
+}
 
 /// Most deliveries claimed in one statement.
 const CLAIM_BATCH: usize = 64;
@@ -226,17 +269,22 @@ impl Dispatcher {
                 None
             }
         };
-        let report = match &script {
-            Some(script) => self.run(&app, script, &event, &execution_id).await,
-            None => Some(failed(ScriptFailure::error("the script no longer exists"))),
+        let attempt = match &script {
+            Some(script) => match self.prepare(&app, script, &event, &execution_id).await {
+                Ok(input) => self.run(&app, script, input).await.map(Attempt::Ran),
+                Err(refused) => Some(refused),
+            },
+            None => Some(Attempt::Ran(failed(ScriptFailure::error(
+                "the script no longer exists",
+            )))),
         };
         self.running.lock().remove(&event.id);
-        let Some(report) = report else {
+        let Some(attempt) = attempt else {
             // Shutting down: the claim stays until its lease runs out (or, on SQLite,
             // the next start releases it).
             return;
         };
-        self.settle(&event, report.outcome.as_ref().err()).await;
+        self.settle(&event, attempt.outcome()).await;
         if let Some(script) = &script {
             let who = RunIdentity {
                 app: &app,
@@ -246,21 +294,47 @@ impl Dispatcher {
                 started_at,
             };
             self.runner
-                .record(execution_record(&who, &report, self.config.max_log_lines))
+                .record(execution_record(
+                    &who,
+                    attempt.report(),
+                    self.config.max_log_lines,
+                ))
                 .await;
         }
     }
 
-    /// Runs the script; `None` when the executor is shutting down.
-    async fn run(
+    /// The run's input, with its caller looked up again now (not when the delivery
+    /// was queued); `Err` with the attempt to record when the run must not start.
+    async fn prepare(
         &self,
         app: &App,
         script: &Script,
         event: &OutboxEvent,
         execution_id: &ExecutionId,
-    ) -> Option<picloud_script::RunReport<()>> {
-        let (input, scopes) = payload::run_input(event);
-        let input = RunInput {
+    ) -> Result<RunInput, Attempt> {
+        let (input, queued) = payload::run_input(event);
+        let (principal, scopes) = match caller::resolve(self.store.as_ref(), &app.id, queued).await
+        {
+            Ok(RunCaller::Anonymous) => (None, None),
+            Ok(RunCaller::Acting { principal, scopes }) => (Some(principal), Some(scopes)),
+            Ok(RunCaller::Refused(refusal)) => {
+                tracing::info!(event = %event.id, %refusal, "a queued run was not started");
+                return Err(Attempt::NotRun(failed(ScriptFailure {
+                    kind: FailureKind::Forbidden,
+                    message: refusal.message(),
+                    line: None,
+                })));
+            }
+            Err(e) => {
+                // The store is unwell: a plain failed attempt, retried by the policy.
+                tracing::error!(event = %event.id, error = %e, "looking up the caller of a queued run failed");
+                return Err(Attempt::Ran(failed(ScriptFailure::error(
+                    "internal error: the caller could not be looked up; see the server log",
+                ))));
+            }
+        };
+        Ok(RunInput {
+            principal,
             app: AppRef {
                 id: app.id.to_string(),
                 slug: app.slug.clone(),
@@ -281,7 +355,16 @@ impl Dispatcher {
                 handle: tokio::runtime::Handle::current(),
             })),
             ..input
-        };
+        })
+    }
+
+    /// Runs the script; `None` when the executor is shutting down.
+    async fn run(
+        &self,
+        app: &App,
+        script: &Script,
+        input: RunInput,
+    ) -> Option<picloud_script::RunReport<()>> {
         let engine = self.runner.engine.clone();
         let script = script.clone();
         let timeout = self.config.trigger_timeout;
@@ -293,13 +376,15 @@ impl Dispatcher {
         }
     }
 
-    /// Completes, retries or dead-letters the delivery after its run.
-    async fn settle(&self, event: &OutboxEvent, failure: Option<&ScriptFailure>) {
+    /// Completes, retries or dead-letters the delivery after its attempt.
+    async fn settle(&self, event: &OutboxEvent, outcome: Outcome<'_>) {
         let store = &self.store;
         let (id, version) = (&event.id, event.lease_version);
-        let result = match failure {
-            None => store.complete_event(id, version).await.map(|_| ()),
-            Some(failure) if event.source == ExecutionSource::DeadLetter => {
+        let result = match outcome {
+            Outcome::Succeeded => store.complete_event(id, version).await.map(|_| ()),
+            Outcome::Failed(failure) | Outcome::Refused(failure)
+                if event.source == ExecutionSource::DeadLetter =>
+            {
                 // A failing dead-letter handler is never retried and never produces
                 // another dead letter: its dead letter is marked instead.
                 let dead_letter = event.payload["dead_letter"]["id"]
@@ -314,16 +399,23 @@ impl Dispatcher {
                     None => store.complete_event(id, version).await.map(|_| ()),
                 }
             }
-            Some(_) if event.attempt < event.retry.max_attempts => {
+            Outcome::Failed(_) if event.attempt < event.retry.max_attempts => {
                 let delay = backoff(&event.retry, event.attempt);
                 let due = picloud_core::now()
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-                store
+                let retried = store
                     .retry_event(id, version, event.attempt + 1, due)
                     .await
-                    .map(|_| ())
+                    .map(|_| ());
+                // The claim loop may be asleep until its next poll, having seen nothing
+                // due while this delivery was claimed: wake it to sleep until `due`.
+                self.signal.notify();
+                retried
             }
-            Some(failure) => {
+            // Attempts exhausted, or a run that may not start: retrying cannot give
+            // a caller back the rights they lost, and the dead letter keeps the call
+            // visible and replayable (a replay looks the caller up again).
+            Outcome::Failed(failure) | Outcome::Refused(failure) => {
                 let max_depth = self.services.kv.max_depth();
                 match store
                     .dead_letter_event(id, version, &failure.message, max_depth)

@@ -2,6 +2,7 @@
 //! the dispatcher that delivers queued events, the cron scheduler that queues them, the background writer of execution
 //! records, metrics, and the sweepers.
 
+pub mod caller;
 pub mod cron;
 pub mod dispatcher;
 pub mod executor;

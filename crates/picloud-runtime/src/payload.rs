@@ -3,7 +3,6 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use picloud_core::access::Scope;
 use picloud_script::{AppRef, PrincipalInput, RequestBody, RequestInput, RunInput, ScriptRef};
 use picloud_store::OutboxEvent;
 use serde_json::{json, Map, Value};
@@ -111,9 +110,10 @@ fn principal_of(value: &Value) -> Option<PrincipalInput> {
     })
 }
 
-/// The run input of a delivery (app, script, execution and services are the caller's
-/// to fill in), and the caller's scopes when it acts for one.
-pub fn run_input(event: &OutboxEvent) -> (RunInput, Option<Vec<Scope>>) {
+/// The run input of a delivery (app, script, execution, services and principal are
+/// the caller's to fill in), and the caller it was queued with, if any: a snapshot
+/// that [`crate::caller::resolve`] checks against the store before the run starts.
+pub fn run_input(event: &OutboxEvent) -> (RunInput, Option<PrincipalInput>) {
     let mut ctx_event: Map<String, Value> = event.payload.as_object().cloned().unwrap_or_default();
     let request = ctx_event
         .remove("request")
@@ -122,12 +122,6 @@ pub fn run_input(event: &OutboxEvent) -> (RunInput, Option<Vec<Scope>>) {
     let principal = ctx_event.remove("principal").and_then(|p| principal_of(&p));
     ctx_event.insert("id".into(), Value::String(event.id.to_string()));
     ctx_event.insert("attempt".into(), json!(event.attempt));
-    let scopes = principal.as_ref().map(|p| {
-        p.scopes
-            .iter()
-            .filter_map(|s| s.parse::<Scope>().ok())
-            .collect()
-    });
     let input = RunInput {
         app: AppRef {
             id: String::new(),
@@ -137,14 +131,14 @@ pub fn run_input(event: &OutboxEvent) -> (RunInput, Option<Vec<Scope>>) {
             id: String::new(),
             name: String::new(),
         },
-        principal,
+        principal: None,
         request,
         event: Some(Value::Object(ctx_event)),
         execution_id: String::new(),
         attempt: event.attempt,
         services: None,
     };
-    (input, scopes)
+    (input, principal)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use picloud_store::{
 };
 use sqlx::postgres::PgRow;
 
-use crate::users::user_with_prefix;
+use crate::users::{user_with_prefix, JOINED_USER};
 use crate::{col, db_err, expect_row, map_insert_err, PostgresStore};
 
 const COLUMNS: &str =
@@ -73,10 +73,7 @@ impl ApiKeyStore for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<(ApiKey, User)> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS}, u.id AS u_id, u.email AS u_email, \
-             u.password_hash AS u_password_hash, u.is_admin AS u_is_admin, \
-             u.disabled AS u_disabled, u.created_at AS u_created_at, \
-             u.updated_at AS u_updated_at \
+            "SELECT {COLUMNS}, {JOINED_USER} \
              FROM api_keys k JOIN users u ON u.id = k.user_id \
              WHERE k.key_hash = $1 AND (k.expires_at IS NULL OR k.expires_at > $2)"
         ))

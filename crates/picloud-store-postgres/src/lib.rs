@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "executions by app",
         include_str!("../migrations/0008_executions_by_app.sql"),
     ),
+    (
+        9,
+        "session epochs",
+        include_str!("../migrations/0009_session_epochs.sql"),
+    ),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;

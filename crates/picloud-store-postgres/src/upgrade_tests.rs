@@ -129,3 +129,72 @@ async fn keying_executions_by_app_keeps_every_record() {
         .expect("count");
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn session_epochs_end_the_sessions_of_users_disabled_before() {
+    use picloud_store::{NewUser, SessionStore, UserPatch, UserStore};
+
+    let Some(scratch) = Scratch::create().await else {
+        eprintln!("PICLOUD_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let store = PostgresStore::connect(&scratch.url).await.expect("connect");
+    migrator_upto(8).run(&store.pool).await.expect("v8");
+    let mut users = Vec::new();
+    for (email, disabled) in [("on@example.com", false), ("off@example.com", true)] {
+        let user = store
+            .create_user(NewUser {
+                email: email.into(),
+                password_hash: "x".into(),
+                is_admin: false,
+            })
+            .await
+            .expect("user");
+        let now = picloud_core::now();
+        // Written as v8 did: no epochs yet.
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, token_hash, created_at, last_used_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $4, $5)",
+        )
+        .bind(picloud_core::SessionId::new().as_str())
+        .bind(user.id.as_str())
+        .bind(email)
+        .bind(now)
+        .bind(now + Duration::hours(1))
+        .execute(&store.pool)
+        .await
+        .expect("v8 session");
+        sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+            .bind(disabled)
+            .bind(user.id.as_str())
+            .execute(&store.pool)
+            .await
+            .expect("disable");
+        users.push(user);
+    }
+
+    store.migrate().await.expect("upgrade");
+
+    let now = picloud_core::now();
+    assert!(store
+        .session_by_token_hash("on@example.com", now)
+        .await
+        .is_ok());
+    store
+        .update_user(
+            &users[1].id,
+            UserPatch {
+                disabled: Some(false),
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .expect("enable");
+    assert!(
+        store
+            .session_by_token_hash("off@example.com", now)
+            .await
+            .is_err(),
+        "a session of a user disabled before the upgrade came back"
+    );
+}

@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "executions by app",
         include_str!("../migrations/0008_executions_by_app.sql"),
     ),
+    (
+        9,
+        "session epochs",
+        include_str!("../migrations/0009_session_epochs.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

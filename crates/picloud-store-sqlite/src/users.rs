@@ -1,15 +1,23 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::{SessionId, UserId};
+use picloud_store::identity;
 use picloud_store::{
-    NewSession, NewUser, Page, PageRequest, Session, SessionStore, StoreError, StoreResult, User,
-    UserPatch, UserStore,
+    KeyRevocation, NewSession, NewUser, Page, PageRequest, Session, SessionStore, StoreError,
+    StoreResult, User, UserPatch, UserStore,
 };
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::{col, col_ts, db_err, expect_row, map_err, ts, SqliteStore};
 
-const COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at, updated_at";
+const COLUMNS: &str =
+    "id, email, password_hash, is_admin, disabled, session_epoch, created_at, updated_at";
+
+/// The user columns of a join with `users u`, read back by `user_with_prefix(row, "u_")`.
+pub(crate) const JOINED_USER: &str = "u.id AS u_id, u.email AS u_email, \
+     u.password_hash AS u_password_hash, u.is_admin AS u_is_admin, \
+     u.disabled AS u_disabled, u.session_epoch AS u_session_epoch, \
+     u.created_at AS u_created_at, u.updated_at AS u_updated_at";
 
 pub(crate) fn user_with_prefix(row: &SqliteRow, p: &str) -> StoreResult<User> {
     Ok(User {
@@ -18,6 +26,7 @@ pub(crate) fn user_with_prefix(row: &SqliteRow, p: &str) -> StoreResult<User> {
         password_hash: col(row, &format!("{p}password_hash"))?,
         is_admin: col(row, &format!("{p}is_admin"))?,
         disabled: col(row, &format!("{p}disabled"))?,
+        session_epoch: col(row, &format!("{p}session_epoch"))?,
         created_at: col_ts(row, &format!("{p}created_at"))?,
         updated_at: col_ts(row, &format!("{p}updated_at"))?,
     })
@@ -63,6 +72,7 @@ impl SqliteStore {
             password_hash: new.password_hash,
             is_admin: new.is_admin,
             disabled: false,
+            session_epoch: 0,
             created_at: now,
             updated_at: now,
         })
@@ -119,36 +129,110 @@ impl UserStore for SqliteStore {
     }
 
     async fn update_user(&self, id: &UserId, patch: UserPatch) -> StoreResult<User> {
-        let result = sqlx::query(
-            "UPDATE users SET password_hash = COALESCE(?, password_hash), \
-             is_admin = COALESCE(?, is_admin), disabled = COALESCE(?, disabled), \
-             updated_at = ? WHERE id = ?",
-        )
-        .bind(patch.password_hash)
-        .bind(patch.is_admin)
-        .bind(patch.disabled)
-        .bind(ts(picloud_core::now()))
-        .bind(id.as_str())
-        .execute(&self.writer)
-        .await
-        .map_err(db_err)?;
-        expect_row(result.rows_affected())?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_one(&self.writer)
+        // IMMEDIATE takes the write lock up front: the admin count read below cannot go
+        // stale before the update (in-process writers queue on the one writer anyway).
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        user(&row)
+        let current = locked_user(&mut tx, id).await?;
+        if identity::removes_enabled_admin(&current, &patch) {
+            keep_another_admin(&mut tx, id).await?;
+        }
+        let ends_sessions = identity::ends_sessions(&patch);
+        sqlx::query(
+            "UPDATE users SET password_hash = COALESCE(?, password_hash), \
+             is_admin = COALESCE(?, is_admin), disabled = COALESCE(?, disabled), \
+             session_epoch = session_epoch + ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&patch.password_hash)
+        .bind(patch.is_admin)
+        .bind(patch.disabled)
+        .bind(i64::from(ends_sessions))
+        .bind(ts(picloud_core::now()))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let updated = locked_user(&mut tx, id).await?;
+        if ends_sessions {
+            // The epoch already ends them; deleting the rows only tidies up.
+            let keep = identity::kept_session(&patch);
+            sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ?")
+                .bind(id.as_str())
+                .bind(keep.map(SessionId::as_str))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if let Some(keep) = keep {
+                sqlx::query("UPDATE sessions SET session_epoch = ? WHERE id = ? AND user_id = ?")
+                    .bind(updated.session_epoch)
+                    .bind(keep.as_str())
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        match patch.api_keys {
+            KeyRevocation::Keep => {}
+            KeyRevocation::RevokeAll => {
+                sqlx::query("DELETE FROM api_keys WHERE user_id = ?")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(updated)
     }
 
     async fn delete_user(&self, id: &UserId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.writer)
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let current = locked_user(&mut tx, id).await?;
+        if identity::is_enabled_admin(&current) {
+            keep_another_admin(&mut tx, id).await?;
+        }
+        let result = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        expect_row(result.rows_affected())?;
+        tx.commit().await.map_err(db_err)
     }
+}
+
+/// The user as the transaction sees it (`NotFound` if missing).
+async fn locked_user(tx: &mut SqliteConnection, id: &UserId) -> StoreResult<User> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .ok_or(StoreError::NotFound)?;
+    user(&row)
+}
+
+/// `Conflict` unless an enabled instance admin other than `id` exists.
+async fn keep_another_admin(tx: &mut SqliteConnection, id: &UserId) -> StoreResult<()> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE is_admin = 1 AND disabled = 0 AND id <> ?",
+    )
+    .bind(id.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    if others == 0 {
+        return Err(StoreError::Conflict(identity::LAST_ADMIN.into()));
+    }
+    Ok(())
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at";
@@ -169,8 +253,8 @@ impl SessionStore for SqliteStore {
         let now = picloud_core::now();
         let id = SessionId::new();
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, token_hash, created_at, last_used_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, user_id, token_hash, created_at, last_used_at, \
+             expires_at, session_epoch) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(new.user_id.as_str())
@@ -178,6 +262,7 @@ impl SessionStore for SqliteStore {
         .bind(ts(now))
         .bind(ts(now))
         .bind(ts(new.expires_at))
+        .bind(new.session_epoch)
         .execute(&self.writer)
         .await
         .map_err(db_err)?;
@@ -196,12 +281,9 @@ impl SessionStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<(Session, User)> {
         let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS}, u.id AS u_id, u.email AS u_email, \
-             u.password_hash AS u_password_hash, u.is_admin AS u_is_admin, \
-             u.disabled AS u_disabled, u.created_at AS u_created_at, \
-             u.updated_at AS u_updated_at \
+            "SELECT {SESSION_COLUMNS}, {JOINED_USER} \
              FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = ? AND s.expires_at > ?"
+             WHERE s.token_hash = ? AND s.expires_at > ? AND s.session_epoch = u.session_epoch"
         ))
         .bind(token_hash)
         .bind(ts(now))

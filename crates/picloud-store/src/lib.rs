@@ -7,6 +7,7 @@
 pub mod cron;
 pub mod docs;
 pub mod events;
+pub mod identity;
 pub mod models;
 pub mod page;
 
@@ -275,7 +276,12 @@ pub trait UserStore {
     async fn get_user(&self, id: &UserId) -> StoreResult<User>;
     async fn get_user_by_email(&self, email: &str) -> StoreResult<User>;
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>>;
+    /// `Conflict` ([`identity::LAST_ADMIN`]) when the change would leave no enabled
+    /// instance admin, checked inside the write so that two concurrent changes cannot
+    /// both pass.
     async fn update_user(&self, id: &UserId, patch: UserPatch) -> StoreResult<User>;
+    /// Deletes the user with their sessions, keys and memberships; `Conflict` as for
+    /// [`UserStore::update_user`] when they are the last enabled instance admin.
     async fn delete_user(&self, id: &UserId) -> StoreResult<()>;
 }
 

@@ -106,6 +106,9 @@ pub struct User {
     pub password_hash: String,
     pub is_admin: bool,
     pub disabled: bool,
+    /// Bumped by every change that ends the user's sessions (a disable, a new
+    /// password); a session is live only while it carries the current value.
+    pub session_epoch: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -119,9 +122,28 @@ pub struct NewUser {
 
 #[derive(Debug, Clone, Default)]
 pub struct UserPatch {
+    /// A new password: ends the user's sessions (all but `keep_session`).
     pub password_hash: Option<String>,
     pub is_admin: Option<bool>,
+    /// `Some(true)` ends every session of the user, for good: enabling them again
+    /// revives none.
     pub disabled: Option<bool>,
+    /// What happens to the user's API keys, in the same transaction.
+    pub api_keys: KeyRevocation,
+    /// The one session that outlives a new password: the caller's own, when users
+    /// change their own password.
+    pub keep_session: Option<SessionId>,
+}
+
+/// What a user change does to the user's API keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyRevocation {
+    /// Keys are credentials of their own; a disabled owner's keys stop working
+    /// meanwhile (they are checked on every use) and work again when re-enabled.
+    #[default]
+    Keep,
+    /// Every key of the user is deleted.
+    RevokeAll,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +161,10 @@ pub struct NewSession {
     /// SHA-256 of the bearer token; the token itself is never stored.
     pub token_hash: String,
     pub expires_at: DateTime<Utc>,
+    /// The user's `session_epoch` as read when their credentials were checked: a
+    /// disable or a new password committed since then leaves the session dead on
+    /// arrival, so a login racing either cannot outlive it.
+    pub session_epoch: i64,
 }
 
 /// One line a script logged.

@@ -434,6 +434,7 @@ pub async fn sessions_expire_and_slide(store: Arc<dyn Store>) {
             user_id: user.id.clone(),
             token_hash: "hash-1".into(),
             expires_at: now + Duration::hours(1),
+            session_epoch: user.session_epoch,
         })
         .await
         .expect("session");
@@ -462,6 +463,7 @@ pub async fn sessions_expire_and_slide(store: Arc<dyn Store>) {
             user_id: user.id.clone(),
             token_hash: "hash-old".into(),
             expires_at: now - Duration::seconds(1),
+            session_epoch: user.session_epoch,
         })
         .await
         .expect("expired session");
@@ -471,6 +473,7 @@ pub async fn sessions_expire_and_slide(store: Arc<dyn Store>) {
             user_id: user.id.clone(),
             token_hash: "hash-2b".into(),
             expires_at: now + Duration::hours(1),
+            session_epoch: user.session_epoch,
         })
         .await
         .expect("second session");
@@ -488,6 +491,7 @@ pub async fn sessions_expire_and_slide(store: Arc<dyn Store>) {
             user_id: user.id.clone(),
             token_hash: "hash-3".into(),
             expires_at: now + Duration::hours(1),
+            session_epoch: user.session_epoch,
         })
         .await
         .expect("session");

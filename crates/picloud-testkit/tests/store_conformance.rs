@@ -54,3 +54,9 @@ picloud_testkit::store_conformance!(
     reschedule_is_a_compare_and_set,
     one_cron_leader_at_a_time,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_identity:
+    last_admin_survives_concurrent_changes,
+    credential_changes_end_sessions,
+);

@@ -123,9 +123,7 @@ async fn create_user(config: Config, m: &ArgMatches) -> Result<(), String> {
     if password.chars().count() < 8 {
         return Err("--password: must be at least 8 characters".into());
     }
-    if !email.contains('@') {
-        return Err("--email: not a valid email address".into());
-    }
+    let email = picloud_core::email::normalize(&email).map_err(|e| format!("--email: {e}"))?;
     let store = picloud::open_store(&config)
         .await
         .map_err(|e| e.to_string())?;

@@ -203,21 +203,32 @@ async fn fixture(
         200,
     )
     .await;
-    // A key of the caller's own, for the key routes.
+    // A key of the caller's own, for the key routes. Written through the store: a
+    // caller without a role (Nobody) holds no scope a key could carry.
+    let me: Value = app
+        .call_as(token, Method::GET, "/api/v1/auth/me", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let owner = picloud_core::UserId::parse(me["id"].as_str().expect("id")).expect("user id");
     let key = app
-        .call_as(
-            token,
-            Method::POST,
-            "/api/v1/admin/api-keys",
-            Some(json!({"name": "own", "scopes": ["app:read"]})),
-        )
+        .started()
+        .state
+        .store
+        .create_api_key(picloud_store::NewApiKey {
+            user_id: owner,
+            name: "own".into(),
+            key_hash: format!("matrix-{n}"),
+            prefix: "pk_matrix".into(),
+            scopes: vec![picloud_core::access::Scope::AppRead],
+            app_id: None,
+            expires_at: None,
+        })
         .await
-        .json::<Value>()
-        .await
-        .expect("json")["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{who:?} creates their own key"))
-        .to_owned();
+        .unwrap_or_else(|e| panic!("{who:?}'s own key: {e}"))
+        .id
+        .to_string();
     let trigger = app
         .admin_ok(
             Method::POST,

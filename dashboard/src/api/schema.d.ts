@@ -468,7 +468,10 @@ export interface paths {
         delete: operations["delete_user"];
         options?: never;
         head?: never;
-        /** Change a user's password, admin flag or disabled flag. */
+        /**
+         * Change a user's password, admin flag or disabled flag; optionally revoke their API
+         *     keys. 409 when the change would leave no enabled instance admin.
+         */
         patch: operations["update_user"];
         trace?: never;
     };
@@ -1162,11 +1165,23 @@ export interface components {
             enabled: boolean;
         };
         UpdateUser: {
-            /** @description A disabled user's sessions and keys stop working at once. */
+            /**
+             * @description A disabled user's sessions and keys stop working at once. Their sessions end
+             *     for good: enabling the user again revives none (their API keys do work again,
+             *     unless `revoke_api_keys` deleted them).
+             */
             disabled?: boolean | null;
             is_admin?: boolean | null;
-            /** @description A new password; every session of the user ends. */
+            /**
+             * @description A new password. Every session of the user ends, except the caller's own when
+             *     users change their own password.
+             */
             password?: string | null;
+            /**
+             * @description Also delete every API key of the user, in the same change (default `false`;
+             *     the dashboard sends `true` with a new password unless unticked).
+             */
+            revoke_api_keys?: boolean | null;
         };
         UserDto: {
             /** Format: date-time */

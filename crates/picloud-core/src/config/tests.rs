@@ -32,6 +32,13 @@ fn bad_values_name_the_variable() {
     let e = load(&[("PICLOUD_DEV_MODE", "maybe")]).expect_err("error");
     assert_eq!(e.var, "PICLOUD_DEV_MODE");
     assert!(load(&[("PICLOUD_ADMIN_EMAIL", "a@b.c")]).is_err());
+    // A look-alike admin address stops start-up like any bad value.
+    let e = load(&[
+        ("PICLOUD_ADMIN_EMAIL", "\u{430}dmin@example.com"),
+        ("PICLOUD_ADMIN_PASSWORD", "password123"),
+    ])
+    .expect_err("error");
+    assert_eq!(e.var, "PICLOUD_ADMIN_EMAIL");
     for bad in ["80,", "http", "0", "70000", "80;443"] {
         let e = load(&[("PICLOUD_HTTP_ALLOWED_PORTS", bad)]).expect_err(bad);
         assert_eq!(e.var, "PICLOUD_HTTP_ALLOWED_PORTS");

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use picloud_core::access::{Capability, Scope};
+use picloud_core::access::{self, Capability, Scope};
 use picloud_core::{crypto, ApiKeyId, UserId};
 use picloud_store::{ApiKey, NewApiKey};
 use serde::{Deserialize, Serialize};
@@ -119,6 +119,38 @@ pub async fn create_key(
         }
         None => None,
     };
+    // Rights are intersected again on every use, but a key listing rights its owner
+    // lacks would start working the day the owner is promoted: refuse it now.
+    let held = match &app_id {
+        Some(app) => {
+            let role = caller.role_on(&state, app).await?;
+            access::scopes_held(caller.principal.is_instance_admin, role)
+        }
+        None => {
+            let roles = state
+                .store
+                .memberships_of(&caller.user.id)
+                .await?
+                .into_iter()
+                .map(|m| m.role);
+            access::scopes_held(caller.principal.is_instance_admin, roles)
+        }
+    };
+    let missing: Vec<&str> = scopes
+        .iter()
+        .filter(|s| !held.contains(s))
+        .map(|s| s.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let place = if app_id.is_some() { " on this app" } else { "" };
+        return Err(ApiError::invalid(
+            "scopes",
+            format!(
+                "a key cannot carry scopes its owner does not hold; you do not hold {}{place}",
+                missing.join(", ")
+            ),
+        ));
+    }
     let key = crypto::generate_token(API_KEY_PREFIX);
     let created = state
         .store

@@ -6,7 +6,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
 use picloud_core::UserId;
-use picloud_store::{NewUser, PageRequest, StoreError, User, UserPatch};
+use picloud_store::{KeyRevocation, NewUser, User, UserPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -51,11 +51,17 @@ pub struct CreateUser {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    /// A new password; every session of the user ends.
+    /// A new password. Every session of the user ends, except the caller's own when
+    /// users change their own password.
     pub password: Option<String>,
     pub is_admin: Option<bool>,
-    /// A disabled user's sessions and keys stop working at once.
+    /// A disabled user's sessions and keys stop working at once. Their sessions end
+    /// for good: enabling the user again revives none (their API keys do work again,
+    /// unless `revoke_api_keys` deleted them).
     pub disabled: Option<bool>,
+    /// Also delete every API key of the user, in the same change (default `false`;
+    /// the dashboard sends `true` with a new password unless unticked).
+    pub revoke_api_keys: Option<bool>,
 }
 
 async fn load_user(state: &AppState, id: &str) -> ApiResult<User> {
@@ -65,31 +71,6 @@ async fn load_user(state: &AppState, id: &str) -> ApiResult<User> {
         .get_user(&id)
         .await
         .map_err(|e| ApiError::from_store(e, "user"))
-}
-
-/// Refuses a change that would leave the instance without an enabled admin.
-async fn keep_an_admin(state: &AppState, user: &User) -> ApiResult<()> {
-    if !user.is_admin || user.disabled {
-        return Ok(());
-    }
-    let mut page = PageRequest::first(500);
-    loop {
-        let users = state.store.list_users(&page).await?;
-        if users
-            .items
-            .iter()
-            .any(|u| u.is_admin && !u.disabled && u.id != user.id)
-        {
-            return Ok(());
-        }
-        match users.next_cursor {
-            Some(c) => page.after = picloud_store::Cursor::decode(c.as_str()),
-            None => break,
-        }
-    }
-    Err(ApiError::conflict(
-        "this is the last enabled instance admin; make another admin first",
-    ))
 }
 
 /// List users.
@@ -145,7 +126,8 @@ pub async fn get_user(
     Ok(Json(load_user(&state, &id).await?.into()))
 }
 
-/// Change a user's password, admin flag or disabled flag.
+/// Change a user's password, admin flag or disabled flag; optionally revoke their API
+/// keys. 409 when the change would leave no enabled instance admin.
 #[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "users", request_body = UpdateUser,
     params(("id" = String, Path, description = "user id")),
     responses((status = 200, body = UserDto), (status = 404, body = ErrorEnvelope),
@@ -159,9 +141,6 @@ pub async fn update_user(
 ) -> ApiResult<Json<UserDto>> {
     caller.require(Capability::UserAdmin)?;
     let user = load_user(&state, &id).await?;
-    if req.is_admin == Some(false) || req.disabled == Some(true) {
-        keep_an_admin(&state, &user).await?;
-    }
     let password_hash = match req.password {
         Some(password) => {
             validate_password(&password)?;
@@ -169,7 +148,19 @@ pub async fn update_user(
         }
         None => None,
     };
-    let new_password = password_hash.is_some();
+    // Changing your own password should not sign you out of the very session you
+    // did it with; every other session (a stolen token among them) ends.
+    let keep_session = caller
+        .session_id
+        .clone()
+        .filter(|_| caller.user.id == user.id);
+    let api_keys = if req.revoke_api_keys == Some(true) {
+        KeyRevocation::RevokeAll
+    } else {
+        KeyRevocation::Keep
+    };
+    // One write: the last-admin rule, the session epoch and the key revocation
+    // commit together or not at all.
     let updated = state
         .store
         .update_user(
@@ -178,13 +169,12 @@ pub async fn update_user(
                 password_hash,
                 is_admin: req.is_admin,
                 disabled: req.disabled,
+                api_keys,
+                keep_session,
             },
         )
         .await
         .map_err(|e| ApiError::from_store(e, "user"))?;
-    if new_password {
-        state.store.delete_user_sessions(&user.id).await?;
-    }
     Ok(Json(updated.into()))
 }
 
@@ -201,10 +191,11 @@ pub async fn delete_user(
 ) -> ApiResult<StatusCode> {
     caller.require(Capability::UserAdmin)?;
     let user = load_user(&state, &id).await?;
-    keep_an_admin(&state, &user).await?;
-    match state.store.delete_user(&user.id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
-        Err(e) => Err(e.into()),
-    }
+    // The store refuses to delete the last enabled admin, inside its own write.
+    state
+        .store
+        .delete_user(&user.id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "user"))?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -88,20 +88,7 @@ pub struct MeResponse {
 }
 
 pub fn validate_email(email: &str) -> ApiResult<String> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if valid {
-        Ok(email)
-    } else {
-        Err(ApiError::invalid("email", "not a valid email address"))
-    }
+    picloud_core::email::normalize(email).map_err(|e| ApiError::invalid("email", e.to_string()))
 }
 
 pub fn validate_password(password: &str) -> ApiResult<()> {
@@ -137,6 +124,7 @@ async fn new_session(
             user_id: user.id.clone(),
             token_hash: crypto::hash_token(&token),
             expires_at,
+            session_epoch: user.session_epoch,
         })
         .await?;
     if !cookie {
