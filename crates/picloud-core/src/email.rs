@@ -65,9 +65,14 @@ pub enum EmailError {
 }
 
 /// The stored form of an address (trimmed, lower-cased, NFC), or why it is refused.
+/// The one form an address is stored and looked up in, without judging it: trimmed,
+/// lower-cased and NFC, so that a composed and a decomposed "é" are one address.
+pub fn canonical(input: &str) -> String {
+    input.trim().to_lowercase().nfc().collect()
+}
+
 pub fn normalize(input: &str) -> Result<String, EmailError> {
-    // NFC, so that a composed and a decomposed "é" are one address.
-    let email: String = input.trim().to_lowercase().nfc().collect();
+    let email = canonical(input);
     if email.len() > MAX_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(EmailError::Syntax);
     }

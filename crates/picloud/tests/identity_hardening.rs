@@ -458,6 +458,11 @@ async fn look_alike_emails(backend: Backend) {
         (409, Some("conflict")),
         "{body}"
     );
+    // And signs in to that account, written either way (or with stray case and space).
+    for typed in ["jose\u{301}@example.com", " JOS\u{c9}@Example.com "] {
+        let token = app.login(typed, "password123").await;
+        assert!(!token.is_empty(), "{typed:?}");
+    }
     app.shutdown().await;
 }
 

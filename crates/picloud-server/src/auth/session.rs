@@ -208,7 +208,9 @@ pub async fn login(
     headers: HeaderMap,
     JsonOnly(req): JsonOnly<LoginRequest>,
 ) -> ApiResult<Response> {
-    let email = req.email.trim().to_lowercase();
+    // The stored form, for the lookup and the throttle alike: a decomposed "é" is the
+    // same account, and the same throttle bucket.
+    let email = picloud_core::email::canonical(&req.email);
     if let Err(wait) = state.login_limiter.check(&email, client) {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -221,7 +223,7 @@ pub async fn login(
     let user = match state.store.get_user_by_email(&email).await {
         Ok(user) => Some(user),
         Err(StoreError::NotFound) => None,
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::from_store(e, "user")),
     };
     // Unknown users cost the same hashing time as known ones.
     let phc = user.as_ref().map(|u| u.password_hash.clone());
