@@ -208,6 +208,19 @@ pub(crate) fn register(engine: &mut Engine) {
                 capped_text(limit(&ctx, name), |out| write!(out, "{:?}", BlobText(b)))
             });
     }
+    // Rhai's own `map.to_json()` wrote the whole text with serde, unbounded: it is
+    // `json::encode` under another name.
+    engine.register_fn(
+        "to_json",
+        |ctx: NativeCallContext, m: &mut Map| -> Fallible<String> {
+            let value = Dynamic::from_map(m.clone());
+            match json_bytes(&value, max_string(ctx.engine())) {
+                Ok(bytes) => String::from_utf8(bytes).map_err(|e| format!("json: {e}").into()),
+                Err(JsonOutError::TooLarge(_)) => Err(string_too_large()),
+                Err(e) => Err(format!("json: {e}").into()),
+            }
+        },
+    );
     register_replace(engine);
 }
 
@@ -267,7 +280,7 @@ fn register_replace(engine: &mut Engine) {
 mod tests {
     use rhai::INT;
 
-    use crate::stdlib::test_support::{eval, eval_err, run, run_failure};
+    use crate::stdlib::test_support::{eval, eval_err, route, run, run_failure};
     use picloud_core::model::LogLevel;
 
     use crate::{FailureKind, Limit};
@@ -341,26 +354,7 @@ mod tests {
     /// A route's answer is written within its limit (the Blob cap).
     #[test]
     fn answering_with_a_shared_string_stops_at_the_limit() {
-        let engine = crate::ScriptEngine::new(Default::default(), 4, 4);
-        let ast = engine.compile(&shared("m")).expect("compiles");
-        let input = crate::RunInput {
-            app: crate::AppRef {
-                id: "app_t".into(),
-                slug: "t".into(),
-            },
-            script: crate::ScriptRef {
-                id: "scr_t".into(),
-                name: "t".into(),
-            },
-            principal: None,
-            request: None,
-            event: None,
-            execution_id: "exe_t".into(),
-            attempt: 1,
-            services: None,
-        };
-        let report = engine.run_route(&ast, input, std::time::Duration::from_secs(5));
-        let failure = report.outcome.expect_err("refused");
+        let failure = route(&shared("m")).outcome.expect_err("refused");
         assert_eq!(failure.kind, FailureKind::LimitExceeded(Limit::DataSize));
         assert!(
             failure.message.contains("16777216 bytes as JSON"),
@@ -432,5 +426,49 @@ mod tests {
             "[ffffffffffffffff ff]"
         );
         assert_eq!(eval::<String>(r#""n=" + [1, 2]"#), "n=[1, 2]");
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use rhai::INT;
+
+    use crate::stdlib::test_support::{eval, eval_err, route, run_failure};
+    use crate::{FailureKind, Limit};
+
+    #[test]
+    fn to_json_and_parse_json_are_bounded_like_json() {
+        let failure = run_failure(
+            r#"let s = ""; s.pad(1000000, "a"); let m = #{};
+               for i in 0..10000 { m[`${i}`] = s; } m.to_json()"#,
+        );
+        assert_eq!(failure.kind, FailureKind::LimitExceeded(Limit::DataSize));
+        assert_eq!(
+            eval::<String>("#{a: [1, ()]}.to_json()"),
+            r#"{"a":[1,null]}"#
+        );
+        let err = eval_err("let a = []; a.pad(100001, 0); parse_json(json::encode(a))");
+        assert!(err.contains("Size of array too large"), "{err}");
+        assert_eq!(eval::<INT>(r#"parse_json("{\"n\": 2}").n"#), 2);
+    }
+
+    #[test]
+    fn response_headers_are_bounded_in_all() {
+        for script in [
+            r#"let v = ""; v.pad(65000, "a"); let h = #{};
+               for i in 0..10000 { h["x-h" + i] = v; } #{status: 200, headers: h}"#,
+            r#"let h = #{}; for i in 0..101 { h["x-h" + i] = "v"; } #{status: 200, headers: h}"#,
+        ] {
+            let failure = route(script).outcome.expect_err("refused");
+            assert!(
+                failure.message.contains("response headers take more than"),
+                "{failure:?}"
+            );
+        }
+        // 204 and 304 carry no body, whatever the script gave.
+        let sent = route(r#"#{status: 204, body: "x"}"#)
+            .outcome
+            .expect("answer");
+        assert!(sent.body.is_empty() && sent.headers.is_empty(), "{sent:?}");
     }
 }

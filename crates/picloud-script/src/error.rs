@@ -94,6 +94,8 @@ impl ScriptFailure {
 
 pub(crate) const TIMEOUT_TOKEN: &str = "picloud:timeout";
 pub(crate) const MEMORY_TOKEN: &str = "picloud:memory";
+/// The operation limit, as PiCloud counts operations (see `state::tick`).
+pub(crate) const OPERATIONS_TOKEN: &str = "picloud:operations";
 /// Stops an inline attempt that must give way to a script thread. Like the other
 /// tokens it ends the run through `ErrorTerminated`, which no `try` can catch.
 pub(crate) const INLINE_TOKEN: &str = "picloud:inline";
@@ -141,6 +143,11 @@ pub(crate) fn classify(err: &EvalAltResult) -> ScriptFailure {
             FailureKind::LimitExceeded(Limit::Memory)
         }
         EvalAltResult::ErrorTooManyOperations(_) => FailureKind::LimitExceeded(Limit::Operations),
+        EvalAltResult::ErrorTerminated(token, _)
+            if token.clone().into_string().ok().as_deref() == Some(OPERATIONS_TOKEN) =>
+        {
+            FailureKind::LimitExceeded(Limit::Operations)
+        }
         EvalAltResult::ErrorStackOverflow(_) => FailureKind::LimitExceeded(Limit::CallDepth),
         EvalAltResult::ErrorDataTooLarge(..) => FailureKind::LimitExceeded(Limit::DataSize),
         EvalAltResult::ErrorTooManyVariables(_) => FailureKind::LimitExceeded(Limit::Variables),
@@ -158,6 +165,9 @@ pub(crate) fn classify(err: &EvalAltResult) -> ScriptFailure {
     let message = match (kind, inner) {
         (FailureKind::Timeout, _) => "wall-clock time limit exceeded".to_owned(),
         (FailureKind::LimitExceeded(Limit::Memory), _) => "memory limit exceeded".to_owned(),
+        (FailureKind::LimitExceeded(Limit::Operations), EvalAltResult::ErrorTerminated(..)) => {
+            "too many operations".to_owned()
+        }
         (FailureKind::Forbidden, EvalAltResult::ErrorRuntime(value, _)) => value
             .read_lock::<crate::Forbidden>()
             .map(|f| f.to_string())

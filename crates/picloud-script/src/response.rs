@@ -57,26 +57,33 @@ fn is_response_map(map: &Map) -> bool {
         && map.get("status").is_some_and(|s| s.is_int())
 }
 
-/// Longest header value a script may send (hyper refuses far less than this anyway).
-const MAX_HEADER_VALUE_BYTES: usize = 64 << 10;
+/// The most bytes all of a response's headers may take, names and values (a shared
+/// string under thousands of names would otherwise be copied into each: a gigabyte).
+const MAX_HEADER_BYTES: usize = 64 << 10;
+/// The most headers a script may send.
+const MAX_HEADERS: usize = 100;
 
-fn header_value(name: &str, value: &Dynamic) -> Result<String, ScriptFailure> {
+fn too_many_headers() -> ScriptFailure {
+    ScriptFailure::error(format!(
+        "response headers take more than {MAX_HEADER_BYTES} bytes or number more than \
+         {MAX_HEADERS}"
+    ))
+}
+
+/// A header value as text, within what is left of the headers' budget.
+fn header_value(value: &Dynamic, room: usize) -> Result<String, ScriptFailure> {
     let text = match value.read_lock::<ImmutableString>() {
-        Some(s) if s.len() <= MAX_HEADER_VALUE_BYTES => Some(s.to_string()),
+        Some(s) if s.len() <= room => Some(s.to_string()),
         Some(_) => None,
         None => {
-            let (text, complete) = bounded::text_within(MAX_HEADER_VALUE_BYTES, |out| {
+            let (text, complete) = bounded::text_within(room, |out| {
                 use std::fmt::Write as _;
                 write!(out, "{value}")
             });
             complete.then_some(text)
         }
     };
-    text.ok_or_else(|| {
-        ScriptFailure::error(format!(
-            "response header {name:?} is longer than {MAX_HEADER_VALUE_BYTES} bytes"
-        ))
-    })
+    text.ok_or_else(too_many_headers)
 }
 
 pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure> {
@@ -108,14 +115,23 @@ pub(crate) fn to_response(value: Dynamic) -> Result<RouteResponse, ScriptFailure
                 let Some(h) = h.read_lock::<Map>() else {
                     return Err(ScriptFailure::error("response headers must be a map"));
                 };
+                if h.len() > MAX_HEADERS {
+                    return Err(too_many_headers());
+                }
+                let mut room = MAX_HEADER_BYTES;
                 for (name, value) in h.iter() {
                     let name = name.to_string();
-                    let value = header_value(&name, value)?;
+                    room = room.checked_sub(name.len()).ok_or_else(too_many_headers)?;
+                    let value = header_value(value, room)?;
+                    room -= value.len();
                     validate_header(&name, &value)?;
                     headers.push((name, value));
                 }
             }
+            // 204 and 304 answers have no body (RFC 9110): whatever the script gave
+            // is not sent, rather than sent with a length the client must ignore.
             let body = match map.get("body") {
+                Some(_) if matches!(status, 204 | 304) => None,
                 Some(body) => render_body(body)?,
                 None => None,
             };

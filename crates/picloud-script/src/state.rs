@@ -51,6 +51,24 @@ thread_local! {
     static STOP: Cell<Option<&'static str>> = const { Cell::new(None) };
     /// Whether the run is an inline attempt; read on every operation.
     static INLINE: Cell<bool> = const { Cell::new(false) };
+    /// Operations the run has taken, counted here rather than trusted to Rhai: a
+    /// closure that a native function calls (`map`, `reduce`, `sort_by`…) runs on a
+    /// copy of Rhai's counter that is thrown away after each call, so Rhai's own count
+    /// (and any clock check keyed to it) never advances inside it. 0 outside a run.
+    static OPS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts one operation of the current run; returns how many it has taken, `None`
+/// outside a run (a compile check, a bare engine in tests).
+pub(crate) fn tick() -> Option<u64> {
+    OPS.with(|o| {
+        let n = o.get();
+        if n == 0 {
+            return None;
+        }
+        o.set(n + 1);
+        Some(n)
+    })
 }
 
 /// The token that stopped the current run, if one has.
@@ -105,10 +123,12 @@ pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunStat
             MEMORY.with(|m| m.set((0, isize::MAX)));
             STOP.with(|s| s.set(None));
             INLINE.with(|i| i.set(false));
+            OPS.with(|o| o.set(0));
         }
     }
     let max = isize::try_from(state.max_memory).unwrap_or(isize::MAX);
     STOP.with(|s| s.set(None));
+    OPS.with(|o| o.set(1));
     INLINE.with(|i| i.set(state.inline));
     MEMORY.with(|m| m.set((picloud_alloc::thread_allocated(), max)));
     CURRENT.with(|c| *c.borrow_mut() = Some(state));

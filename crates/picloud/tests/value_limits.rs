@@ -268,6 +268,36 @@ async fn refused_writes_store_nothing(backend: Backend) {
     app.shutdown().await;
 }
 
+
+/// `sleep(86400)` on a route: once compiled, a route is tried inline on an async
+/// worker first, and two such requests froze the whole server for a day. It gives way
+/// to a script thread, and ends at the run's deadline there.
+async fn sleep_cannot_hold_the_server(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.limits.route_timeout = Duration::from_millis(300);
+    })
+    .await
+    .expect("server");
+    app.deploy("shop", "GET", "/ok", r#""ok""#).await;
+    app.deploy("shop", "GET", "/nap", "sleep(86400); 1").await;
+    for _ in 0..3 {
+        let r = app
+            .on_host("shop", Method::GET, "/nap")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 504);
+        let r = app
+            .on_host("shop", Method::GET, "/ok")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "the server still answers");
+    }
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     writes_of_values_too_large_to_write_out_store_nothing => refused_writes_store_nothing,
+    sleep_cannot_hold_the_server => sleep_cannot_hold_the_server,
 );

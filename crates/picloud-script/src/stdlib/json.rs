@@ -47,6 +47,16 @@ pub(crate) fn module() -> Module {
     exported_module!(json_ns)
 }
 
+/// Rhai's `parse_json(text)` is `json::decode`: its values held to the limits too.
+pub(crate) fn register_parse_json(engine: &mut Engine) {
+    engine.register_fn(
+        "parse_json",
+        |ctx: NativeCallContext, text: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+            json_ns::decode(ctx, text)
+        },
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use rhai::{Map, INT};

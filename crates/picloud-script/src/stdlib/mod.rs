@@ -23,4 +23,5 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_static_module("base64", b64::module().into());
     engine.register_static_module("hex", hex::module().into());
     engine.register_static_module("url", url::module().into());
+    json::register_parse_json(engine);
 }

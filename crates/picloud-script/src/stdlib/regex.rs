@@ -15,15 +15,20 @@ use regex::{Regex, RegexBuilder};
 use rhai::plugin::*;
 use rhai::{Array, EvalAltResult};
 
-/// Compiled patterns kept (process-wide).
-const CACHE_ENTRIES: usize = 256;
+/// Compiled patterns kept (process-wide). With the size limits below, the cache holds
+/// at most ~64 × (256 KiB + 256 KiB per script thread searching at once): memory no run
+/// is charged for, so it stays small.
+const CACHE_ENTRIES: usize = 64;
 /// Patterns longer than this are compiled every time rather than cached, so the cache
 /// itself stays small.
 const MAX_CACHED_PATTERN_BYTES: usize = 4 * 1024;
-/// Bound on a compiled program (`RegexBuilder::size_limit`).
-const COMPILED_SIZE_LIMIT: usize = 1 << 20;
-/// Bound on the lazy DFA's cache per regex (`RegexBuilder::dfa_size_limit`).
-const DFA_SIZE_LIMIT: usize = 1 << 20;
+/// Bound on a compiled program (`RegexBuilder::size_limit`). A search costs up to the
+/// program's size times the text's length when the lazy DFA gives up (a pattern like
+/// `a[0-9a-f]{3000}z` over random hex), and a native call cannot be stopped midway:
+/// this, with texts held to the string limit, keeps one search to about a second.
+const COMPILED_SIZE_LIMIT: usize = 256 << 10;
+/// Bound on the lazy DFA's cache per regex and thread (`RegexBuilder::dfa_size_limit`).
+const DFA_SIZE_LIMIT: usize = 256 << 10;
 /// Result size bound used when the engine itself sets none (0 = unlimited in Rhai).
 const FALLBACK_MAX_STRING: usize = 16 << 20;
 /// Longest error text from the regex parser that is passed on (it quotes the pattern).
@@ -38,6 +43,20 @@ type Fallible<T> = Result<T, Box<EvalAltResult>>;
 
 fn fail<T>(message: impl Into<String>) -> Fallible<T> {
     Err(format!("regex: {}", message.into()).into())
+}
+
+/// Refuses a text longer than the string limit (a host value, like a 10 MiB request
+/// body, can be): the search could not be stopped at the run's deadline.
+fn searchable(ctx: &NativeCallContext, text: &str) -> Fallible<()> {
+    let max = max_string(ctx);
+    if text.len() > max {
+        return fail(format!(
+            "text of {} bytes is longer than the string limit ({max} bytes); \
+             search a part of it (sub_string)",
+            text.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The compiled form of `pattern`, from the cache when possible.
@@ -202,13 +221,23 @@ mod regex_ns {
 
     /// True when `pattern` matches anywhere in `text`.
     #[rhai_fn(return_raw)]
-    pub fn is_match(pattern: &str, text: &str) -> Result<bool, Box<EvalAltResult>> {
+    pub fn is_match(
+        ctx: NativeCallContext,
+        pattern: &str,
+        text: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        searchable(&ctx, text)?;
         Ok(compiled(pattern)?.is_match(text))
     }
 
     /// The first match of `pattern` in `text` as a string, or `()` when none.
     #[rhai_fn(return_raw)]
-    pub fn find(pattern: &str, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn find(
+        ctx: NativeCallContext,
+        pattern: &str,
+        text: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        searchable(&ctx, text)?;
         Ok(compiled(pattern)?
             .find(text)
             .map_or(Dynamic::UNIT, |m| Dynamic::from(m.as_str().to_owned())))
@@ -221,6 +250,7 @@ mod regex_ns {
         pattern: &str,
         text: &str,
     ) -> Result<Array, Box<EvalAltResult>> {
+        searchable(&ctx, text)?;
         let regex = compiled(pattern)?;
         let max = max_array(&ctx);
         let mut found = Array::new();
@@ -235,7 +265,12 @@ mod regex_ns {
 
     /// `()`, or the first match as `[whole, group1, …]` (`()` for groups not taking part).
     #[rhai_fn(return_raw)]
-    pub fn captures(pattern: &str, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn captures(
+        ctx: NativeCallContext,
+        pattern: &str,
+        text: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        searchable(&ctx, text)?;
         let regex = compiled(pattern)?;
         let Some(caps) = regex.captures(text) else {
             return Ok(Dynamic::UNIT);
@@ -255,6 +290,7 @@ mod regex_ns {
         text: &str,
         replacement: &str,
     ) -> Result<String, Box<EvalAltResult>> {
+        searchable(&ctx, text)?;
         replace_n(
             &compiled(pattern)?,
             text,
@@ -272,6 +308,7 @@ mod regex_ns {
         text: &str,
         replacement: &str,
     ) -> Result<String, Box<EvalAltResult>> {
+        searchable(&ctx, text)?;
         replace_n(
             &compiled(pattern)?,
             text,

@@ -55,12 +55,35 @@ static SCRIPT_ENGINE: LazyLock<ScriptEngine> =
 /// memory limits hold (this test binary counts allocations like the server).
 #[track_caller]
 pub(crate) fn run(script: &str) -> RunReport<Dynamic> {
+    run_on(&SCRIPT_ENGINE, Duration::from_secs(5), script)
+}
+
+/// Runs `script` on `engine` with a wall-clock limit of `timeout`.
+#[track_caller]
+pub(crate) fn run_on(engine: &ScriptEngine, timeout: Duration, script: &str) -> RunReport<Dynamic> {
+    let ast = compile(engine, script);
+    engine.run(&ast, input(), timeout, Ok)
+}
+
+/// Runs `script` as a route: its value becomes a response.
+#[track_caller]
+pub(crate) fn route(script: &str) -> RunReport<crate::RouteResponse> {
     let engine = &*SCRIPT_ENGINE;
-    let ast = match engine.compile(script) {
+    let ast = compile(engine, script);
+    engine.run_route(&ast, input(), Duration::from_secs(5))
+}
+
+#[track_caller]
+fn compile(engine: &ScriptEngine, script: &str) -> rhai::AST {
+    match engine.compile(script) {
         Ok(ast) => ast,
         Err(e) => panic!("does not compile: {e}\n{script}"),
-    };
-    let input = RunInput {
+    }
+}
+
+/// A run's input with no request, event or services.
+fn input() -> RunInput {
+    RunInput {
         app: AppRef {
             id: "app_test".into(),
             slug: "test".into(),
@@ -75,8 +98,7 @@ pub(crate) fn run(script: &str) -> RunReport<Dynamic> {
         execution_id: "exe_test".into(),
         attempt: 1,
         services: None,
-    };
-    engine.run(&ast, input, Duration::from_secs(5), Ok)
+    }
 }
 
 /// Runs `script`, which must fail; returns how.

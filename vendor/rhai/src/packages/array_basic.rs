@@ -1624,7 +1624,7 @@ pub mod array_functions {
     /// print(x);       // prints "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
     /// ```
     #[rhai_fn(name = "sort", return_raw)]
-    pub fn sort_with_builtin(array: &mut Array) -> RhaiResultOf<()> {
+    pub fn sort_with_builtin(ctx: NativeCallContext, array: &mut Array) -> RhaiResultOf<()> {
         if array.len() <= 1 {
             return Ok(());
         }
@@ -1665,12 +1665,7 @@ pub mod array_functions {
             return Ok(());
         }
         if type_id == TypeId::of::<ImmutableString>() {
-            array.sort_by(|a, b| {
-                let a = &*a.as_immutable_string_ref().unwrap();
-                let b = &*b.as_immutable_string_ref().unwrap();
-                a.cmp(b)
-            });
-            return Ok(());
+            return sort_strings(&ctx, array, false);
         }
         #[cfg(feature = "decimal")]
         if type_id == TypeId::of::<rust_decimal::Decimal>() {
@@ -1723,7 +1718,7 @@ pub mod array_functions {
     /// print(x);       // prints "[10, 9, 8, 7, 6, 5, 4, 3, 2, 1]"
     /// ```
     #[rhai_fn(name = "sort_desc", return_raw)]
-    pub fn sort_with_builtin_desc(array: &mut Array) -> RhaiResultOf<()> {
+    pub fn sort_with_builtin_desc(ctx: NativeCallContext, array: &mut Array) -> RhaiResultOf<()> {
         if array.len() <= 1 {
             return Ok(());
         }
@@ -1776,16 +1771,7 @@ pub mod array_functions {
             return Ok(());
         }
         if type_id == TypeId::of::<ImmutableString>() {
-            array.sort_by(|a, b| {
-                let a = &*a.as_immutable_string_ref().unwrap();
-                let b = &*b.as_immutable_string_ref().unwrap();
-                match a.cmp(b) {
-                    Ordering::Less => Ordering::Greater,
-                    Ordering::Equal => Ordering::Equal,
-                    Ordering::Greater => Ordering::Less,
-                }
-            });
-            return Ok(());
+            return sort_strings(&ctx, array, true);
         }
         #[cfg(feature = "decimal")]
         if type_id == TypeId::of::<rust_decimal::Decimal>() {
@@ -1895,9 +1881,9 @@ pub mod array_functions {
     /// print(y);       // prints "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
     /// ```
     #[rhai_fn(name = "order", return_raw)]
-    pub fn order_with_builtin(array: &mut Array) -> RhaiResultOf<Array> {
+    pub fn order_with_builtin(ctx: NativeCallContext, array: &mut Array) -> RhaiResultOf<Array> {
         let mut array = array.clone();
-        sort_with_builtin(&mut array)?;
+        sort_with_builtin(ctx, &mut array)?;
         Ok(array)
     }
     /// Sort the array in descending order and return it as a new array.
@@ -1924,9 +1910,9 @@ pub mod array_functions {
     /// print(y);       // prints "[10, 9, 8, 7, 6, 5, 4, 3, 2, 1]"
     /// ```
     #[rhai_fn(name = "order_desc", return_raw)]
-    pub fn order_with_builtin_desc(array: &mut Array) -> RhaiResultOf<Array> {
+    pub fn order_with_builtin_desc(ctx: NativeCallContext, array: &mut Array) -> RhaiResultOf<Array> {
         let mut array = array.clone();
-        sort_with_builtin_desc(&mut array)?;
+        sort_with_builtin_desc(ctx, &mut array)?;
         Ok(array)
     }
     /// Remove all elements in the array that returns `true` when applied the `filter` function and
@@ -2299,5 +2285,41 @@ pub mod array_functions {
         array2: Array,
     ) -> RhaiResultOf<bool> {
         equals(ctx, array1, array2).map(|r| !r)
+    }
+}
+
+/// Sorts an array of strings, asking the engine's progress callback every 256
+/// comparisons whether the run must stop (PiCloud patch: strings can be megabytes long,
+/// so a sort of many long strings that differ only at their ends compared for far
+/// longer than a run may last, out of the limits' reach).
+fn sort_strings(ctx: &NativeCallContext, array: &mut Array, descending: bool) -> RhaiResultOf<()> {
+    /// Unwinds out of `sort_by`, which leaves the array a permutation of itself.
+    struct Stop(Dynamic);
+    let progress = ctx.engine().progress.as_deref();
+    let mut compared: u32 = 0;
+    let sorted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        array.sort_by(|a, b| {
+            compared = compared.wrapping_add(1);
+            if compared % 256 == 0 {
+                if let Some(token) = progress.and_then(|p| p(0)) {
+                    // Not `panic!`: the panic hook would report it.
+                    std::panic::resume_unwind(Box::new(Stop(token)));
+                }
+            }
+            let a = &*a.as_immutable_string_ref().unwrap();
+            let b = &*b.as_immutable_string_ref().unwrap();
+            if descending {
+                b.cmp(a)
+            } else {
+                a.cmp(b)
+            }
+        });
+    }));
+    match sorted {
+        Ok(()) => Ok(()),
+        Err(payload) => match payload.downcast::<Stop>() {
+            Ok(stop) => Err(ERR::ErrorTerminated(stop.0, Position::NONE).into()),
+            Err(other) => std::panic::resume_unwind(other),
+        },
     }
 }
