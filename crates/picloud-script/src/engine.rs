@@ -53,9 +53,7 @@ pub(crate) fn build(limits: &ScriptLimits, modules: Arc<Resolver>) -> Engine {
         }
         // PiCloud's own count: Rhai's is lost inside closures called by native
         // functions, where a loop could otherwise run unchecked.
-        let Some(ops) = state::tick() else {
-            return None;
-        };
+        let ops = state::tick()?;
         if max_operations != 0 && ops > max_operations {
             return Some(Dynamic::from(state::stop(OPERATIONS_TOKEN)));
         }
