@@ -41,6 +41,14 @@ pub fn thread_allocated() -> isize {
     NET.try_with(Cell::get).unwrap_or(0)
 }
 
+/// Counts `bytes` as allocated by this thread, for memory another thread allocated
+/// that this one now owns (and will free here): a buffer filled by the I/O threads and
+/// handed to a script, say. Its free is counted here either way; without the charge it
+/// would lower this thread's count below what the thread holds.
+pub fn charge(bytes: usize) {
+    add(signed(bytes));
+}
+
 /// Makes the allocator hand freed memory back to the system at once.
 ///
 /// mimalloc keeps freed pages for a second before purging them; right for a busy

@@ -6,11 +6,16 @@
 
 mod common;
 
+// The servers these tests start in process count allocations as the binary does, so
+// the per-run memory limit holds in them.
+#[global_allocator]
+static ALLOCATOR: picloud_alloc::CountingAllocator = picloud_alloc::CountingAllocator;
+
 use std::process::Command;
 use std::time::Duration;
 
 use common::{key, picloud, spawn, Admin};
-use picloud_testkit::{Backend, TestApp};
+use picloud_testkit::{Backend, TestApp, TestHttpServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -297,7 +302,56 @@ async fn sleep_cannot_hold_the_server(backend: Backend) {
     app.shutdown().await;
 }
 
+/// Response bodies are read by the I/O threads, not the script's: the run is charged
+/// for them when it receives them. Before, a run held 40 bodies of 5 MiB (200 MiB,
+/// against a 128 MiB limit) and answered 200; an async route looping on them took the
+/// server to an out-of-memory abort.
+async fn http_bodies_count_against_the_memory_limit(backend: Backend) {
+    let up = TestHttpServer::start().await;
+    let port = up.port();
+    let app = TestApp::start_with(backend, |c| {
+        c.http.allow_private = true;
+        c.http.allowed_ports.push(port);
+        c.limits.route_timeout = Duration::from_secs(60);
+    })
+    .await
+    .expect("server");
+    let url = up.url(&format!("/bytes?n={}", 5 << 20));
+    app.deploy(
+        "shop",
+        "GET",
+        "/hoard",
+        &format!(r#"let a = []; for i in 0..40 {{ a.push(http::get("{url}").body_raw); }} a.len()"#),
+    )
+    .await;
+    app.deploy(
+        "shop",
+        "GET",
+        "/few",
+        &format!(r#"let a = []; for i in 0..4 {{ a.push(http::get("{url}").body_raw); }} a.len()"#),
+    )
+    .await;
+    let r = app
+        .on_host("shop", Method::GET, "/hoard")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "limit_exceeded", "{body}");
+    let runs = app.executions("shop", 1).await;
+    assert_eq!(runs[0]["error"], "memory limit exceeded", "{runs:?}");
+    let r = app
+        .on_host("shop", Method::GET, "/few")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200, "20 MiB fits");
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    http_bodies_count_against_the_memory_limit => http_bodies_count_against_the_memory_limit,
     writes_of_values_too_large_to_write_out_store_nothing => refused_writes_store_nothing,
     sleep_cannot_hold_the_server => sleep_cannot_hold_the_server,
 );

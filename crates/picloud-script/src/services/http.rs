@@ -6,7 +6,7 @@ use picloud_services::http::{InboundResponse, OutboundBody, OutboundRequest, MAX
 use rhai::plugin::*;
 use rhai::{Dynamic, Map};
 
-use super::{call, error};
+use super::{call_weighed, error};
 use crate::bounded::{self, JsonOutError};
 use crate::convert::json_to_dynamic;
 
@@ -185,9 +185,17 @@ fn to_map(response: InboundResponse, parse_max: usize) -> Map {
 }
 
 fn send(ctx: &NativeCallContext, request: OutboundRequest) -> HttpResult<Map> {
-    let response = call(NS, |s, call_ctx| async move {
-        s.http.request(&call_ctx, request).await
-    })?;
+    let response = call_weighed(
+        NS,
+        |s, call_ctx| async move { s.http.request(&call_ctx, request).await },
+        |r| {
+            r.body.len()
+                + r.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+        },
+    )?;
     let len = response.body.len();
     let engine = ctx.engine();
     let max_blob = engine.max_blob_size();

@@ -83,6 +83,30 @@ pub(crate) fn to_json(
     })
 }
 
+/// [`call`], charging the run for `weigh(result)` bytes at least: what a call hands
+/// back may have been allocated on the I/O threads (a response body read by the
+/// connection's task), and its free here would otherwise count against memory the run
+/// never was charged for, so the run's memory limit would not see it.
+pub(crate) fn call_weighed<T, F, Fut>(
+    namespace: &str,
+    f: F,
+    weigh: impl FnOnce(&T) -> usize,
+) -> Result<T, Box<EvalAltResult>>
+where
+    F: FnOnce(Arc<Services>, CallContext) -> Fut,
+    Fut: Future<Output = Result<T, ServiceError>>,
+{
+    let before = picloud_alloc::thread_allocated();
+    let value = call(namespace, f)?;
+    let counted = picloud_alloc::thread_allocated().saturating_sub(before);
+    let counted = usize::try_from(counted).unwrap_or(0);
+    let weight = weigh(&value);
+    if weight > counted {
+        picloud_alloc::charge(weight - counted);
+    }
+    Ok(value)
+}
+
 /// Runs one service call for the current run.
 pub(crate) fn call<T, F, Fut>(namespace: &str, f: F) -> Result<T, Box<EvalAltResult>>
 where
