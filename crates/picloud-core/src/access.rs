@@ -157,6 +157,10 @@ pub enum Capability {
     AppCreate,
     /// Users admin API.
     UserAdmin,
+    /// Make, unmake or change an instance admin (their password, their keys, their
+    /// disabled flag): `user:admin` alone would let a key of that one scope mint an
+    /// admin and hold every right.
+    AdminsManage,
     /// Read an app, its routes and its execution history.
     AppRead,
     /// Rename or delete an app.
@@ -198,10 +202,11 @@ pub enum Requirement {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 16] = [
+    pub const ALL: [Capability; 17] = [
         Capability::SignedIn,
         Capability::AppCreate,
         Capability::UserAdmin,
+        Capability::AdminsManage,
         Capability::AppRead,
         Capability::AppAdmin,
         Capability::MembersManage,
@@ -220,7 +225,7 @@ impl Capability {
     pub fn requirement(self) -> Requirement {
         match self {
             Capability::SignedIn => Requirement::SignedIn,
-            Capability::AppCreate | Capability::InstanceAudit => {
+            Capability::AppCreate | Capability::InstanceAudit | Capability::AdminsManage => {
                 Requirement::Instance(Scope::InstanceAdmin)
             }
             Capability::UserAdmin => Requirement::Instance(Scope::UserAdmin),
@@ -244,6 +249,7 @@ impl Capability {
             Capability::SignedIn => "signed_in",
             Capability::AppCreate => "app.create",
             Capability::UserAdmin => "user.admin",
+            Capability::AdminsManage => "admins.manage",
             Capability::AppRead => "app.read",
             Capability::AppAdmin => "app.admin",
             Capability::MembersManage => "members.manage",

@@ -466,7 +466,85 @@ async fn look_alike_emails(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A key with `user:admin` alone manages users, not instance admins: with its owner an
+/// instance admin, such a key made new admins and took over the admin's password.
+async fn user_admin_keys_cannot_make_admins(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let admin_id = my_id(&app, &admin).await;
+    let key: Value = app
+        .call_as(
+            &admin,
+            Method::POST,
+            "/api/v1/admin/api-keys",
+            Some(json!({"name": "users only", "scopes": ["user:admin"]})),
+        )
+        .await
+        .json()
+        .await
+        .expect("key");
+    let key = key["key"].as_str().expect("key").to_owned();
+    let (bob_id, _) = user(&app, "bob@example.com", false).await;
+    let (other_admin, _) = user(&app, "admin2@example.com", true).await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/admin/users".to_owned(),
+            json!({"email": "mint@example.com", "password": "password123", "is_admin": true}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/admin/users/{bob_id}"),
+            json!({"is_admin": true}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/admin/users/{admin_id}"),
+            json!({"password": "taken over 1"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/admin/users/{other_admin}"),
+            json!({"disabled": true}),
+        ),
+    ] {
+        let r = app.call_as(&key, method.clone(), &path, Some(body)).await;
+        assert_eq!(r.status(), 403, "{method} {path}");
+    }
+    let r = app
+        .call_as(
+            &key,
+            Method::DELETE,
+            &format!("/api/v1/admin/users/{other_admin}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    // What `user:admin` is for still works.
+    let r = app
+        .call_as(
+            &key,
+            Method::POST,
+            "/api/v1/admin/users",
+            Some(json!({"email": "carol@example.com", "password": "password123"})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = app
+        .call_as(
+            &key,
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{bob_id}"),
+            Some(json!({"password": "new password 9", "is_admin": false})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(!app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.is_empty());
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    user_admin_keys_cannot_make_admins => user_admin_keys_cannot_make_admins,
     last_admin_survives_concurrent_requests => last_admin_under_concurrency,
     credential_changes_end_sessions_for_good => credential_changes_end_sessions,
     keys_carry_only_scopes_their_owner_holds => keys_within_the_owners_rights,

@@ -273,7 +273,6 @@ async fn refused_writes_store_nothing(backend: Backend) {
     app.shutdown().await;
 }
 
-
 /// `sleep(86400)` on a route: once compiled, a route is tried inline on an async
 /// worker first, and two such requests froze the whole server for a day. It gives way
 /// to a script thread, and ends at the run's deadline there.
@@ -321,7 +320,9 @@ async fn http_bodies_count_against_the_memory_limit(backend: Backend) {
         "shop",
         "GET",
         "/hoard",
-        &format!(r#"let a = []; for i in 0..40 {{ a.push(http::get("{url}").body_raw); }} a.len()"#),
+        &format!(
+            r#"let a = []; for i in 0..40 {{ a.push(http::get("{url}").body_raw); }} a.len()"#
+        ),
     )
     .await;
     app.deploy(

@@ -98,6 +98,9 @@ pub async fn create_user(
     ApiJson(req): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<UserDto>)> {
     caller.require(Capability::UserAdmin)?;
+    if req.is_admin == Some(true) {
+        caller.require(Capability::AdminsManage)?;
+    }
     let email = validate_email(&req.email)?;
     validate_password(&req.password)?;
     let password_hash = hash_password(req.password).await?;
@@ -141,6 +144,9 @@ pub async fn update_user(
 ) -> ApiResult<Json<UserDto>> {
     caller.require(Capability::UserAdmin)?;
     let user = load_user(&state, &id).await?;
+    if user.is_admin || req.is_admin == Some(true) {
+        caller.require(Capability::AdminsManage)?;
+    }
     let password_hash = match req.password {
         Some(password) => {
             validate_password(&password)?;
@@ -191,6 +197,9 @@ pub async fn delete_user(
 ) -> ApiResult<StatusCode> {
     caller.require(Capability::UserAdmin)?;
     let user = load_user(&state, &id).await?;
+    if user.is_admin {
+        caller.require(Capability::AdminsManage)?;
+    }
     // The store refuses to delete the last enabled admin, inside its own write.
     state
         .store
