@@ -38,6 +38,12 @@ fn valid_literal(text: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || "-._~!$&'()+,;=:@%".contains(c))
 }
 
+/// `.` and `..`, also spelled with `%2e` (the URL standard resolves those too).
+fn is_dot_segment(text: &str) -> bool {
+    let decoded = text.replace("%2e", ".").replace("%2E", ".");
+    decoded == "." || decoded == ".."
+}
+
 impl RoutePattern {
     pub fn parse(path: &str) -> Result<Self, PatternError> {
         let err = |m: String| Err(PatternError(m));
@@ -107,7 +113,7 @@ impl RoutePattern {
             let Segment::Literal(text) = segment else {
                 continue;
             };
-            if text == "." || text == ".." {
+            if is_dot_segment(text) {
                 return Err(PatternError(format!(
                     "segment {text:?} is a relative path step: '.' and '..' segments are \
                      resolved by clients before a request is sent, so they cannot be part \
@@ -227,7 +233,11 @@ mod tests {
             // Stored routes written before the rule still load.
             assert!(RoutePattern::parse(bad).is_ok(), "{bad}");
         }
-        for good in ["/v1.2", "/a..b", "/.well-known/x", "/a:b", "/{id}"] {
+        for bad in ["/%2e%2e/x", "/a/%2E", "/a/.%2e"] {
+            let e = RoutePattern::parse_new(bad).expect_err(bad).to_string();
+            assert!(e.contains("relative path step"), "{bad}: {e}");
+        }
+        for good in ["/v1.2", "/a..b", "/.well-known/x", "/a:b", "/{id}", "/%2e%2ex"] {
             assert!(RoutePattern::parse_new(good).is_ok(), "{good}");
         }
     }
