@@ -30,7 +30,15 @@ fn unpairs(value: &Value) -> Vec<(String, String)> {
 /// Request headers never written to the outbox: credentials, which would sit in the
 /// database (and in the dead letter, and anything that reads it) long after the
 /// request. The caller's identity is kept, resolved, as the payload's `principal`.
-const NOT_STORED: &[&str] = &["authorization", "cookie", "x-csrf-token"];
+/// The usual names for a credential a proxy or another service added go too.
+const NOT_STORED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "x-csrf-token",
+    "proxy-authorization",
+    "x-api-key",
+    "x-auth-token",
+];
 
 /// The payload of an async route call: what `ctx.event` shows, plus the request and
 /// the caller, restored into `ctx.request` and `ctx.principal` when it runs.

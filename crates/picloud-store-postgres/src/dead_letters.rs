@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
+use picloud_store::page::Gathered;
 use picloud_store::{
     DeadLetter, DeadLetterFilter, DeadLetterStore, NewEvent, OutboxEvent, Page, PageRequest,
     RetryPolicy, StoreError, StoreResult,
@@ -8,7 +10,10 @@ use picloud_store::{
 use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::events::insert_event;
-use crate::{col, col_enum, col_json, col_u32, db_err, int, json_text, without_nul, PostgresStore};
+use crate::{
+    col, col_enum, col_json, col_u32, db_err, int, json_text, stored_len, without_nul,
+    PostgresStore,
+};
 
 /// Of `dead_letters d`; jsonb is read as text: sqlx's `json` feature is not enabled.
 const COLUMNS: &str = "d.id, d.app_id, d.event_id, d.trigger_id, d.script_id, d.source, \
@@ -121,21 +126,23 @@ impl DeadLetterStore for PostgresStore {
             DeadLetterFilter::Resolved => "resolution IN ('resolved', 'replayed')",
             DeadLetterFilter::All => "TRUE",
         };
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM dead_letters d WHERE d.app_id = $1 AND {condition} \
              AND ($2::text IS NULL OR d.id < $2) ORDER BY d.id DESC LIMIT $3"
-        ))
-        .bind(app.as_str())
-        .bind(page.after.as_deref())
-        .bind(page.fetch_limit())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let items = rows
-            .iter()
-            .map(dead_letter)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |d| d.id.as_str()))
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(app.as_str())
+            .bind(page.after.as_deref())
+            .bind(page.fetch_limit())
+            .fetch(&self.pool);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "payload")) {
+                break;
+            }
+            items.items.push(dead_letter(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 
     async fn get_dead_letter(&self, app: &AppId, id: &DeadLetterId) -> StoreResult<DeadLetter> {

@@ -8,9 +8,11 @@
 //! agree.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt as _;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
-use picloud_store::docs::{docs_event, FieldPath, Scalar, SortKey};
+use picloud_store::docs::{docs_event, find_too_large, FieldPath, Scalar, SortKey};
+use picloud_store::page::Gathered;
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
     StoreError, StoreResult, WriteOutcome,
@@ -21,7 +23,9 @@ use sqlx::Arguments;
 
 use crate::events::emit;
 use crate::triggers::{docs_targets, Target};
-use crate::{col, col_json, db_err, json_text, map_insert_err, without_nul, PostgresStore};
+use crate::{
+    col, col_json, db_err, json_text, map_insert_err, stored_len, without_nul, PostgresStore,
+};
 
 const COLUMNS: &str = "id, collection, data::text AS data, created_at, updated_at";
 
@@ -463,12 +467,17 @@ impl DocsStore for PostgresStore {
         sql.int_arg(query.limit.into());
         sql.push(" OFFSET ");
         sql.int_arg(query.skip.into());
-        let rows = sqlx::query_with(&sql.text, sql.args)
+        let mut rows = sqlx::query_with(&sql.text, sql.args)
             .persistent(false)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(doc).collect()
+            .fetch(&self.pool);
+        let mut found = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !found.admit(stored_len(&row, "data")) {
+                return Err(find_too_large());
+            }
+            found.items.push(doc(&row)?);
+        }
+        Ok(found.items)
     }
 
     async fn docs_list(
@@ -489,12 +498,16 @@ impl DocsStore for PostgresStore {
         condition(filter.unwrap_or(&Condition::All), &mut sql);
         sql.push(" ORDER BY id LIMIT ");
         sql.int_arg(page.fetch_limit());
-        let rows = sqlx::query_with(&sql.text, sql.args)
+        let mut rows = sqlx::query_with(&sql.text, sql.args)
             .persistent(false)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let items = rows.iter().map(doc).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |d| d.id.as_str()))
+            .fetch(&self.pool);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "data")) {
+                break;
+            }
+            items.items.push(doc(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 }

@@ -1,12 +1,14 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use picloud_core::{AppId, ExecutionId, ScriptId};
+use picloud_store::page::Gathered;
 use picloud_store::{
     Execution, ExecutionFilter, ExecutionStore, LogLine, Page, PageRequest, StoreError, StoreResult,
 };
 use sqlx::postgres::PgRow;
 
-use crate::{col, col_enum, db_err, without_nul, PostgresStore};
+use crate::{col, col_enum, db_err, stored_len, without_nul, PostgresStore};
 
 /// `logs` is read as text: sqlx's `json` feature is not enabled, and serde_json
 /// parses it as well as it wrote it.
@@ -150,26 +152,28 @@ impl ExecutionStore for PostgresStore {
         filter: &ExecutionFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Execution>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM executions WHERE app_id = $1 \
              AND ($2::text IS NULL OR id < $2) AND ($3::text IS NULL OR script_id = $3) \
              AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR source = $5) \
              ORDER BY id DESC LIMIT $6"
-        ))
-        .bind(app.as_str())
-        .bind(page.after.as_deref())
-        .bind(filter.script_id.as_ref().map(|s| s.as_str()))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.source.map(|s| s.as_str()))
-        .bind(page.fetch_limit())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let items = rows
-            .iter()
-            .map(execution)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |e| e.id.as_str()))
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(app.as_str())
+            .bind(page.after.as_deref())
+            .bind(filter.script_id.as_ref().map(|s| s.as_str()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.source.map(|s| s.as_str()))
+            .bind(page.fetch_limit())
+            .fetch(&self.pool);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "logs") + stored_len(&row, "error")) {
+                break;
+            }
+            items.items.push(execution(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |e| e.id.as_str()))
     }
 
     async fn delete_executions_before(

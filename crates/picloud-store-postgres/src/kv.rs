@@ -1,6 +1,8 @@
 use async_trait::async_trait;
+use futures_util::TryStreamExt as _;
 use picloud_core::model::{ExecutionSource, KvOp};
 use picloud_core::AppId;
+use picloud_store::page::Gathered;
 use picloud_store::{
     kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
@@ -10,7 +12,9 @@ use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::events::emit;
 use crate::triggers::kv_targets;
-use crate::{col, col_json, db_err, json_text, map_insert_err, without_nul, PostgresStore};
+use crate::{
+    col, col_json, db_err, json_text, map_insert_err, stored_len, without_nul, PostgresStore,
+};
 
 /// jsonb is read as text: sqlx's `json` feature is not enabled.
 const COLUMNS: &str = "collection, key, value::text AS value, created_at, updated_at";
@@ -228,9 +232,15 @@ impl KvStore for PostgresStore {
         if let Some(upper) = &upper {
             query = query.bind(upper.as_str());
         }
-        let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
-        let items = rows.iter().map(entry).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |e| e.key.as_str()))
+        let mut rows = query.fetch(&self.pool);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "value")) {
+                break;
+            }
+            items.items.push(entry(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |e| e.key.as_str()))
     }
 }
 

@@ -181,6 +181,12 @@ impl PostgresStore {
     }
 }
 
+/// The stored size of a text column, for read budgets: measured before the row is
+/// decoded.
+pub(crate) fn stored_len(row: &PgRow, name: &str) -> usize {
+    row.try_get::<&str, _>(name).map_or(0, str::len)
+}
+
 pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,

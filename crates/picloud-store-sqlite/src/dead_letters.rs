@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
+use picloud_store::page::Gathered;
 use picloud_store::{
     DeadLetter, DeadLetterFilter, DeadLetterStore, NewEvent, OutboxEvent, Page, PageRequest,
     RetryPolicy, StoreError, StoreResult,
@@ -9,7 +11,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::events::insert_event;
 use crate::write::commit;
-use crate::{col, col_enum, col_ts, db_err, expect_row, ts, SqliteStore};
+use crate::{col, col_enum, col_ts, db_err, expect_row, stored_len, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, event_id, trigger_id, script_id, source, payload, error, \
      attempts, depth, resolution, replay_of, created_at";
@@ -95,22 +97,24 @@ impl DeadLetterStore for SqliteStore {
             DeadLetterFilter::Resolved => "resolution IN ('resolved', 'replayed')",
             DeadLetterFilter::All => "1 = 1",
         };
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM dead_letters WHERE app_id = ? AND {condition} \
              AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(app.as_str())
-        .bind(page.after.as_deref())
-        .bind(page.after.as_deref())
-        .bind(page.fetch_limit())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let items = rows
-            .iter()
-            .map(dead_letter)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |d| d.id.as_str()))
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(app.as_str())
+            .bind(page.after.as_deref())
+            .bind(page.after.as_deref())
+            .bind(page.fetch_limit())
+            .fetch(&self.reader);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "payload")) {
+                break;
+            }
+            items.items.push(dead_letter(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 
     async fn get_dead_letter(&self, app: &AppId, id: &DeadLetterId) -> StoreResult<DeadLetter> {

@@ -3,9 +3,11 @@
 //! from read to write, so `prev_data` and patches see no interleaving.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt as _;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
-use picloud_store::docs::{Scalar, SortKey};
+use picloud_store::docs::{find_too_large, Scalar, SortKey};
+use picloud_store::page::Gathered;
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
     StoreError, StoreResult, WriteOutcome,
@@ -17,7 +19,7 @@ use sqlx::Arguments;
 use crate::events::emit;
 use crate::triggers::docs_targets;
 use crate::write::commit;
-use crate::{col, col_ts, db_err, ts, SqliteStore};
+use crate::{col, col_ts, db_err, stored_len, ts, SqliteStore};
 
 const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
 
@@ -465,11 +467,15 @@ impl DocsStore for SqliteStore {
         sql.number_arg(&Number::from(query.limit));
         sql.push(" OFFSET ");
         sql.number_arg(&Number::from(query.skip));
-        let rows = sqlx::query_with(&sql.text, sql.args)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(doc).collect()
+        let mut rows = sqlx::query_with(&sql.text, sql.args).fetch(&self.reader);
+        let mut found = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !found.admit(stored_len(&row, "data")) {
+                return Err(find_too_large());
+            }
+            found.items.push(doc(&row)?);
+        }
+        Ok(found.items)
     }
 
     async fn docs_list(
@@ -490,11 +496,14 @@ impl DocsStore for SqliteStore {
         condition(filter.unwrap_or(&Condition::All), &mut sql);
         sql.push(" ORDER BY id LIMIT ");
         sql.number_arg(&Number::from(page.fetch_limit()));
-        let rows = sqlx::query_with(&sql.text, sql.args)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
-        let items = rows.iter().map(doc).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |d| d.id.as_str()))
+        let mut rows = sqlx::query_with(&sql.text, sql.args).fetch(&self.reader);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "data")) {
+                break;
+            }
+            items.items.push(doc(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 }

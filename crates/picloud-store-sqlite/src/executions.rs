@@ -1,13 +1,15 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use picloud_core::{AppId, ExecutionId, ScriptId};
+use picloud_store::page::Gathered;
 use picloud_store::{
     Execution, ExecutionFilter, ExecutionStore, Page, PageRequest, StoreError, StoreResult,
 };
 use sqlx::sqlite::SqliteRow;
 
 use crate::write::commit;
-use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
+use crate::{col, col_enum, col_ts, db_err, stored_len, ts, SqliteStore};
 
 /// Rows per INSERT, largest first, each a quarter of the one before: a batch of n rows
 /// takes at most 3 statements per size, and only these few statement shapes exist, so
@@ -112,29 +114,31 @@ impl ExecutionStore for SqliteStore {
         filter: &ExecutionFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Execution>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM executions WHERE app_id = ? AND (? IS NULL OR id < ?) \
              AND (? IS NULL OR script_id = ?) AND (? IS NULL OR status = ?) \
              AND (? IS NULL OR source = ?) ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(app.as_str())
-        .bind(page.after.as_deref())
-        .bind(page.after.as_deref())
-        .bind(filter.script_id.as_ref().map(|s| s.as_str()))
-        .bind(filter.script_id.as_ref().map(|s| s.as_str()))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.source.map(|s| s.as_str()))
-        .bind(filter.source.map(|s| s.as_str()))
-        .bind(page.fetch_limit())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let items = rows
-            .iter()
-            .map(execution)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |e| e.id.as_str()))
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(app.as_str())
+            .bind(page.after.as_deref())
+            .bind(page.after.as_deref())
+            .bind(filter.script_id.as_ref().map(|s| s.as_str()))
+            .bind(filter.script_id.as_ref().map(|s| s.as_str()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.source.map(|s| s.as_str()))
+            .bind(filter.source.map(|s| s.as_str()))
+            .bind(page.fetch_limit())
+            .fetch(&self.reader);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "logs") + stored_len(&row, "error")) {
+                break;
+            }
+            items.items.push(execution(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |e| e.id.as_str()))
     }
 
     async fn delete_executions_before(

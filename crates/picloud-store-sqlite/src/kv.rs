@@ -1,6 +1,8 @@
 use async_trait::async_trait;
+use futures_util::TryStreamExt as _;
 use picloud_core::model::{ExecutionSource, KvOp};
 use picloud_core::AppId;
+use picloud_store::page::Gathered;
 use picloud_store::{
     kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
@@ -11,7 +13,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use crate::events::emit;
 use crate::triggers::kv_targets;
 use crate::write::commit;
-use crate::{col, col_ts, db_err, ts, SqliteStore};
+use crate::{col, col_ts, db_err, stored_len, ts, SqliteStore};
 
 fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
     let value: String = col(row, "value")?;
@@ -175,21 +177,26 @@ impl KvStore for SqliteStore {
         };
         let strict = page.after.as_deref().is_some_and(|after| after >= prefix);
         let upper = prefix_end(prefix);
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT * FROM kv_entries WHERE app_id = ? AND collection = ? AND key {} ? \
              AND (? IS NULL OR key < ?) ORDER BY key LIMIT ?",
             if strict { ">" } else { ">=" }
-        ))
-        .bind(app.as_str())
-        .bind(collection)
-        .bind(lower)
-        .bind(upper.as_deref())
-        .bind(upper.as_deref())
-        .bind(page.fetch_limit())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let items = rows.iter().map(entry).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_rows(items, page, |e| e.key.as_str()))
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(app.as_str())
+            .bind(collection)
+            .bind(lower)
+            .bind(upper.as_deref())
+            .bind(upper.as_deref())
+            .bind(page.fetch_limit())
+            .fetch(&self.reader);
+        let mut items = Gathered::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            if !items.admit(stored_len(&row, "value")) {
+                break;
+            }
+            items.items.push(entry(&row)?);
+        }
+        Ok(Page::from_gathered(items, page, |e| e.key.as_str()))
     }
 }

@@ -196,6 +196,12 @@ pub(crate) fn col_ts(row: &SqliteRow, col: &str) -> StoreResult<DateTime<Utc>> {
         .map_err(StoreError::other)
 }
 
+/// The stored size of a text column, for read budgets: measured before the row is
+/// decoded.
+pub(crate) fn stored_len(row: &SqliteRow, name: &str) -> usize {
+    row.try_get::<&str, _>(name).map_or(0, str::len)
+}
+
 pub(crate) fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,

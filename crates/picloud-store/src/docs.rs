@@ -13,7 +13,7 @@ use picloud_core::model::DocsOp;
 use picloud_core::{AppId, DocId};
 use serde_json::{json, Map, Number, Value};
 
-use crate::{EventCause, Page, PageRequest, StoreResult, WriteOutcome};
+use crate::{EventCause, Page, PageRequest, StoreError, StoreResult, WriteOutcome};
 
 /// Deepest dotted path (`a.b.c.d.e`).
 pub const MAX_PATH_DEPTH: usize = 5;
@@ -441,6 +441,16 @@ pub fn docs_event(
         "op": op.as_str(),
         "docs": {"collection": collection, "id": id.as_str(), "data": data, "prev_data": prev},
     })
+}
+
+/// `docs_find` matched more stored bytes than one read may carry. It has no cursor
+/// to continue from, so it refuses rather than hand back part of the answer.
+pub fn find_too_large() -> StoreError {
+    StoreError::Invalid(format!(
+        "the matching documents exceed {} MiB; narrow the filter, lower $limit, or page \
+         through them with list",
+        crate::page::MAX_READ_BYTES >> 20
+    ))
 }
 
 /// The event of a create or update, from the stored document.

@@ -7,6 +7,53 @@ use base64::Engine as _;
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
+/// Most bytes of stored values (documents, KV values, dead-letter events) one read
+/// hands back. A page stops early at it, with a cursor, so every row stays reachable;
+/// `docs_find`, which has no cursor, refuses instead. Without it one call read 500 KV
+/// values of 1 MiB, or 1,000 documents of 1 MB, into memory before anything could
+/// count them against a run's memory limit.
+pub const MAX_READ_BYTES: usize = 16 << 20;
+
+/// Rows read under [`MAX_READ_BYTES`], in listing order. A backend streams its rows
+/// and asks [`Gathered::admit`] before it decodes each one.
+#[derive(Debug)]
+pub struct Gathered<T> {
+    pub items: Vec<T>,
+    bytes: usize,
+    budget: usize,
+    /// Rows were left unread because the budget was spent.
+    pub cut: bool,
+}
+
+impl<T> Default for Gathered<T> {
+    fn default() -> Self {
+        Self::within(MAX_READ_BYTES)
+    }
+}
+
+impl<T> Gathered<T> {
+    pub fn within(budget: usize) -> Self {
+        Self {
+            items: Vec::new(),
+            bytes: 0,
+            budget,
+            cut: false,
+        }
+    }
+
+    /// Whether a row of `bytes` stored bytes still fits. The first row always does, so
+    /// one value at its own size limit can always be read.
+    pub fn admit(&mut self, bytes: usize) -> bool {
+        let total = self.bytes.saturating_add(bytes);
+        if total > self.budget && !self.items.is_empty() {
+            self.cut = true;
+            return false;
+        }
+        self.bytes = total;
+        true
+    }
+}
+
 /// A position in a listing, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor(String);
@@ -87,6 +134,21 @@ impl<T> Page<T> {
         }
     }
 
+    /// Builds a page from rows read under a byte budget: when the budget cut the read
+    /// short, the page ends early and its cursor continues after its last row.
+    pub fn from_gathered(
+        gathered: Gathered<T>,
+        req: &PageRequest,
+        id_of: impl Fn(&T) -> &str,
+    ) -> Self {
+        let cut = gathered.cut;
+        let mut page = Self::from_rows(gathered.items, req, &id_of);
+        if cut && page.next_cursor.is_none() {
+            page.next_cursor = page.items.last().map(|last| Cursor::after(id_of(last)));
+        }
+        page
+    }
+
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {
             items: self.items.into_iter().map(f).collect(),
@@ -122,5 +184,27 @@ mod tests {
         assert_eq!(page.next_cursor, Some(Cursor::after("b")));
         let page = Page::from_rows(vec!["a", "b"], &req, |s| s);
         assert_eq!(page.next_cursor, None);
+    }
+
+    #[test]
+    fn a_spent_budget_ends_the_page_early_with_a_cursor() {
+        let mut g = Gathered::within(10);
+        for (item, bytes) in [("a", 4), ("b", 4), ("c", 4)] {
+            if !g.admit(bytes) {
+                break;
+            }
+            g.items.push(item);
+        }
+        assert_eq!(g.items, vec!["a", "b"]);
+        let page = Page::from_gathered(g, &PageRequest::first(50), |s| s);
+        assert_eq!(page.items, vec!["a", "b"]);
+        assert_eq!(page.next_cursor, Some(Cursor::after("b")));
+
+        // One row over the whole budget is still read: it is alone on its page.
+        let mut g = Gathered::within(10);
+        assert!(g.admit(100));
+        g.items.push("big");
+        assert!(!g.admit(1));
+        assert!(g.cut);
     }
 }

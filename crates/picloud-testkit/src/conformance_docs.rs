@@ -485,3 +485,88 @@ pub async fn docs_writes_queue_their_events(store: Arc<dyn Store>) {
     assert!(out.events.is_empty());
     assert_eq!(out.skipped_for_depth, 1);
 }
+
+/// Reads stop at `MAX_READ_BYTES` of stored values: a listing ends its page early with
+/// a cursor (every row stays reachable), a find refuses, and one row larger than the
+/// whole budget still reads on its own.
+pub async fn reads_stop_at_their_byte_budget(store: Arc<dyn Store>) {
+    let a = app(&store, "big").await;
+    let chunk = "x".repeat(2 << 20);
+    let count = picloud_store::page::MAX_READ_BYTES / chunk.len() + 4;
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let (doc, _) = store
+            .docs_create(&a, "blobs", &json!({"i": i, "s": chunk}), &CAUSE)
+            .await
+            .expect("create");
+        ids.push(doc.id);
+        store
+            .kv_set(&a, "blobs", &format!("k{i:03}"), &json!(chunk), &CAUSE)
+            .await
+            .expect("kv set");
+    }
+
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(500);
+    let mut pages = 0;
+    loop {
+        let got = store
+            .docs_list(&a, "blobs", None, &page)
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(!got.items.is_empty(), "a page with a cursor is never empty");
+        seen.extend(got.items.iter().map(|d| d.id.clone()));
+        match got.next_cursor {
+            Some(cursor) => page.after = picloud_store::Cursor::decode(cursor.as_str()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every document is reachable page by page");
+    assert!(pages >= 2, "the budget ended the first page early");
+
+    let mut keys = Vec::new();
+    let mut page = PageRequest::first(500);
+    loop {
+        let got = store
+            .kv_list(&a, "blobs", None, &page)
+            .await
+            .expect("kv list");
+        keys.extend(got.items.iter().map(|e| e.key.clone()));
+        match got.next_cursor {
+            Some(cursor) => page.after = picloud_store::Cursor::decode(cursor.as_str()),
+            None => break,
+        }
+    }
+    assert_eq!(keys.len(), count);
+
+    let everything = Query::parse(&json!({})).expect("query");
+    match store.docs_find(&a, "blobs", &everything).await {
+        Err(StoreError::Invalid(message)) => assert!(message.contains("exceed"), "{message}"),
+        other => panic!(
+            "a find over the budget is refused: {:?}",
+            other.map(|d| d.len())
+        ),
+    }
+    let few = Query::parse(&json!({"$limit": 3})).expect("query");
+    assert_eq!(
+        store
+            .docs_find(&a, "blobs", &few)
+            .await
+            .expect("find")
+            .len(),
+        3
+    );
+
+    // One value over the whole budget is still readable, alone.
+    let huge = "y".repeat(picloud_store::page::MAX_READ_BYTES + 1);
+    store
+        .docs_create(&a, "huge", &json!({"s": huge}), &CAUSE)
+        .await
+        .expect("create");
+    let got = store
+        .docs_list(&a, "huge", None, &PageRequest::first(10))
+        .await
+        .expect("list");
+    assert_eq!(got.items.len(), 1);
+}

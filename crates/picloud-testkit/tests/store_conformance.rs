@@ -35,6 +35,7 @@ picloud_testkit::store_conformance!(
     docs_list_pages_with_a_filter,
     docs_apps_are_isolated,
     docs_writes_queue_their_events,
+    reads_stop_at_their_byte_budget,
 );
 
 picloud_testkit::store_conformance!(

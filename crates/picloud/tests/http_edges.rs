@@ -240,7 +240,13 @@ fn assert_no_credentials(payload: &Value, what: &str) {
     let headers = payload["request"]["headers"]
         .as_object()
         .unwrap_or_else(|| panic!("{what}: request headers are stored: {payload}"));
-    for name in ["cookie", "authorization", "x-csrf-token"] {
+    for name in [
+        "cookie",
+        "authorization",
+        "x-csrf-token",
+        "proxy-authorization",
+        "x-api-key",
+    ] {
         assert!(
             !headers.contains_key(name),
             "{what} stored {name}: {payload}"
@@ -252,7 +258,13 @@ fn assert_no_credentials(payload: &Value, what: &str) {
         "{what}"
     );
     let text = payload.to_string();
-    for secret in ["sid=s3cr3t", "third-party-jwt", "csrf-value"] {
+    for secret in [
+        "sid=s3cr3t",
+        "third-party-jwt",
+        "csrf-value",
+        "proxy-pass",
+        "partner-key",
+    ] {
         assert!(!text.contains(secret), "{what} holds {secret}: {text}");
     }
 }
@@ -283,6 +295,8 @@ async fn async_calls_never_store_credentials(backend: Backend) {
         .header("cookie", "sid=s3cr3t; picloud_session=pcs_x")
         .header("authorization", "Bearer third-party-jwt")
         .header("x-csrf-token", "csrf-value")
+        .header("proxy-authorization", "Basic proxy-pass")
+        .header("x-api-key", "partner-key")
         .header("x-keep", "yes")
         .json(&json!({"n": 1}))
         .send()
