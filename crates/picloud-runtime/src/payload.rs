@@ -49,13 +49,8 @@ pub fn http_payload(request: &RequestInput, principal: Option<&PrincipalInput>) 
         .filter(|(name, _)| !NOT_STORED.iter().any(|n| name.eq_ignore_ascii_case(n)))
         .cloned()
         .collect();
-    let body = match &request.body {
-        RequestBody::None => json!({"kind": "none"}),
-        RequestBody::Json(v) => json!({"kind": "json", "value": v}),
-        RequestBody::Text(t) => json!({"kind": "text", "value": t}),
-        RequestBody::Form(f) => json!({"kind": "form", "value": pairs(f)}),
-    };
-    json!({
+    let (body, raw_kept) = stored_body(request);
+    let mut payload = json!({
         "source": "http",
         "op": "request",
         "http": {"method": request.method, "path": request.path},
@@ -66,7 +61,6 @@ pub fn http_payload(request: &RequestInput, principal: Option<&PrincipalInput>) 
             "query": pairs(&request.query),
             "headers": pairs(&headers),
             "body": body,
-            "body_raw": STANDARD.encode(&request.body_raw),
         },
         "principal": principal.map(|p| json!({
             "kind": p.kind,
@@ -74,15 +68,52 @@ pub fn http_payload(request: &RequestInput, principal: Option<&PrincipalInput>) 
             "key_id": p.key_id,
             "scopes": p.scopes,
         })),
-    })
+    });
+    if raw_kept {
+        payload["request"]["body_raw"] = Value::String(STANDARD.encode(&request.body_raw));
+    }
+    payload
+}
+
+/// The body as stored, and whether the raw bytes must be stored beside it. A JSON or
+/// text body is kept once, as the text it arrived as, and both `body` and `body_raw`
+/// are rebuilt from it when the call runs: storing the parsed value and the bytes (in
+/// base64) made every queued event, and every dead letter, 2.3 times the body.
+fn stored_body(request: &RequestInput) -> (Value, bool) {
+    let raw_text = std::str::from_utf8(&request.body_raw).ok();
+    match (&request.body, raw_text) {
+        (RequestBody::Json(_), Some(text)) => (json!({"kind": "json", "text": text}), false),
+        (RequestBody::Text(t), Some(text)) if t == text => {
+            (json!({"kind": "text", "value": t}), false)
+        }
+        (RequestBody::None, _) if request.body_raw.is_empty() => (json!({"kind": "none"}), false),
+        (RequestBody::None, _) => (json!({"kind": "none"}), true),
+        (RequestBody::Json(v), None) => (json!({"kind": "json", "value": v}), true),
+        (RequestBody::Text(t), _) => (json!({"kind": "text", "value": t}), true),
+        (RequestBody::Form(f), _) => (json!({"kind": "form", "value": pairs(f)}), true),
+    }
 }
 
 fn request_of(value: &Value) -> RequestInput {
-    let body = &value["body"];
-    let body = match body["kind"].as_str() {
-        Some("json") => RequestBody::Json(body["value"].clone()),
-        Some("text") => RequestBody::Text(body["value"].as_str().unwrap_or_default().to_owned()),
-        Some("form") => RequestBody::Form(unpairs(&body["value"])),
+    let stored = &value["body"];
+    // The bytes: stored beside the body, or (for JSON and text) the body's own text.
+    let body_raw = match value["body_raw"].as_str() {
+        Some(b64) => STANDARD.decode(b64).unwrap_or_default(),
+        None => stored["text"]
+            .as_str()
+            .or_else(|| stored["value"].as_str())
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
+    };
+    let body = match stored["kind"].as_str() {
+        Some("json") => match stored["text"].as_str() {
+            // It parsed when the call was accepted; the same parser gives the same value.
+            Some(text) => serde_json::from_str(text).map_or(RequestBody::None, RequestBody::Json),
+            None => RequestBody::Json(stored["value"].clone()),
+        },
+        Some("text") => RequestBody::Text(stored["value"].as_str().unwrap_or_default().to_owned()),
+        Some("form") => RequestBody::Form(unpairs(&stored["value"])),
         _ => RequestBody::None,
     };
     RequestInput {
@@ -92,9 +123,7 @@ fn request_of(value: &Value) -> RequestInput {
         query: unpairs(&value["query"]),
         headers: unpairs(&value["headers"]),
         body,
-        body_raw: STANDARD
-            .decode(value["body_raw"].as_str().unwrap_or_default())
-            .unwrap_or_default(),
+        body_raw,
     }
 }
 
@@ -171,5 +200,63 @@ mod tests {
         };
         let payload = http_payload(&request, None);
         assert_eq!(payload["request"]["headers"], json!({"x-keep": "yes"}));
+    }
+
+    fn round_trip(body: RequestBody, raw: &[u8]) -> (Value, RequestInput) {
+        let request = RequestInput {
+            method: "POST".into(),
+            path: "/hook".into(),
+            params: vec![],
+            query: vec![],
+            headers: vec![],
+            body,
+            body_raw: raw.to_vec(),
+        };
+        let payload = http_payload(&request, None);
+        let back = request_of(&payload["request"]);
+        assert_eq!(back.body_raw, raw);
+        (payload, back)
+    }
+
+    #[test]
+    fn bodies_are_stored_once_and_restored_exactly() {
+        let raw = br#"{ "n": 1, "s": "\u00e9" }"#;
+        let value: Value = serde_json::from_slice(raw).expect("json");
+        let (payload, back) = round_trip(RequestBody::Json(value.clone()), raw);
+        assert!(payload["request"].get("body_raw").is_none(), "{payload}");
+        assert!(
+            payload["request"]["body"].get("value").is_none(),
+            "{payload}"
+        );
+        assert!(matches!(back.body, RequestBody::Json(v) if v == value));
+
+        let (payload, back) = round_trip(RequestBody::Text("héllo".into()), "héllo".as_bytes());
+        assert!(payload["request"].get("body_raw").is_none(), "{payload}");
+        assert!(matches!(back.body, RequestBody::Text(t) if t == "héllo"));
+
+        // Bytes that are not their text (lossy UTF-8), forms and opaque bodies keep
+        // their bytes beside the body.
+        let (payload, back) = round_trip(RequestBody::Text("a\u{fffd}".into()), b"a\xff");
+        assert!(payload["request"]["body_raw"].is_string());
+        assert!(matches!(back.body, RequestBody::Text(t) if t == "a\u{fffd}"));
+        let form = vec![("a".to_owned(), "1".to_owned())];
+        let (_, back) = round_trip(RequestBody::Form(form.clone()), b"a=1");
+        assert!(matches!(back.body, RequestBody::Form(f) if f == form));
+        let (_, back) = round_trip(RequestBody::None, &[0, 1, 2]);
+        assert!(matches!(back.body, RequestBody::None));
+        let (payload, _) = round_trip(RequestBody::None, b"");
+        assert!(payload["request"].get("body_raw").is_none());
+    }
+
+    #[test]
+    fn events_stored_before_the_change_still_run() {
+        let old = json!({
+            "method": "POST", "path": "/hook", "params": {}, "query": {}, "headers": {},
+            "body": {"kind": "json", "value": {"n": 1}},
+            "body_raw": STANDARD.encode(br#"{"n":1}"#),
+        });
+        let back = request_of(&old);
+        assert_eq!(back.body_raw, br#"{"n":1}"#);
+        assert!(matches!(back.body, RequestBody::Json(v) if v == json!({"n": 1})));
     }
 }
