@@ -15,6 +15,7 @@ const LOUD_SCRIPT: &str = r#"#{
     headers: #{
         "set-cookie": "picloud_session=pcs_planted; Path=/api/v1; HttpOnly",
         "Set-Cookie": "__Host-picloud_session=pcs_planted; Path=/; Secure",
+        "SET-COOKIE": "picloud_session=pcs_tossed; Path=/; Domain=localhost",
         "clear-site-data": "\"cookies\", \"storage\"",
         "service-worker-allowed": "/",
         "refresh": "0; url=/_/",
@@ -107,8 +108,9 @@ async fn path_responses_cannot_touch_the_dashboard_origin(backend: Backend) {
     assert!(header(&r, "x-picloud-execution-id").is_some());
     assert_eq!(r.text().await.expect("body"), "<p>hello</p>");
 
-    // On its own host an app is its own origin: it may set cookies there, and
-    // everything else it sends passes untouched.
+    // On its own host an app is its own origin: it may set cookies there (for that
+    // host only: one for a wider domain would reach the dashboard), and everything
+    // else it sends passes untouched.
     let r = app
         .on_host("shop", Method::GET, "/loud")
         .send()
@@ -121,7 +123,14 @@ async fn path_responses_cannot_touch_the_dashboard_origin(backend: Backend) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    assert!(!cookies.is_empty(), "{cookies:?}");
+    assert!(
+        cookies.iter().any(|c| c.contains("pcs_planted")),
+        "{cookies:?}"
+    );
+    assert!(
+        !cookies.iter().any(|c| c.contains("pcs_tossed")),
+        "a cookie for a wider domain is dropped: {cookies:?}"
+    );
     assert_eq!(
         header(&r, "clear-site-data").as_deref(),
         Some("\"cookies\", \"storage\"")

@@ -93,8 +93,9 @@ async fn serve(
         Ok((app, response)) => (Some(app), response),
         Err((app, e)) => (app, e.into_response()),
     };
-    if addressing == Addressing::Prefix {
-        shared_origin::confine(&mut response);
+    match addressing {
+        Addressing::Prefix => shared_origin::confine(&mut response),
+        Addressing::Host => shared_origin::confine_host(&mut response),
     }
     let label = app.as_ref().map_or("_unknown", |a| a.slug.as_str());
     state.runner.metrics.observe_request(

@@ -6,7 +6,8 @@
 //! response needs to describe itself (type, caching, redirects, CORS) and app-defined
 //! `X-` headers pass; everything else a script sends is dropped here, and the server's
 //! own sandbox policy replaces any `Content-Security-Policy`. On its own host
-//! (`{slug}.{base}`) an app is its own origin, and its headers pass untouched.
+//! (`{slug}.{base}`) an app is its own origin, and its headers pass, except cookies
+//! for a wider domain (see [`confine_host`]).
 
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::Response;
@@ -70,6 +71,41 @@ pub fn confine(response: &mut Response) {
     );
 }
 
+/// An app on its own host (`{slug}.{base}`) keeps its cookies to that host: a
+/// `Set-Cookie` with a `Domain` attribute would reach the dashboard on `{base}` and
+/// every other app (cookie tossing: a planted session cookie there fixes the
+/// operator's session, which a `__Host-` name prevents only over TLS).
+pub fn confine_host(response: &mut Response) {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|value| !has_domain(value))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+fn has_domain(value: &HeaderValue) -> bool {
+    // Unreadable bytes: a browser may still find a Domain in them, so it goes.
+    let Ok(text) = value.to_str() else {
+        return true;
+    };
+    text.split(';').skip(1).any(|attr| {
+        attr.split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("domain")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +157,27 @@ mod tests {
         assert_eq!(r.headers().get_all(header::VARY).iter().count(), 2);
         assert!(r.headers().get(header::SET_COOKIE).is_none());
         assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], SANDBOX_CSP);
+    }
+
+    #[test]
+    fn own_hosts_keep_host_only_cookies() {
+        let mut r = Response::new(axum::body::Body::empty());
+        let h = r.headers_mut();
+        h.append(header::SET_COOKIE, HeaderValue::from_static("a=1; Path=/"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("picloud_session=x; Path=/api; domain=.example.com"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("b=2;DOMAIN =example.com"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("c=domain=x; Secure"),
+        );
+        confine_host(&mut r);
+        let kept: Vec<_> = r.headers().get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(kept, vec!["a=1; Path=/", "c=domain=x; Secure"]);
     }
 }
