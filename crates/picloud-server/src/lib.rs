@@ -64,6 +64,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(session::login))
         .routes(routes!(session::logout))
         .routes(routes!(session::me))
+        .routes(routes!(auth::password::change_password))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(
             users::get_user,

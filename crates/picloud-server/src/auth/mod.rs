@@ -4,6 +4,7 @@
 pub mod cookie;
 pub mod guard;
 pub mod origin;
+pub mod password;
 pub mod ratelimit;
 pub mod session;
 

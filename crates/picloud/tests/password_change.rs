@@ -1,0 +1,149 @@
+//! Users changing their own password: the current password is required (a session
+//! left open is not enough), API keys cannot do it, other sessions end, and the
+//! user's keys go too when asked.
+
+use picloud_testkit::{Backend, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const PATH: &str = "/api/v1/auth/password";
+
+async fn call(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
+    let r = app.call_as(token, Method::POST, PATH, Some(body)).await;
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn me(app: &TestApp, token: &str) -> u16 {
+    app.call_as(token, Method::GET, "/api/v1/auth/me", None)
+        .await
+        .status()
+        .as_u16()
+}
+
+async fn own_password_change(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    let user = app
+        .admin_ok(
+            Method::POST,
+            "/api/v1/admin/users",
+            Some(json!({"email": "dev@example.com", "password": "password123"})),
+            201,
+        )
+        .await;
+    app.create_app("shop").await;
+    app.admin_ok(
+        Method::PUT,
+        &format!(
+            "/api/v1/admin/apps/shop/members/{}",
+            user["id"].as_str().expect("id")
+        ),
+        Some(json!({"role": "viewer"})),
+        200,
+    )
+    .await;
+    let here = app.login("dev@example.com", "password123").await;
+    let elsewhere = app.login("dev@example.com", "password123").await;
+    let r = app
+        .call_as(
+            &here,
+            Method::POST,
+            "/api/v1/admin/api-keys",
+            Some(json!({"name": "ci", "scopes": ["app:read"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let key: Value = r.json().await.expect("key");
+    let key = key["key"].as_str().expect("key").to_owned();
+
+    // A key cannot become the account's password.
+    let (code, body) = call(
+        &app,
+        &key,
+        json!({"current_password": "password123", "new_password": "taken-over-1"}),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+
+    // The current password is required, and wrong guesses are throttled like logins.
+    let (code, body) = call(
+        &app,
+        &here,
+        json!({"current_password": "not-it-at-all", "new_password": "new-password-1"}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+
+    // A bad new password changes nothing.
+    let (code, _) = call(
+        &app,
+        &here,
+        json!({"current_password": "password123", "new_password": "short"}),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(me(&app, &elsewhere).await, 200, "nothing changed yet");
+
+    let (code, body) = call(
+        &app,
+        &here,
+        json!({"current_password": "password123", "new_password": "new-password-1",
+               "revoke_api_keys": true}),
+    )
+    .await;
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(
+        me(&app, &here).await,
+        200,
+        "the session that changed it stays"
+    );
+    assert_eq!(me(&app, &elsewhere).await, 401, "every other session ends");
+    assert_eq!(me(&app, &key).await, 401, "the keys went with it");
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": "dev@example.com", "password": "password123"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 401, "the old password no longer works");
+    app.login("dev@example.com", "new-password-1").await;
+    app.shutdown().await;
+}
+
+async fn wrong_current_passwords_are_throttled(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.admin_ok(
+        Method::POST,
+        "/api/v1/admin/users",
+        Some(json!({"email": "dev@example.com", "password": "password123"})),
+        201,
+    )
+    .await;
+    let token = app.login("dev@example.com", "password123").await;
+    let mut throttled = false;
+    for _ in 0..30 {
+        let (code, _) = call(
+            &app,
+            &token,
+            json!({"current_password": "guess-guess", "new_password": "new-password-1"}),
+        )
+        .await;
+        if code == 429 {
+            throttled = true;
+            break;
+        }
+        assert_eq!(code, 403);
+    }
+    assert!(throttled, "guessing the current password is throttled");
+    app.shutdown().await;
+}
+
+picloud_testkit::backend_tests!(
+    users_change_their_own_password => own_password_change,
+    guessing_the_current_password_is_throttled => wrong_current_passwords_are_throttled,
+);
