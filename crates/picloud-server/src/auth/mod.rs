@@ -1,6 +1,7 @@
 //! Who is calling: bearer tokens (sessions `pcs_…`, API keys `pk_…`) and the dashboard's
 //! session cookie (with its CSRF header), resolved to a [`Caller`].
 
+mod audit_slot;
 pub mod cookie;
 pub mod guard;
 pub mod origin;
@@ -17,7 +18,8 @@ use picloud_core::SessionId;
 use picloud_store::{StoreError, User};
 use sha2::Sha256;
 
-use crate::admin::audit::AuditSlot;
+pub use audit_slot::AuditSlot;
+
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
