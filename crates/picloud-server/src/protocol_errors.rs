@@ -8,6 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use picloud_core::ErrorCode;
+
 use crate::error::ApiError;
 
 /// The longest request target (path and query) served, as in common proxies. hyper
@@ -22,8 +24,7 @@ pub async fn limit_uri(req: Request, next: Next) -> Response {
         .map_or(0, |target| target.as_str().len());
     if len > MAX_URI_BYTES {
         return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             format!("the request target is longer than {MAX_URI_BYTES} bytes"),
         )
         .into_response();
@@ -40,8 +41,7 @@ pub async fn method_not_allowed(req: Request, next: Next) -> Response {
         return response;
     }
     let mut answer = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed here; the Allow header lists the methods that are"),
     )
     .into_response();

@@ -1,3 +1,4 @@
+use picloud_core::ErrorCode;
 use picloud_store::StoreError;
 
 /// Why a service call failed. The script bindings prefix every message with the
@@ -24,6 +25,20 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// The public error code of this kind of failure: a service's `Invalid` is the
+    /// same mistake as the store's, so both are `invalid` (422).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Forbidden(_) => ErrorCode::Forbidden,
+            ServiceError::Invalid(_) => ErrorCode::Invalid,
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::Conflict(_) => ErrorCode::Conflict,
+            // A failure outside PiCloud is not the caller's mistake.
+            ServiceError::Upstream(_) => ErrorCode::Internal,
+            ServiceError::Store(e) => e.code(),
+        }
+    }
+
     pub fn store(e: StoreError, what: &str) -> Self {
         match e {
             StoreError::NotFound => ServiceError::NotFound(what.to_owned()),

@@ -755,7 +755,7 @@ export interface components {
             updated_at: string;
         };
         ErrorBody: {
-            code: string;
+            code: components["schemas"]["ErrorCode"];
             /** Format: int32 */
             column?: number | null;
             execution_id?: string | null;
@@ -764,6 +764,12 @@ export interface components {
             line?: number | null;
             message: string;
         };
+        /**
+         * @description A stable, machine-readable error code, sent as `{"error": {"code": …}}`. Codes are
+         *     only ever added (API.md is a contract); every code has exactly one status.
+         * @enum {string}
+         */
+        ErrorCode: "bad_request" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "uri_too_long" | "unsupported_media_type" | "invalid" | "rate_limited" | "internal" | "script_error" | "limit_exceeded" | "unavailable" | "timeout";
         /** @description `{"error": {...}}` */
         ErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use picloud_core::access::Scope;
 use picloud_core::model::{DispatchMode, RouteAuth};
+use picloud_core::ErrorCode;
 use picloud_core::ExecutionId;
 use picloud_script::{AppRef, PrincipalInput, RequestInput, RunInput, ScriptRef, ServiceAccess};
 use picloud_services::CallContext;
@@ -122,8 +123,7 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
     let method = req.method().as_str().to_owned();
     let Some(matched) = table.lookup(&method, &path) else {
         return Err(with_app(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no route matches {method} {path}"),
         )));
     };

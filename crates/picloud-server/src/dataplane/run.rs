@@ -242,13 +242,7 @@ fn build_response(r: &RouteResponse) -> Response {
 }
 
 fn failure_response(failure: &ScriptFailure, execution_id: &ExecutionId) -> Response {
-    let (status, code) = match failure.kind {
-        FailureKind::Error => (StatusCode::INTERNAL_SERVER_ERROR, "script_error"),
-        FailureKind::LimitExceeded(_) => (StatusCode::INTERNAL_SERVER_ERROR, "limit_exceeded"),
-        FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        FailureKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-    };
-    ApiError::new(status, code, failure.public_message())
+    ApiError::new(failure.kind.code(), failure.public_message())
         .with_execution(execution_id.as_str())
         .into_response()
 }
