@@ -19,9 +19,18 @@ pub enum ServiceError {
     /// timeout); the message is safe to show the script.
     #[error("{0}")]
     Upstream(String),
-    /// The storage failed; logged in full, reported opaquely.
-    #[error("storage unavailable")]
+    /// The storage failed; logged in full, reported opaquely. Only an outage says
+    /// "unavailable": calling every failure that sent callers waiting for a recovery
+    /// that a fault of ours or of the request would never bring.
+    #[error("{}", store_message(.0))]
     Store(#[source] StoreError),
+}
+
+fn store_message(e: &StoreError) -> &'static str {
+    match e.outage() {
+        Some(_) => "storage unavailable; try again later",
+        None => "storage error; see the server log",
+    }
 }
 
 impl ServiceError {
