@@ -767,6 +767,8 @@ export interface components {
         /**
          * @description A stable, machine-readable error code, sent as `{"error": {"code": …}}`. Codes are
          *     only ever added (API.md is a contract); every code has exactly one status.
+         *
+         *     The HTTP status of each: `bad_request` → 400, `unauthorized` → 401, `forbidden` → 403, `not_found` → 404, `method_not_allowed` → 405, `conflict` → 409, `payload_too_large` → 413, `uri_too_long` → 414, `unsupported_media_type` → 415, `invalid` → 422, `rate_limited` → 429, `internal` → 500, `script_error` → 500, `limit_exceeded` → 500, `unavailable` → 503, `timeout` → 504.
          * @enum {string}
          */
         ErrorCode: "bad_request" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "uri_too_long" | "unsupported_media_type" | "invalid" | "rate_limited" | "internal" | "script_error" | "limit_exceeded" | "unavailable" | "timeout";
