@@ -2,6 +2,8 @@
 //! code the status API.md's table gives it, always in the error envelope: a real
 //! server over HTTP, walked with one kind of mistake at a time across many endpoints.
 
+use std::time::Duration;
+
 use picloud_testkit::{Backend, TestApp};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
@@ -30,7 +32,10 @@ fn status_of(code: &str) -> u16 {
 /// Sends `req` and checks it is refused with `code` in the envelope, at that code's
 /// status.
 async fn refused(req: RequestBuilder, code: &str, what: &str) -> Value {
-    let r = req.send().await.expect("request");
+    refused_response(req.send().await.expect("request"), code, what).await
+}
+
+async fn refused_response(r: reqwest::Response, code: &str, what: &str) -> Value {
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     let body: Value = serde_json::from_str(&text)
@@ -329,7 +334,52 @@ async fn map_and_array_filters_are_values(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A run refused for want of a script thread says which limit was full: the whole
+/// server's (at capacity) or the app's own share, with Retry-After either way.
+async fn a_full_server_says_so(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.executor.threads = 2;
+        c.executor.app_max_concurrency = 1;
+        c.executor.queue_timeout = Duration::from_millis(300);
+        c.limits.route_timeout = Duration::from_secs(3);
+        c.limits.max_operations = u64::MAX / 2;
+    })
+    .await
+    .expect("server");
+    for slug in ["one", "two", "three"] {
+        app.deploy(slug, "GET", "/spin", "loop {}").await;
+    }
+    let hogs: Vec<_> = ["one", "two"]
+        .into_iter()
+        .map(|slug| {
+            let req = app.on_host(slug, Method::GET, "/spin");
+            tokio::spawn(async move { req.send().await.expect("hog").status().as_u16() })
+        })
+        .collect();
+    // Let the two hogs take both script threads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (slug, says) in [("three", "at capacity"), ("one", "as many scripts")] {
+        let r = app
+            .on_host(slug, Method::GET, "/spin")
+            .send()
+            .await
+            .expect("r");
+        assert!(
+            r.headers().get("retry-after").is_some(),
+            "{slug}: Retry-After"
+        );
+        let body = refused_response(r, "unavailable", slug).await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{slug}: {message}");
+    }
+    for hog in hogs {
+        assert_eq!(hog.await.expect("join"), 504);
+    }
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     each_kind_of_mistake_has_one_code_and_status => one_mistake_one_answer,
     docs_filters_with_maps_and_arrays_are_values => map_and_array_filters_are_values,
+    a_refused_run_says_whose_limit_was_full => a_full_server_says_so,
 );

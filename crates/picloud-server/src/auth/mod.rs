@@ -83,7 +83,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Opti
         let (key, user) = match state.store.api_key_by_hash(&hash, now).await {
             Ok(found) => found,
             Err(StoreError::NotFound) => return Ok(None),
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(e) => return Err(ApiError::from(e)),
         };
         if user.disabled {
             return Ok(None);
@@ -117,7 +117,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Opti
     let (session, user) = match state.store.session_by_token_hash(&hash, now).await {
         Ok(found) => found,
         Err(StoreError::NotFound) => return Ok(None),
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::from(e)),
     };
     if user.disabled {
         return Ok(None);

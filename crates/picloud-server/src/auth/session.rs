@@ -270,7 +270,7 @@ pub async fn logout(
     };
     match state.store.delete_session(session).await {
         Ok(()) | Err(StoreError::NotFound) => {}
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::from(e)),
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some((_, scheme)) = cookie::session_cookie(&headers) {
