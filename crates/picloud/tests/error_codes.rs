@@ -341,7 +341,7 @@ async fn a_full_server_says_so(backend: Backend) {
         c.executor.threads = 2;
         c.executor.app_max_concurrency = 1;
         c.executor.queue_timeout = Duration::from_millis(300);
-        c.limits.route_timeout = Duration::from_secs(3);
+        c.limits.route_timeout = Duration::from_secs(4);
         c.limits.max_operations = u64::MAX / 2;
     })
     .await
@@ -357,7 +357,7 @@ async fn a_full_server_says_so(backend: Backend) {
         })
         .collect();
     // Let the two hogs take both script threads.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     for (slug, says) in [("three", "at capacity"), ("one", "as many scripts")] {
         let r = app
             .on_host(slug, Method::GET, "/spin")
