@@ -4,12 +4,14 @@
 pub mod config;
 pub mod crypto;
 pub mod email;
+pub mod error;
 pub mod ids;
 pub mod model;
 pub mod net;
 pub mod route_pattern;
 pub mod route_trie;
 
+pub use error::ErrorCode;
 pub use ids::{
     AbandonedId, ApiKeyId, AppId, AuditId, DeadLetterId, DocId, EventId, ExecutionId, RouteId,
     ScriptId, SessionId, TriggerId, UserId,

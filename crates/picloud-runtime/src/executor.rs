@@ -29,14 +29,33 @@ pub const SCRIPT_THREAD_STACK_BYTES: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExecError {
-    /// No slot freed up within the queue timeout.
-    #[error("all script slots are busy")]
-    Busy,
+    /// No slot freed up within the queue timeout; says whose limit was full, so the
+    /// caller is told the truth (its app's share, or the whole server).
+    #[error("no script slot freed up in time ({0})")]
+    Busy(Saturated),
     #[error("the executor is shutting down")]
     ShutDown,
     /// The job panicked; the thread survived. A bug of ours, never of the script.
     #[error("the run crashed")]
     Panicked,
+}
+
+/// Which limit a refused run waited on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saturated {
+    /// The app holds all the slots it may (`PICLOUD_APP_MAX_CONCURRENCY`).
+    App,
+    /// Every script thread of the server is taken, by any apps.
+    Server,
+}
+
+impl std::fmt::Display for Saturated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Saturated::App => "the app's share",
+            Saturated::Server => "the whole server",
+        })
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -162,8 +181,12 @@ impl Executor {
             }
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
+        // The app's slot is taken first; a wait that ends holding it was a wait
+        // for the server's.
+        let mut waited_on = Saturated::App;
         let acquire = async {
             let a = app.acquire_owned().await?;
+            waited_on = Saturated::Server;
             let g = self.global.clone().acquire_owned().await?;
             Ok::<_, tokio::sync::AcquireError>((a, g))
         };
@@ -175,7 +198,7 @@ impl Executor {
         match admitted {
             Ok(Ok(permits)) => Ok(permits),
             Ok(Err(_)) => Err(ExecError::ShutDown),
-            Err(_) => Err(ExecError::Busy),
+            Err(_) => Err(ExecError::Busy(waited_on)),
         }
     }
 
@@ -301,7 +324,10 @@ mod tests {
         }
         // The greedy app is at its share: its next run waits, then is refused.
         let started = Instant::now();
-        assert_eq!(ex.run("greedy", || ()).await, Err(ExecError::Busy));
+        assert_eq!(
+            ex.run("greedy", || ()).await,
+            Err(ExecError::Busy(Saturated::App))
+        );
         assert!(started.elapsed() >= Duration::from_millis(200));
         // Another app still gets a slot at once.
         assert_eq!(ex.run("polite", || 7).await, Ok(7));
@@ -310,6 +336,41 @@ mod tests {
             assert_eq!(h.await.expect("joined"), Ok(()));
         }
         assert_eq!(ex.run("greedy", || 1).await, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn a_full_server_is_told_apart_from_a_full_app() {
+        let ex = Executor::start(&config(2, 1, 100));
+        let release = Arc::new(AtomicBool::new(false));
+        let mut hogs = Vec::new();
+        for app in ["one", "two"] {
+            let ex = ex.clone();
+            let release = release.clone();
+            hogs.push(tokio::spawn(async move {
+                ex.run(app, move || {
+                    while !release.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+                .await
+            }));
+        }
+        while ex.busy() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A third app has its own share free: it waited on the server.
+        assert_eq!(
+            ex.run("three", || ()).await,
+            Err(ExecError::Busy(Saturated::Server))
+        );
+        assert_eq!(
+            ex.run("one", || ()).await,
+            Err(ExecError::Busy(Saturated::App))
+        );
+        release.store(true, Ordering::Relaxed);
+        for h in hogs {
+            assert_eq!(h.await.expect("joined"), Ok(()));
+        }
     }
 
     #[tokio::test]

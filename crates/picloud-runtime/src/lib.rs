@@ -14,7 +14,7 @@ pub mod sweeper;
 
 pub use cron::{CronScheduler, CronWake};
 pub use dispatcher::Dispatcher;
-pub use executor::{on_script_stack, ExecError, Executor};
+pub use executor::{on_script_stack, ExecError, Executor, Saturated};
 pub use metrics::Metrics;
 pub use recorder::ExecutionRecorder;
 pub use run::Runner;

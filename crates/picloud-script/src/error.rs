@@ -1,6 +1,7 @@
 //! How a failed compile or run is described: to the owner (full message, position) and
 //! to the public (a short message, no internals).
 
+use picloud_core::ErrorCode;
 use rhai::{EvalAltResult, ParseError, Position};
 
 /// A script that does not compile, with the position of the first error.
@@ -56,6 +57,18 @@ pub enum FailureKind {
     LimitExceeded(Limit),
     /// A service call refused for the caller's lack of a right.
     Forbidden,
+}
+
+impl FailureKind {
+    /// The public error code a caller waiting on the run gets (its status follows).
+    pub fn code(self) -> ErrorCode {
+        match self {
+            FailureKind::Error => ErrorCode::ScriptError,
+            FailureKind::Timeout => ErrorCode::Timeout,
+            FailureKind::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            FailureKind::Forbidden => ErrorCode::Forbidden,
+        }
+    }
 }
 
 /// A run that did not return a value.

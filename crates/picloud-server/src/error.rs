@@ -1,15 +1,19 @@
 //! The one boundary error type. Every failure leaving the server becomes
 //! `{"error": {"code", "message", …}}` with the status API.md gives its code; internal
-//! errors are logged in full and answered opaquely.
+//! errors are logged in full and answered opaquely. An `ApiError` is built from an
+//! [`ErrorCode`] only: its status comes from `ErrorCode::status`, never from the call
+//! site, and store and service errors convert through their own `code()`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use picloud_core::ErrorCode;
+use picloud_services::ServiceError;
 use picloud_store::{Outage, StoreError};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -29,16 +33,14 @@ pub struct ErrorEnvelope {
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
     /// Boxed so that `Result<_, ApiError>` stays small on the happy path.
     pub body: Box<ErrorBody>,
     pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             body: Box::new(ErrorBody {
                 code,
                 message: message.into(),
@@ -51,59 +53,55 @@ impl ApiError {
         }
     }
 
+    /// The status of this error, from its code (the one mapping in `ErrorCode`).
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.body.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.body.code
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(ErrorCode::BadRequest, message)
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid token is required",
-        )
+        Self::new(ErrorCode::Unauthorized, "a valid token is required")
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(ErrorCode::Conflict, message)
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than {limit} bytes"),
         )
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            message,
-        )
+        Self::new(ErrorCode::UnsupportedMediaType, message)
     }
 
     /// 422 `invalid`, blaming `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);
+        let mut e = Self::new(ErrorCode::Invalid, message);
         e.body.field = Some(field.to_owned());
         e
     }
 
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        let mut e = Self::new(ErrorCode::Unavailable, message);
         e.retry_after_secs = Some(retry_after_secs);
         e
     }
@@ -111,11 +109,7 @@ impl ApiError {
     /// Logs the cause and answers an opaque 500.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
-        )
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
     }
 
     pub fn with_execution(mut self, execution_id: &str) -> Self {
@@ -125,13 +119,13 @@ impl ApiError {
 
     /// Maps a store error, naming the missing thing for `NotFound`.
     pub fn from_store(e: StoreError, what: &str) -> Self {
+        let code = e.code();
         match e {
             StoreError::NotFound => Self::not_found(what),
-            StoreError::Conflict(message) => Self::conflict(message),
-            StoreError::InvalidCursor => Self::bad_request("invalid cursor"),
-            StoreError::Invalid(message) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            StoreError::Conflict(message) | StoreError::Invalid(message) => {
+                Self::new(code, message)
             }
+            StoreError::InvalidCursor => Self::new(code, "invalid cursor"),
             StoreError::Unavailable { outage, source } => {
                 tracing::error!(error = %source, %outage, "database unavailable");
                 Self::unavailable(outage.message(), retry_after(outage))
@@ -156,10 +150,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A service's error, at the edge: its code picks the status; what it hides (a store
+/// fault, an upstream failure) is logged and answered opaquely.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let code = e.code();
+        match e {
+            ServiceError::NotFound(what) => Self::not_found(&what),
+            ServiceError::Forbidden(message)
+            | ServiceError::Invalid(message)
+            | ServiceError::Conflict(message) => Self::new(code, message),
+            ServiceError::Upstream(message) => Self::internal(message),
+            ServiceError::Store(e) => Self::from(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, axum::Json(ErrorEnvelope { error: *self.body })).into_response();
+        let mut response = (
+            self.status(),
+            axum::Json(ErrorEnvelope { error: *self.body }),
+        )
+            .into_response();
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

@@ -8,6 +8,8 @@ use picloud_store::{Cursor, PageRequest};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use picloud_core::ErrorCode;
+
 use crate::error::ApiError;
 
 /// A JSON body. The content type is not checked (`curl -d` sends a form type), but
@@ -25,7 +27,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(e.status(), "payload_too_large", e.body_text())
+                ApiError::new(ErrorCode::PayloadTooLarge, e.body_text())
             } else {
                 ApiError::bad_request(e.body_text())
             }

@@ -49,6 +49,30 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Writes each error code's status into the `ErrorCode` schema's description, from
+/// the one mapping (`ErrorCode::status`), so the document cannot disagree with it.
+/// Applied to the finished document: the schema is collected from the routes.
+struct ErrorCodes;
+
+impl Modify for ErrorCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(schema))) = components.schemas.get_mut("ErrorCode") else {
+            return;
+        };
+        let table = picloud_core::ErrorCode::ALL
+            .iter()
+            .map(|code| format!("`{code}` → {}", code.status()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let intro = schema.description.take().unwrap_or_default();
+        schema.description = Some(format!("{intro}\n\nThe HTTP status of each: {table}."));
+    }
+}
+
 /// The documented routes: everything under `/api/v1` plus the operations endpoints.
 fn api_router() -> OpenApiRouter<AppState> {
     use admin::{
@@ -111,12 +135,15 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of this server.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    let mut doc = api_router().into_openapi();
+    ErrorCodes.modify(&mut doc);
+    doc
 }
 
 /// The whole router: documented API, data plane (host and `/apps/` prefix), dashboard.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api_router().split_for_parts();
+    let (api, mut doc) = api_router().split_for_parts();
+    ErrorCodes.modify(&mut doc);
     let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
     let body_limit = state.config.max_request_body_bytes;
     let mut router = api
@@ -145,9 +172,7 @@ pub fn router(state: AppState) -> Router {
             admin::audit::record,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(
-            protocol_errors::method_not_allowed,
-        ))
+        .layer(axum::middleware::from_fn(protocol_errors::envelope))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             dataplane::host_dispatch,

@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use picloud_core::crypto;
+use picloud_core::ErrorCode;
 
 use crate::auth::bearer;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -67,8 +68,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 
 fn metrics_unauthorized() -> Response {
     ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        ErrorCode::Unauthorized,
         "/metrics needs the metrics token (PICLOUD_METRICS_TOKEN) as a bearer token",
     )
     .into_response()

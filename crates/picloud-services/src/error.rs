@@ -1,3 +1,4 @@
+use picloud_core::ErrorCode;
 use picloud_store::StoreError;
 
 /// Why a service call failed. The script bindings prefix every message with the
@@ -18,12 +19,35 @@ pub enum ServiceError {
     /// timeout); the message is safe to show the script.
     #[error("{0}")]
     Upstream(String),
-    /// The storage failed; logged in full, reported opaquely.
-    #[error("storage unavailable")]
+    /// The storage failed; logged in full, reported opaquely. Only an outage says
+    /// "unavailable": calling every failure that sent callers waiting for a recovery
+    /// that a fault of ours or of the request would never bring.
+    #[error("{}", store_message(.0))]
     Store(#[source] StoreError),
 }
 
+fn store_message(e: &StoreError) -> &'static str {
+    match e.outage() {
+        Some(_) => "storage unavailable; try again later",
+        None => "storage error; see the server log",
+    }
+}
+
 impl ServiceError {
+    /// The public error code of this kind of failure: a service's `Invalid` is the
+    /// same mistake as the store's, so both are `invalid` (422).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Forbidden(_) => ErrorCode::Forbidden,
+            ServiceError::Invalid(_) => ErrorCode::Invalid,
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::Conflict(_) => ErrorCode::Conflict,
+            // A failure outside PiCloud is not the caller's mistake.
+            ServiceError::Upstream(_) => ErrorCode::Internal,
+            ServiceError::Store(e) => e.code(),
+        }
+    }
+
     pub fn store(e: StoreError, what: &str) -> Self {
         match e {
             StoreError::NotFound => ServiceError::NotFound(what.to_owned()),

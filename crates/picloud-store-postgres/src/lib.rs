@@ -210,6 +210,16 @@ pub(crate) fn map_err(e: sqlx::Error, conflict: &str) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(conflict.to_owned())
         }
+        // Class 22, data exception: a value the request carried cannot be stored or
+        // compared (JSON text that is not JSON, a `\u0000` in jsonb, a number out of
+        // range). The caller's mistake, not an outage; PostgreSQL's message names the
+        // value's problem without SQL text.
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+            StoreError::Invalid(format!(
+                "a value in the request is refused: {}",
+                db.message()
+            ))
+        }
         _ => match outage(&e) {
             Some(outage) => StoreError::unavailable(outage, e),
             None => StoreError::other(e),
@@ -528,5 +538,27 @@ mod tests {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _, _)| *v).collect();
         let expected: Vec<i64> = (1..=versions.len() as i64).collect();
         assert_eq!(versions, expected);
+    }
+
+    /// A value PostgreSQL refuses as data (class 22: text that is not JSON) is the
+    /// request's mistake: `Invalid` with PostgreSQL's description, never an outage.
+    /// Needs `PICLOUD_TEST_DATABASE_URL`, like the upgrade tests.
+    #[tokio::test]
+    async fn a_data_exception_is_invalid_input() {
+        use sqlx::Connection;
+        let Ok(url) = std::env::var("PICLOUD_TEST_DATABASE_URL") else {
+            return;
+        };
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("reach PostgreSQL");
+        let e = sqlx::query("SELECT 'apple'::jsonb")
+            .execute(&mut conn)
+            .await
+            .expect_err("not JSON");
+        match db_err(e) {
+            StoreError::Invalid(message) => assert!(message.contains("json"), "{message}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
     }
 }

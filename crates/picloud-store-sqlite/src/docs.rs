@@ -170,15 +170,17 @@ fn equals(path: &picloud_store::docs::FieldPath, value: &Value, sql: &mut Sql) {
         Value::Number(n) => typed(path, "=", Operand::Number(n), sql),
         Value::String(s) => typed(path, "=", Operand::Text(s), sql),
         // Stored data and filter values are both serialised with sorted keys, so
-        // their minified texts are equal exactly when the values are.
+        // their minified texts are equal exactly when the values are. The CASE keeps
+        // `json()` away from scalars: SQLite does not promise to stop at a false AND,
+        // and `json('apple')` (a text value, extracted bare) fails the whole query.
         Value::Array(_) | Value::Object(_) => {
-            sql.push("IFNULL(");
+            sql.push("IFNULL(CASE WHEN ");
             sql.json_type(path);
-            sql.push(" IN ('object', 'array') AND json(");
+            sql.push(" IN ('object', 'array') THEN json(");
             sql.json_extract(path);
             sql.push(") = json(");
             sql.text_arg(value.to_string());
-            sql.push("), 0)");
+            sql.push(") END, 0)");
         }
     }
 }

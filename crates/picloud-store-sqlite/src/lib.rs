@@ -235,6 +235,12 @@ pub(crate) fn map_err(e: sqlx::Error, conflict: &str) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(conflict.to_owned())
         }
+        // A JSON function handed text that is not JSON: the request's value, never an
+        // outage. (SQLite reports it as a plain SQLITE_ERROR, like a bug of ours, so
+        // only its message tells them apart.)
+        sqlx::Error::Database(db) if db.message().contains("malformed JSON") => {
+            StoreError::Invalid("a value in the request is not valid JSON".to_owned())
+        }
         _ => match outage(&e) {
             Some(outage) => StoreError::unavailable(outage, e),
             None => StoreError::other(e),

@@ -145,3 +145,20 @@ async fn a_full_database_answers_unavailable_then_writes_resume() {
     }
     store.get_app_by_slug("after").await.expect("app after");
 }
+
+/// Text that is not JSON, reaching a JSON function, is the request's mistake: an
+/// `Invalid` naming it, never an outage or an opaque internal error.
+#[tokio::test]
+async fn malformed_json_is_invalid_input() {
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .expect("in-memory database");
+    let e = sqlx::query("SELECT json('apple')")
+        .execute(&mut conn)
+        .await
+        .expect_err("not JSON");
+    match crate::db_err(e) {
+        StoreError::Invalid(message) => assert!(message.contains("not valid JSON"), "{message}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}

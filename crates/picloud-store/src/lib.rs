@@ -14,7 +14,9 @@ pub mod page;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
-use picloud_core::{ApiKeyId, AppId, AuditId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
+use picloud_core::{
+    ApiKeyId, AppId, AuditId, ErrorCode, ExecutionId, RouteId, ScriptId, SessionId, UserId,
+};
 
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
@@ -58,6 +60,21 @@ impl StoreError {
         Self::Unavailable {
             outage,
             source: Box::new(e),
+        }
+    }
+
+    /// The public error code of this kind of failure; the server derives the status
+    /// from it (`ErrorCode::status`), so every endpoint answers it alike.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::NotFound => ErrorCode::NotFound,
+            StoreError::Conflict(_) => ErrorCode::Conflict,
+            // A cursor is something the client sends back verbatim: a bad one is a
+            // malformed request, like a bad `limit`.
+            StoreError::InvalidCursor => ErrorCode::BadRequest,
+            StoreError::Invalid(_) => ErrorCode::Invalid,
+            StoreError::Unavailable { .. } => ErrorCode::Unavailable,
+            StoreError::Other(_) => ErrorCode::Internal,
         }
     }
 

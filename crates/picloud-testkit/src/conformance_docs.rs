@@ -88,6 +88,12 @@ fn cases() -> Vec<(Value, &'static str)> {
         (json!({"tags": []}), "d7"),
         (json!({"obj": {"y": [1, 2], "x": 1}}), "d7"),
         (json!({"obj": {"x": 1}}), ""),
+        // A map or array never equals a scalar, and the scalars (text among them) are
+        // not read as JSON to find out.
+        (json!({"s": ["apple"]}), ""),
+        (json!({"s": {"apple": 1}}), ""),
+        (json!({"n": {"$in": [[10], {"n": 10}, 9]}}), "d1"),
+        (json!({"s": {"$ne": ["apple"]}}), "d1 d2 d3 d4 d5 d6 d7 d8"),
         // Dotted paths, up to five levels; a numeric segment names a key, not an index.
         (json!({"user.email": "a@x.io"}), "d1 d8"),
         (json!({"user.age": {"$gte": 30}}), "d1 d3"),

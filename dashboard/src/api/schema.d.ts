@@ -531,6 +531,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change your own password. The current one is required: a session left open on a
+         *     shared machine must not be enough to take the account over. Every other session
+         *     of the user ends; this one stays.
+         */
+        post: operations["change_password"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/setup": {
         parameters: {
             query?: never;
@@ -672,6 +693,12 @@ export interface components {
             target?: string | null;
             user_id?: string | null;
         };
+        ChangePassword: {
+            current_password: string;
+            new_password: string;
+            /** @description Also delete every API key of the user (default false; the dashboard ticks it). */
+            revoke_api_keys?: boolean;
+        };
         CreateApiKey: {
             /** @description Restrict the key to one app (id or slug). */
             app_id?: string | null;
@@ -755,7 +782,7 @@ export interface components {
             updated_at: string;
         };
         ErrorBody: {
-            code: string;
+            code: components["schemas"]["ErrorCode"];
             /** Format: int32 */
             column?: number | null;
             execution_id?: string | null;
@@ -764,6 +791,14 @@ export interface components {
             line?: number | null;
             message: string;
         };
+        /**
+         * @description A stable, machine-readable error code, sent as `{"error": {"code": …}}`. Codes are
+         *     only ever added (API.md is a contract); every code has exactly one status.
+         *
+         *     The HTTP status of each: `bad_request` → 400, `unauthorized` → 401, `forbidden` → 403, `not_found` → 404, `method_not_allowed` → 405, `conflict` → 409, `payload_too_large` → 413, `uri_too_long` → 414, `unsupported_media_type` → 415, `invalid` → 422, `rate_limited` → 429, `internal` → 500, `script_error` → 500, `limit_exceeded` → 500, `unavailable` → 503, `timeout` → 504.
+         * @enum {string}
+         */
+        ErrorCode: "bad_request" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "uri_too_long" | "unsupported_media_type" | "invalid" | "rate_limited" | "internal" | "script_error" | "limit_exceeded" | "unavailable" | "timeout";
         /** @description `{"error": {...}}` */
         ErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];
@@ -2798,6 +2833,60 @@ export interface operations {
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    change_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChangePassword"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description the current password is wrong, or the caller is an API key */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -12,7 +12,6 @@
 //! it announced still on record. (Writing it after the change let a change commit,
 //! be answered 2xx, and have its entry fail on a full disk.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,41 +20,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
-use picloud_core::access::{Capability, Principal};
+use picloud_core::access::Capability;
 use picloud_core::{ApiKeyId, AppId, AuditId, UserId};
 use picloud_store::{AuditEntry, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::List;
-use crate::auth::{authenticate_token, bearer, cookie, Caller};
+use crate::auth::{authenticate_token, bearer, cookie, AuditSlot, Caller};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{ApiQuery, ListParams};
 use crate::state::AppState;
-
-#[derive(Debug, Default)]
-struct Collected {
-    user_id: Option<UserId>,
-    key_id: Option<ApiKeyId>,
-    app_id: Option<AppId>,
-}
-
-/// What one request did, filled in as the request is handled.
-#[derive(Debug, Clone, Default)]
-pub struct AuditSlot(Arc<Mutex<Collected>>);
-
-impl AuditSlot {
-    pub fn set_actor(&self, principal: &Principal) {
-        let mut c = self.0.lock();
-        c.user_id = Some(principal.user_id.clone());
-        c.key_id = principal.key.as_ref().map(|k| k.key_id.clone());
-    }
-
-    pub fn set_app(&self, app: &AppId) {
-        self.0.lock().app_id = Some(app.clone());
-    }
-}
 
 fn is_mutation(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -105,7 +80,7 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         return ApiError::from_store(e, "audit entry").into_response();
     }
     let response = next.run(req).await;
-    let collected = std::mem::take(&mut *slot.0.lock());
+    let collected = slot.take();
     let status = response.status().as_u16();
     let outcome = if collected.user_id.is_none() {
         // The extractor refused the caller (a cookie without its CSRF header) before

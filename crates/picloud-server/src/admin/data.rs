@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
 use picloud_core::model::Resolution;
 use picloud_core::DeadLetterId;
-use picloud_services::{CallContext, ServiceError};
+use picloud_services::CallContext;
 use picloud_store::{Abandoned, DeadLetter, DeadLetterFilter, KvEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -158,18 +158,6 @@ fn admin_ctx(app: &picloud_store::App) -> CallContext {
     }
 }
 
-fn service_error(e: ServiceError) -> ApiError {
-    match e {
-        ServiceError::NotFound(what) => ApiError::not_found(&what),
-        ServiceError::Conflict(message) => ApiError::conflict(message),
-        ServiceError::Invalid(message) => ApiError::bad_request(message),
-        ServiceError::Upstream(message) => ApiError::internal(message),
-        ServiceError::Forbidden(message) => ApiError::forbidden(message),
-        // An outage stays a 503; anything else is logged and answered opaquely.
-        ServiceError::Store(e) => ApiError::from(e),
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Replayed {
     pub accepted: bool,
@@ -195,7 +183,7 @@ pub async fn replay_dead_letter(
         .dead_letters
         .replay(&admin_ctx(&app), &id)
         .await
-        .map_err(service_error)?;
+        .map_err(ApiError::from)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Replayed {
@@ -222,7 +210,7 @@ pub async fn resolve_dead_letter(
         .dead_letters
         .resolve(&admin_ctx(&app), &id)
         .await
-        .map_err(service_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(dl.into()))
 }
 
@@ -282,6 +270,7 @@ pub async fn list_abandoned(
 
 #[cfg(test)]
 mod tests {
+    use picloud_services::ServiceError;
     use picloud_store::{Outage, StoreError};
 
     use super::*;
@@ -292,9 +281,9 @@ mod tests {
             Outage::DiskFull,
             std::io::Error::other("database or disk is full"),
         ));
-        let mapped = service_error(e);
-        assert_eq!(mapped.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(mapped.body.code, "unavailable");
+        let mapped = ApiError::from(e);
+        assert_eq!(mapped.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(mapped.code(), picloud_core::ErrorCode::Unavailable);
         assert!(!mapped.body.message.contains("database or disk is full"));
     }
 }

@@ -20,7 +20,7 @@ impl Caller {
             .store
             .member_role(app, &self.user.id)
             .await
-            .map_err(ApiError::internal)
+            .map_err(ApiError::from)
     }
 
     /// Checks a capability that is not about one app.

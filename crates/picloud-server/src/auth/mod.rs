@@ -1,6 +1,7 @@
 //! Who is calling: bearer tokens (sessions `pcs_…`, API keys `pk_…`) and the dashboard's
 //! session cookie (with its CSRF header), resolved to a [`Caller`].
 
+mod audit_slot;
 pub mod cookie;
 pub mod guard;
 pub mod origin;
@@ -18,7 +19,8 @@ use picloud_core::SessionId;
 use picloud_store::{StoreError, User};
 use sha2::Sha256;
 
-use crate::admin::audit::AuditSlot;
+pub use audit_slot::AuditSlot;
+
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -82,7 +84,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Opti
         let (key, user) = match state.store.api_key_by_hash(&hash, now).await {
             Ok(found) => found,
             Err(StoreError::NotFound) => return Ok(None),
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(e) => return Err(ApiError::from(e)),
         };
         if user.disabled {
             return Ok(None);
@@ -116,7 +118,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Opti
     let (session, user) = match state.store.session_by_token_hash(&hash, now).await {
         Ok(found) => found,
         Err(StoreError::NotFound) => return Ok(None),
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::from(e)),
     };
     if user.disabled {
         return Ok(None);

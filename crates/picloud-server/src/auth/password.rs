@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use picloud_core::crypto;
+use picloud_core::ErrorCode;
 use picloud_store::{KeyRevocation, UserPatch};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -50,8 +51,7 @@ pub async fn change_password(
     let email = caller.user.email.clone();
     if let Err(wait) = state.login_limiter.check(&email, client) {
         let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many wrong passwords; wait before trying again",
         );
         e.retry_after_secs = Some(wait.as_secs().max(1));

@@ -7,6 +7,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
 use picloud_core::crypto;
+use picloud_core::ErrorCode;
 use picloud_store::{NewSession, NewUser, StoreError, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -164,8 +165,7 @@ pub async fn setup(
 ) -> ApiResult<(StatusCode, Response)> {
     if !state.setup.matches(&req.token) {
         return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "invalid or used set-up token",
         ));
     }
@@ -213,8 +213,7 @@ pub async fn login(
     let email = picloud_core::email::canonical(&req.email);
     if let Err(wait) = state.login_limiter.check(&email, client) {
         let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many failed logins; wait before trying again",
         );
         e.retry_after_secs = Some(wait.as_secs().max(1));
@@ -245,8 +244,7 @@ pub async fn login(
         _ => {
             state.login_limiter.record_failure(&email, client);
             Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "wrong email or password",
             ))
         }
@@ -272,7 +270,7 @@ pub async fn logout(
     };
     match state.store.delete_session(session).await {
         Ok(()) | Err(StoreError::NotFound) => {}
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::from(e)),
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some((_, scheme)) = cookie::session_cookie(&headers) {

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use picloud_core::access::Scope;
 use picloud_core::model::{DispatchMode, RouteAuth};
+use picloud_core::ErrorCode;
 use picloud_core::ExecutionId;
 use picloud_script::{AppRef, PrincipalInput, RequestInput, RunInput, ScriptRef, ServiceAccess};
 use picloud_services::CallContext;
@@ -112,19 +113,18 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
     let app = match state.routing.app_by_slug(state.store.as_ref(), slug).await {
         Ok(Some(app)) => app,
         Ok(None) => return Err((None, ApiError::not_found("app"))),
-        Err(e) => return Err((None, ApiError::internal(e))),
+        Err(e) => return Err((None, ApiError::from(e))),
     };
     let with_app = |e: ApiError| (Some(app.clone()), e);
     let table = state
         .routing
         .table(state.store.as_ref(), &app.id)
         .await
-        .map_err(|e| with_app(ApiError::internal(e)))?;
+        .map_err(|e| with_app(ApiError::from(e)))?;
     let method = req.method().as_str().to_owned();
     let Some(matched) = table.lookup(&method, &path) else {
         return Err(with_app(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no route matches {method} {path}"),
         )));
     };

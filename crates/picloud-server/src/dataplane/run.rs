@@ -9,7 +9,7 @@ use axum::Json;
 use picloud_core::model::ExecutionSource;
 use picloud_core::{AbandonedId, EventId, ExecutionId};
 use picloud_runtime::run::{execution_record, failed, run_script, RunIdentity};
-use picloud_runtime::ExecError;
+use picloud_runtime::{ExecError, Saturated};
 use picloud_script::{FailureKind, RouteResponse, RunInput, RunReport, ScriptFailure};
 use picloud_store::{Abandoned, App, NewEvent, Script};
 
@@ -32,13 +32,9 @@ pub(super) async fn run_sync(
     };
     let report = match ran {
         Ok(report) => report,
-        Err(ExecError::Busy) => {
+        Err(ExecError::Busy(saturated)) => {
             let secs = runner.executor.queue_timeout().as_secs().max(1);
-            return ApiError::unavailable(
-                "the app is at its concurrency limit; retry shortly",
-                secs,
-            )
-            .into_response();
+            return ApiError::unavailable(busy_message(saturated, secs), secs).into_response();
         }
         Err(ExecError::ShutDown) => {
             return ApiError::unavailable("the server is shutting down", 1).into_response()
@@ -241,14 +237,21 @@ fn build_response(r: &RouteResponse) -> Response {
     response
 }
 
+/// What a refused request is told: whose limit was full, and when to come back
+/// (also in `Retry-After`).
+fn busy_message(saturated: Saturated, retry_secs: u64) -> String {
+    match saturated {
+        Saturated::App => {
+            format!("this app is running as many scripts at once as it may; retry in {retry_secs}s")
+        }
+        Saturated::Server => format!(
+            "the server is at capacity: every script thread is busy; retry in {retry_secs}s"
+        ),
+    }
+}
+
 fn failure_response(failure: &ScriptFailure, execution_id: &ExecutionId) -> Response {
-    let (status, code) = match failure.kind {
-        FailureKind::Error => (StatusCode::INTERNAL_SERVER_ERROR, "script_error"),
-        FailureKind::LimitExceeded(_) => (StatusCode::INTERNAL_SERVER_ERROR, "limit_exceeded"),
-        FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        FailureKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-    };
-    ApiError::new(status, code, failure.public_message())
+    ApiError::new(failure.kind.code(), failure.public_message())
         .with_execution(execution_id.as_str())
         .into_response()
 }
