@@ -382,6 +382,20 @@ try {
   await dev.goto(`${base}/_/`);
   await dev.getByRole("cell", { name: "shop", exact: true }).waitFor();
   if (await dev.getByRole("button", { name: "Create app" }).count()) throw new Error("a member may create apps");
+
+  step("a member changes their own password");
+  await dev.getByRole("link", { name: "dev@example.com" }).click();
+  await dev.getByRole("heading", { level: 1, name: "Your account" }).waitFor();
+  const own = dev.getByTestId("password-form");
+  if (!(await own.getByLabel("also revoke my API keys").isChecked())) throw new Error("revoking my API keys is not the default");
+  await own.getByLabel("Current password").fill("not my password");
+  await own.getByLabel(/New password/).fill("a brand new password");
+  await own.getByLabel("Repeat it").fill("a brand new password");
+  await own.getByRole("button", { name: "Change password" }).click();
+  await own.getByRole("alert").filter({ hasText: "current password is wrong" }).waitFor();
+  await own.getByLabel("Current password").fill("another long password");
+  await own.getByRole("button", { name: "Change password" }).click();
+  await own.getByRole("status").filter({ hasText: "Password changed" }).waitFor();
   await devContext.close();
 
   step("keyboard: the apps page is reachable by Tab");

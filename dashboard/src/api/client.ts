@@ -185,6 +185,7 @@ export const api = {
   setup: (token: string, email: string, password: string) =>
     call("post", "/api/v1/auth/setup", { body: { token, email, password } }),
   logout: () => call("post", "/api/v1/auth/logout", { quiet401: true }),
+  changePassword: (body: Schemas["ChangePassword"]) => call("post", "/api/v1/auth/password", { body }),
   sdk: () => call("get", "/api/v1/sdk") as unknown as Promise<Sdk>,
   /** The server's OpenAPI document (served beside the API, so not a path of itself). */
   openapi: async (): Promise<unknown> => {
