@@ -8,8 +8,8 @@ use picloud_core::model::LogLevel;
 use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine};
 
-use crate::error::{INLINE_TOKEN, MEMORY_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN};
 use crate::modules::{Resolver, SharedResolver};
+use crate::state::{INLINE_TOKEN, MEMORY_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN};
 use crate::{bounded, services, sizes, state, stdlib, Forbidden};
 
 /// How often (in operations) the progress callback reads the clock: often enough that

@@ -1,6 +1,7 @@
 //! How a failed compile or run is described: to the owner (full message, position) and
 //! to the public (a short message, no internals).
 
+use crate::state::{MEMORY_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN};
 use picloud_core::ErrorCode;
 use rhai::{EvalAltResult, ParseError, Position};
 
@@ -104,14 +105,6 @@ impl ScriptFailure {
         }
     }
 }
-
-pub(crate) const TIMEOUT_TOKEN: &str = "picloud:timeout";
-pub(crate) const MEMORY_TOKEN: &str = "picloud:memory";
-/// The operation limit, as PiCloud counts operations (see `state::tick`).
-pub(crate) const OPERATIONS_TOKEN: &str = "picloud:operations";
-/// Stops an inline attempt that must give way to a script thread. Like the other
-/// tokens it ends the run through `ErrorTerminated`, which no `try` can catch.
-pub(crate) const INLINE_TOKEN: &str = "picloud:inline";
 
 fn position(pos: Position) -> (Option<u32>, Option<u32>) {
     let to_u32 = |v: Option<usize>| v.and_then(|v| u32::try_from(v).ok());

@@ -12,6 +12,15 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::LogLevel;
 
 /// Longest single captured log line; longer lines are cut.
+/// What a run is stopped with (`ErrorTerminated`, which no `try` can catch); `error`
+/// turns each back into the limit it stands for.
+pub(crate) const TIMEOUT_TOKEN: &str = "picloud:timeout";
+pub(crate) const MEMORY_TOKEN: &str = "picloud:memory";
+/// The operation limit, as PiCloud counts operations (see [`tick`]).
+pub(crate) const OPERATIONS_TOKEN: &str = "picloud:operations";
+/// Stops an inline attempt that must give way to a script thread.
+pub(crate) const INLINE_TOKEN: &str = "picloud:inline";
+
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +93,7 @@ pub(crate) fn inline_run() -> bool {
 /// (and the token says so). Returns the token to raise.
 pub(crate) fn stop(token: &'static str) -> &'static str {
     let token = if defer_if_inline() {
-        crate::error::INLINE_TOKEN
+        INLINE_TOKEN
     } else {
         token
     };
@@ -109,7 +118,7 @@ pub(crate) fn memory_left() -> usize {
 /// it raises instead of allocating.
 pub(crate) fn memory_stop() -> Box<rhai::EvalAltResult> {
     Box::new(rhai::EvalAltResult::ErrorTerminated(
-        rhai::Dynamic::from(stop(crate::error::MEMORY_TOKEN)),
+        rhai::Dynamic::from(stop(MEMORY_TOKEN)),
         rhai::Position::NONE,
     ))
 }

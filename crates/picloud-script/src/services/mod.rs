@@ -15,7 +15,7 @@ use picloud_services::{CallContext, ServiceError, Services};
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
 use crate::bounded::JsonOutError;
-use crate::error::{INLINE_TOKEN, TIMEOUT_TOKEN};
+use crate::state::{INLINE_TOKEN, TIMEOUT_TOKEN};
 use crate::{state, Forbidden};
 
 pub(crate) fn register(engine: &mut Engine) {
