@@ -34,6 +34,9 @@ pub enum ExecError {
     Busy,
     #[error("the executor is shutting down")]
     ShutDown,
+    /// The operating system would not start a thread (out of threads or memory).
+    #[error("could not start a thread to run on: {0}")]
+    NoThread(String),
     /// The job panicked; the thread survived. A bug of ours, never of the script.
     #[error("the run crashed")]
     Panicked,
@@ -242,11 +245,12 @@ where
         .spawn(move || {
             let _ = reply.send(catch_unwind(AssertUnwindSafe(job)));
         })
-        .map_err(|_| ExecError::ShutDown)?;
+        .map_err(|e| ExecError::NoThread(e.to_string()))?;
     match result.await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(_)) => Err(ExecError::Panicked),
-        Err(_) => Err(ExecError::ShutDown),
+        // The thread always replies unless it died, and a panic is caught: a reply
+        // that never comes is a crash, not a shutdown (nothing closes this thread).
+        Ok(Err(_)) | Err(_) => Err(ExecError::Panicked),
     }
 }
 

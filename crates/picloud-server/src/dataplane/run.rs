@@ -43,7 +43,7 @@ pub(super) async fn run_sync(
         Err(ExecError::ShutDown) => {
             return ApiError::unavailable("the server is shutting down", 1).into_response()
         }
-        Err(ExecError::Panicked) => {
+        Err(ExecError::Panicked | ExecError::NoThread(_)) => {
             failed(ScriptFailure::error("the run crashed inside the runtime"))
         }
     };
