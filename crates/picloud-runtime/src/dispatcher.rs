@@ -23,6 +23,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::caller::{self, RunCaller};
+use crate::executor::Slot;
 use crate::run::{execution_record, failed, run_script, RunIdentity};
 use crate::{payload, ExecError, Runner};
 
@@ -270,10 +271,7 @@ impl Dispatcher {
             }
         };
         let attempt = match &script {
-            Some(script) => match self.prepare(&app, script, &event, &execution_id).await {
-                Ok(input) => self.run(&app, script, input).await.map(Attempt::Ran),
-                Err(refused) => Some(refused),
-            },
+            Some(script) => self.attempt(&app, script, &event, &execution_id).await,
             None => Some(Attempt::Ran(failed(ScriptFailure::error(
                 "the script no longer exists",
             )))),
@@ -300,6 +298,28 @@ impl Dispatcher {
                     self.config.max_log_lines,
                 ))
                 .await;
+        }
+    }
+
+    /// Waits for a slot, then prepares and runs the delivery; `None` when the executor
+    /// is shutting down.
+    async fn attempt(
+        &self,
+        app: &App,
+        script: &Script,
+        event: &OutboxEvent,
+        execution_id: &ExecutionId,
+    ) -> Option<Attempt> {
+        // The slot first, the caller second: a delivery may wait long for a slot, and
+        // rights its caller lost meanwhile must be lost for the run too.
+        let slot = match self.runner.executor.queued_slot(app.id.as_str()).await {
+            Ok(slot) => slot,
+            Err(ExecError::ShutDown) => return None,
+            Err(e) => return Some(Attempt::Ran(failed(ScriptFailure::error(e.to_string())))),
+        };
+        match self.prepare(app, script, event, execution_id).await {
+            Ok(input) => self.run(slot, script, input).await.map(Attempt::Ran),
+            Err(refused) => Some(refused),
         }
     }
 
@@ -361,7 +381,7 @@ impl Dispatcher {
     /// Runs the script; `None` when the executor is shutting down.
     async fn run(
         &self,
-        app: &App,
+        slot: Slot,
         script: &Script,
         input: RunInput,
     ) -> Option<picloud_script::RunReport<()>> {
@@ -369,7 +389,7 @@ impl Dispatcher {
         let script = script.clone();
         let timeout = self.config.trigger_timeout;
         let job = move || run_script(&engine, &script, input, timeout, |_| Ok(()));
-        match self.runner.executor.run_queued(app.id.as_str(), job).await {
+        match self.runner.executor.run_on(slot, job).await {
             Ok(report) => Some(report),
             Err(ExecError::ShutDown) => None,
             Err(e) => Some(failed(ScriptFailure::error(e.to_string()))),
