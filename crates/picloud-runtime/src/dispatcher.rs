@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use picloud_core::model::ExecutionSource;
 use picloud_core::{DeadLetterId, EventId, ExecutionId};
-use picloud_script::{
-    AppRef, FailureKind, RunInput, RunReport, ScriptFailure, ScriptRef, ServiceAccess,
-};
-use picloud_services::{CallContext, EventSignal, Services};
+use picloud_script::{FailureKind, RunInput, RunReport, ScriptFailure};
+use picloud_services::{EventSignal, Services};
 use picloud_store::{App, OutboxEvent, RetryPolicy, Script, Store, StoreError};
 use rand::Rng;
 use tokio::sync::{watch, Notify};
@@ -332,11 +330,10 @@ impl Dispatcher {
         event: &OutboxEvent,
         execution_id: &ExecutionId,
     ) -> Result<RunInput, Attempt> {
-        let (input, queued) = payload::run_input(event);
-        let (principal, scopes) = match caller::resolve(self.store.as_ref(), &app.id, queued).await
-        {
-            Ok(RunCaller::Anonymous) => (None, None),
-            Ok(RunCaller::Acting { principal, scopes }) => (Some(principal), Some(scopes)),
+        let (subject, queued) = payload::delivery(event);
+        let caller = match caller::resolve(self.store.as_ref(), &app.id, queued).await {
+            Ok(RunCaller::Anonymous) => None,
+            Ok(RunCaller::Acting(caller)) => Some(caller),
             Ok(RunCaller::Refused(refusal)) => {
                 tracing::info!(event = %event.id, %refusal, "a queued run was not started");
                 return Err(Attempt::NotRun(failed(ScriptFailure {
@@ -353,29 +350,9 @@ impl Dispatcher {
                 ))));
             }
         };
-        Ok(RunInput {
-            principal,
-            app: AppRef {
-                id: app.id.to_string(),
-                slug: app.slug.clone(),
-            },
-            script: ScriptRef {
-                id: script.id.to_string(),
-                name: script.name.clone(),
-            },
-            execution_id: execution_id.to_string(),
-            services: Some(Arc::new(ServiceAccess {
-                services: self.services.clone(),
-                ctx: CallContext {
-                    app_id: app.id.clone(),
-                    caller_scopes: scopes,
-                    depth: event.depth,
-                    script_id: Some(script.id.clone()),
-                },
-                handle: tokio::runtime::Handle::current(),
-            })),
-            ..input
-        })
+        Ok(self
+            .runner
+            .input(app, script, execution_id, caller, subject))
     }
 
     /// Runs the script; `None` when the executor is shutting down.
