@@ -304,7 +304,7 @@ impl Dispatcher {
     async fn attempt(
         &self,
         app: &App,
-        script: &Script,
+        script: &Arc<Script>,
         event: &OutboxEvent,
         execution_id: &ExecutionId,
     ) -> Option<Attempt> {
@@ -359,10 +359,11 @@ impl Dispatcher {
     async fn run(
         &self,
         slot: Slot,
-        script: &Script,
+        script: &Arc<Script>,
         input: RunInput,
     ) -> Option<picloud_script::RunReport<()>> {
         let engine = self.runner.engine.clone();
+        // The row is shared, not copied: a script's source may be large.
         let script = script.clone();
         let timeout = self.config.trigger_timeout;
         let job = move || run_script(&engine, &script, input, timeout, |_| Ok(()));
