@@ -8,18 +8,17 @@ use picloud_core::{ApiKeyId, AppId, UserId};
 use picloud_script::PrincipalInput;
 use picloud_store::{Store, StoreError, StoreResult};
 
+use crate::input::Caller;
+
 /// What a queued run may do, decided when it starts.
 #[derive(Debug, Clone)]
 pub enum RunCaller {
     /// The delivery acts for nobody (triggers, anonymous calls): the script is the gate.
     Anonymous,
-    /// The caller as they stand now. `scopes` are their rights on the app now,
+    /// The caller as they stand now. Their scopes are their rights on the app now,
     /// intersected with those they held when the call was accepted: a queued run never
     /// gains a right its caller did not have when making the call.
-    Acting {
-        principal: PrincipalInput,
-        scopes: Vec<Scope>,
-    },
+    Acting(Caller),
     /// The caller lost every right the call was made with: the run must not start.
     Refused(Refusal),
 }
@@ -102,13 +101,13 @@ pub async fn resolve(
     if scopes.is_empty() && !then.is_empty() {
         return Ok(RunCaller::Refused(Refusal::RightsLost));
     }
-    Ok(RunCaller::Acting {
+    Ok(RunCaller::Acting(Caller {
         principal: PrincipalInput {
             scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
             ..queued
         },
         scopes,
-    })
+    }))
 }
 
 /// The key a call was made with, as it stands now.
@@ -161,13 +160,13 @@ mod tests {
     fn refusal(caller: RunCaller) -> Option<Refusal> {
         match caller {
             RunCaller::Refused(r) => Some(r),
-            RunCaller::Anonymous | RunCaller::Acting { .. } => None,
+            RunCaller::Anonymous | RunCaller::Acting(_) => None,
         }
     }
 
     fn scopes(caller: RunCaller) -> Option<Vec<Scope>> {
         match caller {
-            RunCaller::Acting { scopes, .. } => Some(scopes),
+            RunCaller::Acting(caller) => Some(caller.scopes),
             RunCaller::Anonymous | RunCaller::Refused(_) => None,
         }
     }

@@ -13,16 +13,15 @@ use std::time::Duration;
 
 use picloud_core::model::ExecutionSource;
 use picloud_core::{DeadLetterId, EventId, ExecutionId};
-use picloud_script::{
-    AppRef, FailureKind, RunInput, RunReport, ScriptFailure, ScriptRef, ServiceAccess,
-};
-use picloud_services::{CallContext, EventSignal, Services};
+use picloud_script::{FailureKind, RunInput, RunReport, ScriptFailure};
+use picloud_services::{EventSignal, Services};
 use picloud_store::{App, OutboxEvent, RetryPolicy, Script, Store, StoreError};
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::caller::{self, RunCaller};
+use crate::executor::Slot;
 use crate::run::{execution_record, failed, run_script, RunIdentity};
 use crate::{payload, ExecError, Runner};
 
@@ -270,10 +269,7 @@ impl Dispatcher {
             }
         };
         let attempt = match &script {
-            Some(script) => match self.prepare(&app, script, &event, &execution_id).await {
-                Ok(input) => self.run(&app, script, input).await.map(Attempt::Ran),
-                Err(refused) => Some(refused),
-            },
+            Some(script) => self.attempt(&app, script, &event, &execution_id).await,
             None => Some(Attempt::Ran(failed(ScriptFailure::error(
                 "the script no longer exists",
             )))),
@@ -303,6 +299,28 @@ impl Dispatcher {
         }
     }
 
+    /// Waits for a slot, then prepares and runs the delivery; `None` when the executor
+    /// is shutting down.
+    async fn attempt(
+        &self,
+        app: &App,
+        script: &Arc<Script>,
+        event: &OutboxEvent,
+        execution_id: &ExecutionId,
+    ) -> Option<Attempt> {
+        // The slot first, the caller second: a delivery may wait long for a slot, and
+        // rights its caller lost meanwhile must be lost for the run too.
+        let slot = match self.runner.executor.queued_slot(app.id.as_str()).await {
+            Ok(slot) => slot,
+            Err(ExecError::ShutDown) => return None,
+            Err(e) => return Some(Attempt::Ran(failed(ScriptFailure::error(e.to_string())))),
+        };
+        match self.prepare(app, script, event, execution_id).await {
+            Ok(input) => self.run(slot, script, input).await.map(Attempt::Ran),
+            Err(refused) => Some(refused),
+        }
+    }
+
     /// The run's input, with its caller looked up again now (not when the delivery
     /// was queued); `Err` with the attempt to record when the run must not start.
     async fn prepare(
@@ -312,11 +330,10 @@ impl Dispatcher {
         event: &OutboxEvent,
         execution_id: &ExecutionId,
     ) -> Result<RunInput, Attempt> {
-        let (input, queued) = payload::run_input(event);
-        let (principal, scopes) = match caller::resolve(self.store.as_ref(), &app.id, queued).await
-        {
-            Ok(RunCaller::Anonymous) => (None, None),
-            Ok(RunCaller::Acting { principal, scopes }) => (Some(principal), Some(scopes)),
+        let (subject, queued) = payload::delivery(event);
+        let caller = match caller::resolve(self.store.as_ref(), &app.id, queued).await {
+            Ok(RunCaller::Anonymous) => None,
+            Ok(RunCaller::Acting(caller)) => Some(caller),
             Ok(RunCaller::Refused(refusal)) => {
                 tracing::info!(event = %event.id, %refusal, "a queued run was not started");
                 return Err(Attempt::NotRun(failed(ScriptFailure {
@@ -333,43 +350,24 @@ impl Dispatcher {
                 ))));
             }
         };
-        Ok(RunInput {
-            principal,
-            app: AppRef {
-                id: app.id.to_string(),
-                slug: app.slug.clone(),
-            },
-            script: ScriptRef {
-                id: script.id.to_string(),
-                name: script.name.clone(),
-            },
-            execution_id: execution_id.to_string(),
-            services: Some(Arc::new(ServiceAccess {
-                services: self.services.clone(),
-                ctx: CallContext {
-                    app_id: app.id.clone(),
-                    caller_scopes: scopes,
-                    depth: event.depth,
-                    script_id: Some(script.id.clone()),
-                },
-                handle: tokio::runtime::Handle::current(),
-            })),
-            ..input
-        })
+        Ok(self
+            .runner
+            .input(app, script, execution_id, caller, subject))
     }
 
     /// Runs the script; `None` when the executor is shutting down.
     async fn run(
         &self,
-        app: &App,
-        script: &Script,
+        slot: Slot,
+        script: &Arc<Script>,
         input: RunInput,
     ) -> Option<picloud_script::RunReport<()>> {
         let engine = self.runner.engine.clone();
+        // The row is shared, not copied: a script's source may be large.
         let script = script.clone();
         let timeout = self.config.trigger_timeout;
         let job = move || run_script(&engine, &script, input, timeout, |_| Ok(()));
-        match self.runner.executor.run_queued(app.id.as_str(), job).await {
+        match self.runner.executor.run_on(slot, job).await {
             Ok(report) => Some(report),
             Err(ExecError::ShutDown) => None,
             Err(e) => Some(failed(ScriptFailure::error(e.to_string()))),

@@ -35,6 +35,9 @@ pub enum ExecError {
     Busy(Saturated),
     #[error("the executor is shutting down")]
     ShutDown,
+    /// The operating system would not start a thread (out of threads or memory).
+    #[error("could not start a thread to run on: {0}")]
+    NoThread(String),
     /// The job panicked; the thread survived. A bug of ours, never of the script.
     #[error("the run crashed")]
     Panicked,
@@ -59,6 +62,13 @@ impl std::fmt::Display for Saturated {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// One of the app's slots and one of the pool's, held from admission until the run
+/// ends; dropping it frees both.
+pub struct Slot {
+    _app: OwnedSemaphorePermit,
+    _pool: OwnedSemaphorePermit,
+}
 
 /// Jobs waiting for a thread; threads wait on `ready`.
 #[derive(Default)]
@@ -129,26 +139,21 @@ impl Executor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permits = self.admit(app_id, Some(self.queue_timeout)).await?;
-        self.dispatch(permits, job).await
+        let slot = self.admit(app_id, Some(self.queue_timeout)).await?;
+        self.run_on(slot, job).await
     }
 
-    /// Like [`run`](Self::run), but waits for a slot as long as it takes: for queued
-    /// events, whose claim is kept alive while they wait.
-    pub async fn run_queued<T, F>(&self, app_id: &str, job: F) -> Result<T, ExecError>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let permits = self.admit(app_id, None).await?;
-        self.dispatch(permits, job).await
+    /// A slot for a queued event, waited for as long as it takes (the delivery's
+    /// claim is kept alive meanwhile). Taken before the run is prepared, so what must
+    /// be decided just before the script starts (its caller's rights) is decided
+    /// after the wait, not before it.
+    pub async fn queued_slot(&self, app_id: &str) -> Result<Slot, ExecError> {
+        self.admit(app_id, None).await
     }
 
-    async fn dispatch<T, F>(
-        &self,
-        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-        job: F,
-    ) -> Result<T, ExecError>
+    /// Runs `job` on a script thread in `slot`, which is freed when the job ends,
+    /// even if nobody waits for it any more.
+    pub async fn run_on<T, F>(&self, slot: Slot, job: F) -> Result<T, ExecError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -156,8 +161,7 @@ impl Executor {
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move || {
             let out = catch_unwind(AssertUnwindSafe(job));
-            // Slots are released when the run ends, even if nobody waits for it.
-            drop(permits);
+            drop(slot);
             let _ = reply.send(out);
         });
         self.jobs.push(job);
@@ -168,16 +172,12 @@ impl Executor {
         }
     }
 
-    async fn admit(
-        &self,
-        app_id: &str,
-        wait: Option<Duration>,
-    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ExecError> {
+    async fn admit(&self, app_id: &str, wait: Option<Duration>) -> Result<Slot, ExecError> {
         let app = self.app_semaphore(app_id);
         // Fast path: both free, no timer.
         if let Ok(a) = app.clone().try_acquire_owned() {
             if let Ok(g) = self.global.clone().try_acquire_owned() {
-                return Ok((a, g));
+                return Ok(Slot { _app: a, _pool: g });
             }
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +188,7 @@ impl Executor {
             let a = app.acquire_owned().await?;
             waited_on = Saturated::Server;
             let g = self.global.clone().acquire_owned().await?;
-            Ok::<_, tokio::sync::AcquireError>((a, g))
+            Ok::<_, tokio::sync::AcquireError>(Slot { _app: a, _pool: g })
         };
         let admitted = match wait {
             Some(limit) => tokio::time::timeout(limit, acquire).await,
@@ -196,7 +196,7 @@ impl Executor {
         };
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         match admitted {
-            Ok(Ok(permits)) => Ok(permits),
+            Ok(Ok(slot)) => Ok(slot),
             Ok(Err(_)) => Err(ExecError::ShutDown),
             Err(_) => Err(ExecError::Busy(waited_on)),
         }
@@ -265,11 +265,12 @@ where
         .spawn(move || {
             let _ = reply.send(catch_unwind(AssertUnwindSafe(job)));
         })
-        .map_err(|_| ExecError::ShutDown)?;
+        .map_err(|e| ExecError::NoThread(e.to_string()))?;
     match result.await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(_)) => Err(ExecError::Panicked),
-        Err(_) => Err(ExecError::ShutDown),
+        // The thread always replies unless it died, and a panic is caught: a reply
+        // that never comes is a crash, not a shutdown (nothing closes this thread).
+        Ok(Err(_)) | Err(_) => Err(ExecError::Panicked),
     }
 }
 

@@ -3,9 +3,11 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use picloud_script::{AppRef, PrincipalInput, RequestBody, RequestInput, RunInput, ScriptRef};
+use picloud_script::{PrincipalInput, RequestBody, RequestInput};
 use picloud_store::OutboxEvent;
 use serde_json::{json, Map, Value};
+
+use crate::input::Subject;
 
 fn pairs(pairs: &[(String, String)]) -> Value {
     Value::Object(
@@ -147,10 +149,10 @@ fn principal_of(value: &Value) -> Option<PrincipalInput> {
     })
 }
 
-/// The run input of a delivery (app, script, execution, services and principal are
-/// the caller's to fill in), and the caller it was queued with, if any: a snapshot
-/// that [`crate::caller::resolve`] checks against the store before the run starts.
-pub fn run_input(event: &OutboxEvent) -> (RunInput, Option<PrincipalInput>) {
+/// What a delivery's run is about (`ctx.event`, and for an async route call its
+/// request), and the caller it was queued with, if any: a snapshot that
+/// [`crate::caller::resolve`] checks against the store just before the run starts.
+pub(crate) fn delivery(event: &OutboxEvent) -> (Subject, Option<PrincipalInput>) {
     let mut ctx_event: Map<String, Value> = event.payload.as_object().cloned().unwrap_or_default();
     let request = ctx_event
         .remove("request")
@@ -159,23 +161,13 @@ pub fn run_input(event: &OutboxEvent) -> (RunInput, Option<PrincipalInput>) {
     let principal = ctx_event.remove("principal").and_then(|p| principal_of(&p));
     ctx_event.insert("id".into(), Value::String(event.id.to_string()));
     ctx_event.insert("attempt".into(), json!(event.attempt));
-    let input = RunInput {
-        app: AppRef {
-            id: String::new(),
-            slug: String::new(),
-        },
-        script: ScriptRef {
-            id: String::new(),
-            name: String::new(),
-        },
-        principal: None,
+    let subject = Subject {
         request,
         event: Some(Value::Object(ctx_event)),
-        execution_id: String::new(),
         attempt: event.attempt,
-        services: None,
+        depth: event.depth,
     };
-    (input, principal)
+    (subject, principal)
 }
 
 #[cfg(test)]

@@ -76,10 +76,7 @@ fn metrics_unauthorized() -> Response {
 
 /// The metrics text, for whoever was let through.
 pub fn render_metrics(state: &AppState) -> Response {
-    let text = state.runner.metrics.render(
-        state.runner.executor.queue_depth(),
-        state.runner.executor.busy(),
-    );
+    let text = state.runner.render_metrics();
     (
         [(
             header::CONTENT_TYPE,
@@ -94,5 +91,5 @@ pub fn render_metrics(state: &AppState) -> Response {
 #[utoipa::path(get, path = "/api/v1/sdk", tag = "operations",
     responses((status = 200, description = "namespaces and their functions")))]
 pub async fn sdk(State(state): State<AppState>) -> Response {
-    Json(picloud_script::sdk::describe(state.runner.engine.rhai())).into_response()
+    Json(state.runner.sdk_description()).into_response()
 }

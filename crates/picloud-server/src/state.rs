@@ -81,14 +81,14 @@ fn forget(routing: &Routing, runner: &Runner, cron: &CronWake, change: &Change) 
     match change {
         Change::App(app) => {
             routing.invalidate_app(app);
-            runner.rows.forget_app(app);
+            runner.forget_app(app);
         }
         Change::Routes(app) => routing.invalidate_routes(app),
         Change::Script(script) => runner.forget_script(script),
         Change::CronSchedules => cron.notify(),
         Change::All => {
             routing.clear();
-            runner.rows.clear();
+            runner.forget_all();
             cron.notify();
         }
     }

@@ -11,7 +11,8 @@ use picloud_core::crypto;
 use picloud_runtime::cron::CronConfig;
 use picloud_runtime::dispatcher::DispatcherConfig;
 use picloud_runtime::{
-    sweeper, CronScheduler, CronWake, Dispatcher, ExecutionRecorder, Executor, Metrics, Runner,
+    sweeper, CronScheduler, CronWake, Dispatcher, ExecutionRecorder, Executor, Metrics,
+    RouteLimits, Runner, RunnerParts,
 };
 use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
@@ -187,8 +188,7 @@ impl Started {
         let _ = self.dispatching.await;
         // Gives up the cron leadership, so another node takes over without a wait.
         let _ = self.scheduling.await;
-        self.state.runner.executor.close();
-        self.state.runner.recorder.flush().await;
+        self.state.runner.close().await;
         self.state.store.close().await;
         served
     }
@@ -222,14 +222,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
     ));
     let executor = Executor::start(&config.executor);
     let recorder = ExecutionRecorder::start(store.clone());
-    let runner = Runner {
-        engine,
-        executor,
-        recorder,
-        metrics: Arc::new(Metrics::default()),
-        rows: Arc::default(),
-        threaded: Arc::default(),
-    };
+    let metrics = Arc::new(Metrics::default());
     let signal = Arc::new(EventSignal::default());
     {
         // Deliveries queued by other nodes (PostgreSQL LISTEN/NOTIFY) wake this one too.
@@ -249,6 +242,21 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         signal.clone(),
         http,
     ));
+    let runner = Runner::new(RunnerParts {
+        store: store.clone(),
+        services: services.clone(),
+        signal: signal.clone(),
+        engine,
+        executor,
+        recorder,
+        metrics: metrics.clone(),
+        limits: RouteLimits {
+            timeout: config.limits.route_timeout,
+            abandon_grace: config.limits.abandon_grace,
+            max_log_lines: config.limits.max_log_lines,
+            retry: picloud_services::default_retry(&config.events),
+        },
+    });
     if store.backend() == Backend::Sqlite {
         // One process owns a SQLite file: whatever was claimed died with the last one.
         let released = store.release_claims().await?;
@@ -315,7 +323,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         store.clone(),
         signal.clone(),
         cron_wake.clone(),
-        runner.metrics.clone(),
+        metrics,
         CronConfig {
             tick_interval: config.events.cron_tick_interval,
             default_retry: picloud_services::default_retry(&config.events),

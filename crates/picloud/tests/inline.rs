@@ -96,6 +96,34 @@ async fn short_scripts_run_inline(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A client that stops waiting does not stop the run's record: the runtime owns the
+/// run, so when the request's future is dropped the run is still recorded when it ends.
+async fn runs_whose_client_left_are_recorded(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.deploy(
+        "gone",
+        "GET",
+        "/slow",
+        r#"log::info("started"); let t = time::now_ms(); while time::now_ms() - t < 700 {} "done""#,
+    )
+    .await;
+    let left = app
+        .on_host("gone", Method::GET, "/slow")
+        .timeout(std::time::Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(left.is_err(), "the client was meant to leave first");
+    let runs = app.executions("gone", 1).await;
+    assert_eq!(runs[0]["status"], "ok", "{}", runs[0]);
+    assert!(
+        runs[0]["duration_ms"].as_u64().is_some_and(|ms| ms >= 600),
+        "{}",
+        runs[0]
+    );
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     short_scripts_run_inline_and_the_rest_on_script_threads => short_scripts_run_inline,
+    runs_whose_client_left_are_still_recorded => runs_whose_client_left_are_recorded,
 );

@@ -315,6 +315,63 @@ async fn queued_runs_use_current_rights(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A delivery claimed while every script slot is busy waits for one; its caller's
+/// rights are judged when it gets the slot, not when it was claimed: a member removed
+/// while the run waited writes nothing.
+async fn waiting_runs_use_rights_at_start(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.executor.threads = 1;
+        c.executor.app_max_concurrency = 1;
+        // The hog below holds the only slot until it times out, and is not retried.
+        c.limits.trigger_timeout = Duration::from_millis(2000);
+        c.limits.max_operations = u64::MAX / 2;
+        c.events.retry_max_attempts = 1;
+    })
+    .await
+    .expect("server");
+    app.create_app("shop").await;
+    for (name, path, source, auth) in [
+        ("work", "/work", WORK, "required"),
+        ("hog", "/hog", "loop {}", "public"),
+    ] {
+        let script = app.create_script("shop", name, source).await;
+        app.admin_ok(
+            Method::POST,
+            &format!(
+                "/api/v1/admin/scripts/{}/routes",
+                script["id"].as_str().expect("id")
+            ),
+            Some(json!({"method": "POST", "path": path, "dispatch_mode": "async", "auth": auth})),
+            201,
+        )
+        .await;
+    }
+    let (member_id, member) = user(&app, "waiting@example.com", "editor").await;
+    let r = app
+        .on_host("shop", Method::POST, "/hog")
+        .send()
+        .await
+        .expect("hog");
+    assert_eq!(r.status(), 202);
+    // The hog holds the slot; the member's call is claimed and waits behind it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let event = call(&app, &member, "waiting", "never").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.admin_ok(
+        Method::DELETE,
+        &format!("/api/v1/admin/apps/shop/members/{member_id}"),
+        None,
+        204,
+    )
+    .await;
+    let dl = dead_letters(&app, &event, 1).await;
+    assert_refused(&dl[0], "no longer holds any right");
+    refused_record(&app, "no longer holds any right").await;
+    assert!(written(&app, "waiting").await.is_empty());
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     queued_runs_act_with_the_callers_current_rights => queued_runs_use_current_rights,
+    runs_waiting_for_a_slot_act_with_the_rights_at_start => waiting_runs_use_rights_at_start,
 );

@@ -175,7 +175,7 @@ pub async fn update_app(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     state.changed(&[Change::App(app.id.clone())]).await;
-    state.runner.rows.forget_app(&app.id);
+    state.runner.forget_app(&app.id);
     Ok(Json(updated.into()))
 }
 
@@ -196,7 +196,6 @@ pub async fn delete_app(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     state.changed(&[Change::App(app.id.clone())]).await;
-    state.runner.executor.forget_app(app.id.as_str());
-    state.runner.rows.forget_app(&app.id);
+    state.runner.drop_app(&app.id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -98,8 +98,9 @@ async fn compile_check(
             format!("source is larger than {MAX_SOURCE_BYTES} bytes"),
         ));
     }
-    let engine = state.runner.engine.clone();
-    let compiled = picloud_runtime::on_script_stack(move || engine.check(&source, kind))
+    let compiled = state
+        .runner
+        .check_script(source, kind)
         .await
         .map_err(ApiError::internal)?;
     compiled.map_err(|e| {

@@ -16,9 +16,8 @@ use axum::response::{IntoResponse, Response};
 use picloud_core::access::Scope;
 use picloud_core::model::{DispatchMode, RouteAuth};
 use picloud_core::ErrorCode;
-use picloud_core::ExecutionId;
-use picloud_script::{AppRef, PrincipalInput, RequestInput, RunInput, ScriptRef, ServiceAccess};
-use picloud_services::CallContext;
+use picloud_runtime::{Caller as RunCaller, RouteCall};
+use picloud_script::RequestInput;
 use picloud_store::App;
 
 use crate::auth::{authenticate_token, bearer, is_picloud_token, Caller};
@@ -99,7 +98,7 @@ async fn serve(
         Addressing::Host => shared_origin::confine_host(&mut response),
     }
     let label = app.as_ref().map_or("_unknown", |a| a.slug.as_str());
-    state.runner.metrics.observe_request(
+    state.runner.observe_request(
         label,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -154,40 +153,15 @@ async fn route_request(state: &AppState, slug: &str, path: String, req: Request)
     let request = read_request(state, req, path, params)
         .await
         .map_err(with_app)?;
-    let execution_id = ExecutionId::new();
-    let input = RunInput {
-        app: AppRef {
-            id: app.id.to_string(),
-            slug: app.slug.clone(),
-        },
-        script: ScriptRef {
-            id: script.id.to_string(),
-            name: script.name.clone(),
-        },
-        principal: caller.as_ref().map(|c| PrincipalInput {
-            kind: c.principal.kind().as_str(),
-            user_id: c.principal.user_id.to_string(),
-            key_id: c.principal.key.as_ref().map(|k| k.key_id.to_string()),
-            scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-        }),
-        request: Some(request),
-        event: None,
-        execution_id: execution_id.to_string(),
-        attempt: 1,
-        services: Some(Arc::new(ServiceAccess {
-            services: state.services.clone(),
-            ctx: CallContext {
-                app_id: app.id.clone(),
-                caller_scopes: caller.is_some().then(|| scopes.clone()),
-                depth: 0,
-                script_id: Some(script.id.clone()),
-            },
-            handle: tokio::runtime::Handle::current(),
-        })),
+    let call = RouteCall {
+        app: app.clone(),
+        script,
+        caller: caller.map(|c| RunCaller::new(&c.principal, scopes)),
+        request,
     };
     let response = match route.dispatch_mode {
-        DispatchMode::Sync => run::run_sync(state, &app, script, execution_id, input).await,
-        DispatchMode::Async => run::run_async(state, &app, &script, input).await,
+        DispatchMode::Sync => run::sync_response(state.runner.run_route(call).await),
+        DispatchMode::Async => run::async_response(state.runner.enqueue_route(call).await),
     };
     Ok((app, response))
 }

@@ -1,5 +1,7 @@
 //! Turning an HTTP request into the script's `ctx.request`.
 
+use std::collections::HashMap;
+
 use axum::http::{header, HeaderMap};
 use picloud_script::RequestBody;
 
@@ -51,13 +53,19 @@ pub fn script_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     out
 }
 
-/// Query parameters; for a repeated key the last value wins.
+/// Query parameters (and form fields), in the order of their first occurrence; for a
+/// repeated key the last value wins. The index makes this linear: a body of 100,000
+/// fields (well within the body limit) was quadratic with a search per field.
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match out.iter_mut().find(|(name, _)| *name == k) {
-            Some((_, existing)) => *existing = v.into_owned(),
-            None => out.push((k.into_owned(), v.into_owned())),
+        match index.get(k.as_ref()) {
+            Some(&at) => out[at].1 = v.into_owned(),
+            None => {
+                index.insert(k.to_string(), out.len());
+                out.push((k.into_owned(), v.into_owned()));
+            }
         }
     }
     out
@@ -149,5 +157,36 @@ mod tests {
             Ok(RequestBody::None)
         ));
         assert!(matches!(parse_body(None, b"raw"), Ok(RequestBody::None)));
+    }
+
+    /// 100,000 fields, every key twice: each keeps its first position and its last
+    /// value. (Quadratic before; linear now: about 40 ms in a debug build.)
+    #[test]
+    fn many_form_fields_keep_order_and_last_value() {
+        const FIELDS: usize = 100_000;
+        let mut body = String::new();
+        for round in 0..2 {
+            for i in 0..FIELDS / 2 {
+                body.push_str(&format!("k{i}=r{round}v{i}&"));
+            }
+        }
+        let Ok(RequestBody::Form(fields)) =
+            parse_body(Some("application/x-www-form-urlencoded"), body.as_bytes())
+        else {
+            panic!("a form body");
+        };
+        assert_eq!(fields.len(), FIELDS / 2);
+        for (i, (k, v)) in fields.iter().enumerate() {
+            assert_eq!(k, &format!("k{i}"));
+            assert_eq!(v, &format!("r1v{i}"));
+        }
+        assert_eq!(
+            query_pairs(Some("a=1&b=2&a=3&&c")),
+            vec![
+                ("a".into(), "3".into()),
+                ("b".into(), "2".into()),
+                ("c".into(), String::new())
+            ]
+        );
     }
 }
