@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use picloud_core::config::Config;
 use picloud_core::crypto;
 use picloud_runtime::{CronWake, Runner};
-use picloud_services::{EventSignal, Services};
+use picloud_services::Services;
 use picloud_store::{Change, Store};
 
 use crate::auth::ratelimit::LoginLimiter;
@@ -37,8 +37,6 @@ pub struct Shared {
     /// Engine, executor, execution recorder and metrics.
     pub runner: Runner,
     pub services: Arc<Services>,
-    /// Wakes the dispatcher when something was queued.
-    pub signal: Arc<EventSignal>,
     /// Wakes the cron scheduler when a cron trigger changes.
     pub cron_wake: Arc<CronWake>,
     pub routing: Arc<Routing>,

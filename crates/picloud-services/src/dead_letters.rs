@@ -6,12 +6,11 @@ use picloud_core::access::Capability;
 use picloud_core::{DeadLetterId, EventId};
 use picloud_store::{Cursor, DeadLetter, DeadLetterFilter, PageRequest, RetryPolicy, Store};
 
-use crate::{CallContext, EventSignal, ServiceError, ServiceResult};
+use crate::{CallContext, ServiceError, ServiceResult};
 
 pub struct DeadLetterService {
     store: Arc<dyn Store>,
     default_retry: RetryPolicy,
-    signal: Arc<EventSignal>,
 }
 
 fn parse_id(id: &str) -> ServiceResult<DeadLetterId> {
@@ -19,15 +18,10 @@ fn parse_id(id: &str) -> ServiceResult<DeadLetterId> {
 }
 
 impl DeadLetterService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        default_retry: RetryPolicy,
-        signal: Arc<EventSignal>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, default_retry: RetryPolicy) -> Self {
         Self {
             store,
             default_retry,
-            signal,
         }
     }
 
@@ -83,7 +77,6 @@ impl DeadLetterService {
                 ),
                 other => ServiceError::store(other, "dead letter"),
             })?;
-        self.signal.notify();
         Ok(event)
     }
 

@@ -7,7 +7,7 @@ use picloud_core::config::EventsConfig;
 use picloud_store::{Cursor, EventCause, PageRequest, RetryPolicy, Store};
 use serde_json::Value;
 
-use crate::{default_retry, CallContext, EventSignal, ServiceError, ServiceResult};
+use crate::{default_retry, CallContext, ServiceError, ServiceResult};
 
 /// Longest key, in bytes (SCRIPTING.md).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -25,7 +25,6 @@ pub struct KvService {
     max_value_bytes: usize,
     max_depth: u32,
     default_retry: RetryPolicy,
-    signal: Arc<EventSignal>,
 }
 
 /// Collection names: letters, digits, `_`, `-`, `.`; 1 to 128 bytes.
@@ -64,13 +63,12 @@ impl KvService {
         validate_collection(name)
     }
 
-    pub fn new(store: Arc<dyn Store>, config: &EventsConfig, signal: Arc<EventSignal>) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: &EventsConfig) -> Self {
         Self {
             store,
             max_value_bytes: config.kv_max_value_bytes,
             max_depth: config.max_trigger_depth,
             default_retry: default_retry(config),
-            signal,
         }
     }
 
@@ -135,9 +133,6 @@ impl KvService {
             .kv_set(&ctx.app_id, collection, key, value, &self.cause(ctx))
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
-        if !outcome.events.is_empty() {
-            self.signal.notify();
-        }
         Ok(outcome.skipped_for_depth)
     }
 
@@ -160,9 +155,6 @@ impl KvService {
             .kv_delete(&ctx.app_id, collection, key, &self.cause(ctx))
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
-        if !outcome.events.is_empty() {
-            self.signal.notify();
-        }
         Ok((outcome.prev.is_some(), outcome.skipped_for_depth))
     }
 

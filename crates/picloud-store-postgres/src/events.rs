@@ -227,7 +227,7 @@ impl EventStore for PostgresStore {
         attempt: u32,
         due_at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        sqlx::query(
+        let retried = sqlx::query(
             "UPDATE outbox SET attempt = $1, due_at = $2, claimed_until = NULL \
              WHERE id = $3 AND lease_version = $4",
         )
@@ -237,8 +237,15 @@ impl EventStore for PostgresStore {
         .bind(version)
         .execute(&self.pool)
         .await
-        .map(|r| r.rows_affected() == 1)
-        .map_err(db_err)
+        .map_err(db_err)?;
+        let requeued = retried.rows_affected() == 1;
+        if requeued {
+            // This node's claim loop may be asleep until its next poll, having seen
+            // nothing due while the delivery was claimed: wake it to sleep until
+            // `due_at`. Other nodes need no NOTIFY for a row that is not yet due.
+            self.signal.notify();
+        }
+        Ok(requeued)
     }
 
     async fn dead_letter_event(

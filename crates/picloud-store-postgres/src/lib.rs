@@ -31,7 +31,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use picloud_store::{Backend, Change, MetaStore, Outage, Store, StoreError, StoreResult};
+use picloud_store::{
+    Backend, Change, EventSignal, MetaStore, Outage, Store, StoreError, StoreResult,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -113,6 +115,9 @@ pub struct PostgresStore {
     change_listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Asks the announcer task to tell other nodes that deliveries were queued.
     announcements: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes this node's dispatcher: signalled after every commit that queued
+    /// deliveries, and when another node announces some.
+    signal: std::sync::Arc<EventSignal>,
     announcer: tokio::task::JoinHandle<()>,
 }
 
@@ -155,11 +160,14 @@ impl PostgresStore {
             change_listener: parking_lot::Mutex::new(None),
             announcements,
             announcer,
+            signal: std::sync::Arc::default(),
         })
     }
 
-    /// Tells the other nodes (soon, after commit) that deliveries were queued.
+    /// After the commit of a write that queued deliveries: wakes this node's
+    /// dispatcher, and (soon) tells the other nodes.
     pub(crate) fn announce(&self) {
+        self.signal.notify();
         self.announcements.notify_one();
     }
 
@@ -441,14 +449,19 @@ impl Store for PostgresStore {
             .map_err(db_err)
     }
 
-    fn watch_events(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
-        let on_lost = wake.clone();
+    fn event_signal(&self) -> std::sync::Arc<EventSignal> {
+        self.signal.clone()
+    }
+
+    fn watch_events(&self) {
+        let wake = self.signal.clone();
+        let on_lost = self.signal.clone();
         let task = spawn_listener(
             self.options.clone(),
             events::EVENTS_CHANNEL,
-            Box::new(move |_| wake()),
+            Box::new(move |_| wake.notify()),
             // Something may have been queued while we were deaf.
-            Box::new(move || on_lost()),
+            Box::new(move || on_lost.notify()),
         );
         if let Some(old) = self.listener.lock().replace(task) {
             old.abort();

@@ -8,7 +8,6 @@ use picloud_store::{
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::events::insert_event;
-use crate::write::commit;
 use crate::{col, col_enum, col_ts, db_err, expect_row, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, event_id, trigger_id, script_id, source, payload, error, \
@@ -171,7 +170,7 @@ impl DeadLetterStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        commit(tx).await?;
+        self.commit_queued(tx, true).await?;
         Ok(dl.event_id)
     }
 

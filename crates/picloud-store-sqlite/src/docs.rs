@@ -16,7 +16,6 @@ use sqlx::Arguments;
 
 use crate::events::emit;
 use crate::triggers::docs_targets;
-use crate::write::commit;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
@@ -343,7 +342,7 @@ impl DocsStore for SqliteStore {
             &mut outcome,
         )
         .await?;
-        commit(tx).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         Ok((saved, outcome))
     }
 
@@ -378,7 +377,7 @@ impl DocsStore for SqliteStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let out = Self::rewrite(&mut tx, app, collection, id, data, &prev, cause).await?;
-        commit(tx).await?;
+        self.commit_queued(tx, !out.1.events.is_empty()).await?;
         Ok(out)
     }
 
@@ -406,7 +405,7 @@ impl DocsStore for SqliteStore {
             )));
         }
         let out = Self::rewrite(&mut tx, app, collection, id, &data, &prev, cause).await?;
-        commit(tx).await?;
+        self.commit_queued(tx, !out.1.events.is_empty()).await?;
         Ok(out)
     }
 
@@ -439,7 +438,7 @@ impl DocsStore for SqliteStore {
             )
             .await?;
         }
-        commit(tx).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;
         Ok(outcome)
     }

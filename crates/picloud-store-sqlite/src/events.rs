@@ -145,7 +145,9 @@ async fn claimed(
 impl EventStore for SqliteStore {
     async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()> {
         let mut conn = self.writer.acquire().await.map_err(db_err)?;
-        insert_event(&mut conn, &new, None).await
+        insert_event(&mut conn, &new, None).await?;
+        self.signal.notify();
+        Ok(())
     }
 
     async fn claim_events(
@@ -210,7 +212,7 @@ impl EventStore for SqliteStore {
         attempt: u32,
         due_at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        sqlx::query(
+        let retried = sqlx::query(
             "UPDATE outbox SET attempt = ?, due_at = ?, claimed_until = NULL \
              WHERE id = ? AND lease_version = ?",
         )
@@ -220,8 +222,14 @@ impl EventStore for SqliteStore {
         .bind(version)
         .execute(&self.writer)
         .await
-        .map(|r| r.rows_affected() == 1)
-        .map_err(db_err)
+        .map_err(db_err)?;
+        let requeued = retried.rows_affected() == 1;
+        if requeued {
+            // The claim loop may be asleep until its next poll, having seen nothing
+            // due while this delivery was claimed: wake it to sleep until `due_at`.
+            self.signal.notify();
+        }
+        Ok(requeued)
     }
 
     async fn dead_letter_event(
@@ -243,6 +251,7 @@ impl EventStore for SqliteStore {
             .map_err(db_err)?;
         // Dead-letter handlers never produce dead letters of their own.
         let depth = event.depth + 1;
+        let mut queued = false;
         if event.source != ExecutionSource::DeadLetter && depth <= max_depth {
             let payload = dead_letter_event(&dl);
             for target in dead_letter_targets(&mut tx, &event.app_id).await? {
@@ -258,9 +267,10 @@ impl EventStore for SqliteStore {
                     due_at: picloud_core::now(),
                 };
                 insert_event(&mut tx, &new, None).await?;
+                queued = true;
             }
         }
-        commit(tx).await?;
+        self.commit_queued(tx, queued).await?;
         Ok(Some(dl))
     }
 

@@ -10,7 +10,6 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::events::emit;
 use crate::triggers::kv_targets;
-use crate::write::commit;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
 fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
@@ -119,7 +118,7 @@ impl KvStore for SqliteStore {
             &mut outcome,
         )
         .await?;
-        commit(tx).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;
         Ok(outcome)
     }
@@ -156,7 +155,7 @@ impl KvStore for SqliteStore {
             )
             .await?;
         }
-        commit(tx).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;
         Ok(outcome)
     }

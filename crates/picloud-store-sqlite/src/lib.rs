@@ -28,11 +28,12 @@ mod write_tests;
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use picloud_store::{Backend, MetaStore, Outage, Store, StoreError, StoreResult};
+use picloud_store::{Backend, EventSignal, MetaStore, Outage, Store, StoreError, StoreResult};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -100,6 +101,8 @@ fn migrator_upto(version: i64) -> Migrator {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Signalled after every commit that queued deliveries (see `commit_queued`).
+    signal: Arc<EventSignal>,
 }
 
 impl SqliteStore {
@@ -131,7 +134,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreError::other)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            signal: Arc::default(),
+        })
     }
 
     /// Applies pending migrations with foreign keys off, as SQLite's procedure for
@@ -302,6 +309,10 @@ impl MetaStore for SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
         Backend::Sqlite
+    }
+
+    fn event_signal(&self) -> Arc<EventSignal> {
+        self.signal.clone()
     }
 
     async fn ping(&self) -> StoreResult<()> {

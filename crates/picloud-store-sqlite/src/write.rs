@@ -28,6 +28,17 @@ impl SqliteStore {
             .await
             .map_err(db_err)
     }
+
+    /// Commits a write and, when it queued deliveries, wakes the dispatcher: the
+    /// wake-up belongs to the commit, so no caller has to remember it (and none can
+    /// send it before the rows are visible).
+    pub(crate) async fn commit_queued(&self, tx: WriteTx, queued: bool) -> StoreResult<()> {
+        commit(tx).await?;
+        if queued {
+            self.signal.notify();
+        }
+        Ok(())
+    }
 }
 
 /// Commits, or reports why not. A failed commit leaves the transaction to its drop

@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod models;
 pub mod page;
+pub mod signal;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,6 +24,7 @@ pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryErr
 pub use events::*;
 pub use models::*;
 pub use page::{Cursor, Page, PageRequest};
+pub use signal::EventSignal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -396,9 +398,13 @@ pub trait Store:
     + Sync
 {
     fn backend(&self) -> Backend;
-    /// Calls `wake` whenever another process sharing the database queues deliveries.
-    /// Backends without cross-process notifications (SQLite: one process) do nothing.
-    fn watch_events(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
+    /// The dispatcher's wake-up. The store signals it after every commit that made
+    /// outbox rows claimable; callers only wait on it.
+    fn event_signal(&self) -> std::sync::Arc<EventSignal>;
+    /// Also signals [`Store::event_signal`] whenever another process sharing the
+    /// database queues deliveries. Backends without cross-process notifications
+    /// (SQLite: one process) do nothing.
+    fn watch_events(&self) {}
     /// Tells the other processes sharing the database that cached data changed.
     /// Backends with one process (SQLite) have no one to tell.
     async fn announce_change(&self, _change: &Change) -> StoreResult<()> {

@@ -60,3 +60,8 @@ picloud_testkit::store_conformance!(
     last_admin_survives_concurrent_changes,
     credential_changes_end_sessions,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_signals:
+    queuing_writes_wake_the_dispatcher,
+);

@@ -17,7 +17,7 @@ use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
 use picloud_server::{AppState, SetupToken, Shared};
 use picloud_services::http::TestHosts;
-use picloud_services::{EventSignal, HttpService, Services};
+use picloud_services::{HttpService, Services};
 use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
@@ -230,12 +230,8 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         rows: Arc::default(),
         threaded: Arc::default(),
     };
-    let signal = Arc::new(EventSignal::default());
-    {
-        // Deliveries queued by other nodes (PostgreSQL LISTEN/NOTIFY) wake this one too.
-        let signal = signal.clone();
-        store.watch_events(Arc::new(move || signal.notify()));
-    }
+    // Deliveries queued by other nodes (PostgreSQL LISTEN/NOTIFY) wake this one too.
+    store.watch_events();
     if config.http.allow_private {
         tracing::warn!(
             "PICLOUD_HTTP_ALLOW_PRIVATE is on: scripts can reach loopback, private and \
@@ -243,12 +239,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         );
     }
     let http = HttpService::new(&config.http, hosts);
-    let services = Arc::new(Services::new(
-        store.clone(),
-        &config.events,
-        signal.clone(),
-        http,
-    ));
+    let services = Arc::new(Services::new(store.clone(), &config.events, http));
     if store.backend() == Backend::Sqlite {
         // One process owns a SQLite file: whatever was claimed died with the last one.
         let released = store.release_claims().await?;
@@ -297,7 +288,6 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         store.clone(),
         runner.clone(),
         services.clone(),
-        signal.clone(),
         DispatcherConfig {
             lease: config.events.lease,
             poll_interval: config.events.poll_interval,
@@ -313,7 +303,6 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
     let cron_wake = Arc::new(CronWake::default());
     let scheduling = CronScheduler::new(
         store.clone(),
-        signal.clone(),
         cron_wake.clone(),
         runner.metrics.clone(),
         CronConfig {
@@ -327,7 +316,6 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         store,
         runner,
         services,
-        signal,
         cron_wake,
         routing: Arc::new(Routing::default()),
         setup,

@@ -204,7 +204,6 @@ pub(super) async fn run_async(
     if let Err(e) = state.store.enqueue_event(new).await {
         return ApiError::from_store(e, "script").into_response();
     }
-    state.signal.notify();
     let body = serde_json::json!({"accepted": true, "event_id": event_id.as_str()});
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
