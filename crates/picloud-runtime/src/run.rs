@@ -227,6 +227,29 @@ impl Runner {
         self.rows.forget_script(id);
     }
 
+    /// An app changed (renamed): drop its cached row.
+    pub fn app_changed(&self, id: &AppId) {
+        self.rows.forget_app(id);
+    }
+
+    /// An app is gone: drop its cached row and the executor's state for it.
+    pub fn app_deleted(&self, id: &AppId) {
+        self.rows.forget_app(id);
+        self.executor.forget_app(id.as_str());
+    }
+
+    /// Anything may have changed: drop every cached row. (Compiled scripts are keyed
+    /// by `updated_at`, so a fresh row never runs stale code.)
+    pub fn forget_all(&self) {
+        self.rows.clear();
+    }
+
+    /// Whether this node keeps per-app state for the app (tests check that a deleted
+    /// app leaves none behind on any node).
+    pub fn holds_app_state(&self, id: &AppId) -> bool {
+        self.executor.tracks_app(id.as_str())
+    }
+
     /// Records a finished run and counts it.
     pub async fn record(&self, execution: Execution) {
         self.metrics.observe_execution(execution.status.as_str());

@@ -47,25 +47,15 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Drops what this node caches about `changes`, and tells the other nodes on the
-    /// same database to do the same.
-    pub async fn changed(&self, changes: &[Change]) {
-        for change in changes {
-            forget(&self.routing, &self.runner, &self.cron_wake, change);
-            if let Err(e) = self.store.announce_change(change).await {
-                tracing::warn!(error = %e, change = %change.encode(),
-                    "could not tell the other nodes about a change");
-            }
-        }
-    }
-
-    /// Applies the changes other nodes announce to this node's caches.
+    /// Subscribes this node's caches to the store's one stream of committed changes
+    /// (this node's writes and, on PostgreSQL, every other node's): the only place
+    /// caches are invalidated. Call before serving.
     pub fn watch_changes(&self) {
         let routing = self.routing.clone();
         let runner = self.runner.clone();
         let cron = self.cron_wake.clone();
-        self.store.watch_changes(Arc::new(move |change| {
-            forget(&routing, &runner, &cron, &change)
+        self.store.watch_changes(Arc::new(move |change: &Change| {
+            forget(&routing, &runner, &cron, change)
         }));
     }
 
@@ -79,14 +69,20 @@ fn forget(routing: &Routing, runner: &Runner, cron: &CronWake, change: &Change) 
     match change {
         Change::App(app) => {
             routing.invalidate_app(app);
-            runner.rows.forget_app(app);
+            runner.app_changed(app);
+        }
+        Change::AppDeleted(app) => {
+            routing.invalidate_app(app);
+            runner.app_deleted(app);
+            // Its cron triggers went with it.
+            cron.notify();
         }
         Change::Routes(app) => routing.invalidate_routes(app),
         Change::Script(script) => runner.forget_script(script),
         Change::CronSchedules => cron.notify(),
         Change::All => {
             routing.clear();
-            runner.rows.clear();
+            runner.forget_all();
             cron.notify();
         }
     }

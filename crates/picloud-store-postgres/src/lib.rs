@@ -13,6 +13,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod changes;
 mod cron;
 mod dead_letters;
 mod docs;
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use picloud_store::{
-    Backend, Change, EventSignal, MetaStore, Outage, Store, StoreError, StoreResult,
+    Backend, ChangeFeed, EventSignal, MetaStore, OnChange, Outage, Store, StoreError, StoreResult,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -118,6 +119,8 @@ pub struct PostgresStore {
     /// Wakes this node's dispatcher: signalled after every commit that queued
     /// deliveries, and when another node announces some.
     signal: std::sync::Arc<EventSignal>,
+    /// Told after every commit that changed cached rows, here or on another node.
+    changes: std::sync::Arc<ChangeFeed>,
     announcer: tokio::task::JoinHandle<()>,
 }
 
@@ -161,6 +164,7 @@ impl PostgresStore {
             announcements,
             announcer,
             signal: std::sync::Arc::default(),
+            changes: std::sync::Arc::default(),
         })
     }
 
@@ -383,9 +387,6 @@ async fn announce_loop(pool: PgPool, requests: std::sync::Arc<tokio::sync::Notif
     }
 }
 
-/// The channel on which nodes announce changes to cached rows.
-const CHANGES_CHANNEL: &str = "picloud_changes";
-
 /// Calls `on_payload` for every notification on `channel`, and `on_lost` whenever the
 /// connection dropped (the listener reconnects by itself, but what was sent meanwhile
 /// is gone). Returns on errors it cannot recover from. The listener has a
@@ -415,7 +416,7 @@ async fn listen(
 
 /// Listens on `channel` for as long as the task lives; after a failure it starts over
 /// and calls `on_lost`, since notifications sent meanwhile are gone.
-fn spawn_listener(
+pub(crate) fn spawn_listener(
     options: PgConnectOptions,
     channel: &'static str,
     on_payload: Box<dyn Fn(&str) + Send + Sync>,
@@ -468,27 +469,9 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn announce_change(&self, change: &Change) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANGES_CHANNEL)
-            .bind(change.encode())
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(db_err)
-    }
-
-    fn watch_changes(&self, on_change: std::sync::Arc<dyn Fn(Change) + Send + Sync>) {
-        let on_lost = on_change.clone();
-        let task = spawn_listener(
-            self.options.clone(),
-            CHANGES_CHANNEL,
-            Box::new(move |payload| on_change(Change::decode(payload))),
-            Box::new(move || on_lost(Change::All)),
-        );
-        if let Some(old) = self.change_listener.lock().replace(task) {
-            old.abort();
-        }
+    fn watch_changes(&self, on_change: OnChange) {
+        self.changes.subscribe(on_change);
+        self.listen_for_changes();
     }
 
     async fn close(&self) {

@@ -3,11 +3,12 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
-    first_window, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult,
-    Trigger, TriggerConfig, TriggerStore,
+    first_window, Change, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
+    StoreResult, Trigger, TriggerConfig, TriggerStore,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 
+use crate::changes::announce_in;
 use crate::{
     big, col, col_enum, db_err, expect_row, int, map_insert_err, without_nul, PostgresStore,
 };
@@ -300,7 +301,10 @@ impl TriggerStore for PostgresStore {
         .await
         .map_err(db_err)?;
         let created = trigger(&row)?;
+        let changes = Change::trigger(created.config.kind());
+        announce_in(&mut tx, changes.as_slice()).await?;
         tx.commit().await.map_err(db_err)?;
+        self.changed(changes.as_slice());
         Ok(created)
     }
 
@@ -370,17 +374,30 @@ impl TriggerStore for PostgresStore {
         .await
         .map_err(db_err)?;
         let updated = trigger(&row)?;
+        let changes = Change::trigger(updated.config.kind());
+        announce_in(&mut tx, changes.as_slice()).await?;
         tx.commit().await.map_err(db_err)?;
+        self.changed(changes.as_slice());
         Ok(updated)
     }
 
     async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM triggers WHERE id = $1 AND app_id = $2")
-            .bind(id.as_str())
-            .bind(app.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let kind: Option<String> =
+            sqlx::query_scalar("DELETE FROM triggers WHERE id = $1 AND app_id = $2 RETURNING kind")
+                .bind(id.as_str())
+                .bind(app.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let kind: TriggerKind = kind
+            .ok_or(StoreError::NotFound)?
+            .parse()
+            .map_err(StoreError::other)?;
+        let changes = Change::trigger(kind);
+        announce_in(&mut tx, changes.as_slice()).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.changed(changes.as_slice());
+        Ok(())
     }
 }

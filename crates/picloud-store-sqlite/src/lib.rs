@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use picloud_store::{Backend, EventSignal, MetaStore, Outage, Store, StoreError, StoreResult};
+use picloud_store::{
+    Backend, ChangeFeed, EventSignal, MetaStore, OnChange, Outage, Store, StoreError, StoreResult,
+};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -103,6 +105,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Signalled after every commit that queued deliveries (see `commit_queued`).
     signal: Arc<EventSignal>,
+    /// Told after every commit that changed cached rows (see `changed`).
+    changes: ChangeFeed,
 }
 
 impl SqliteStore {
@@ -138,6 +142,7 @@ impl SqliteStore {
             writer,
             reader,
             signal: Arc::default(),
+            changes: ChangeFeed::default(),
         })
     }
 
@@ -313,6 +318,10 @@ impl Store for SqliteStore {
 
     fn event_signal(&self) -> Arc<EventSignal> {
         self.signal.clone()
+    }
+
+    fn watch_changes(&self, on_change: OnChange) {
+        self.changes.subscribe(on_change);
     }
 
     async fn ping(&self) -> StoreResult<()> {

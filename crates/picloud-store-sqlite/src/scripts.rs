@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use picloud_core::{AppId, ScriptId};
 use picloud_store::{
-    circular_import, import_cycle, module_in_use, no_module, ImportEdge, NewScript, Page,
+    circular_import, import_cycle, module_in_use, no_module, Change, ImportEdge, NewScript, Page,
     PageRequest, Script, ScriptPatch, ScriptStore, StoreError, StoreResult,
 };
 use sqlx::sqlite::SqliteRow;
@@ -227,6 +227,7 @@ impl ScriptStore for SqliteStore {
         }
         let after = script_in(&mut tx, id).await?;
         commit(tx).await?;
+        self.changed(&Change::script(&before.app_id, id));
         Ok(after)
     }
 
@@ -240,7 +241,9 @@ impl ScriptStore for SqliteStore {
             .await
             .map_err(db_err)?;
         expect_row(result.rows_affected())?;
-        commit(tx).await
+        commit(tx).await?;
+        self.changed(&Change::script(&before.app_id, id));
+        Ok(())
     }
 
     async fn get_module(&self, app: &AppId, name: &str) -> StoreResult<Script> {

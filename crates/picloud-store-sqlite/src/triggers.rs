@@ -3,8 +3,8 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
-    first_window, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult,
-    Trigger, TriggerConfig, TriggerStore,
+    first_window, Change, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
+    StoreResult, Trigger, TriggerConfig, TriggerStore,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
@@ -285,6 +285,7 @@ impl TriggerStore for SqliteStore {
             TriggerConfig::DeadLetter => {}
         }
         commit(tx).await?;
+        self.changed(Change::trigger(new.config.kind()).as_slice());
         self.get_trigger(&new.app_id, &id).await
     }
 
@@ -343,16 +344,26 @@ impl TriggerStore for SqliteStore {
             restart_cron(&mut tx, id, now).await?;
         }
         commit(tx).await?;
-        self.get_trigger(app, id).await
+        let updated = self.get_trigger(app, id).await;
+        if let Ok(trigger) = &updated {
+            self.changed(Change::trigger(trigger.config.kind()).as_slice());
+        }
+        updated
     }
 
     async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM triggers WHERE id = ? AND app_id = ?")
-            .bind(id.as_str())
-            .bind(app.as_str())
-            .execute(&self.writer)
-            .await
-            .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let kind: Option<String> =
+            sqlx::query_scalar("DELETE FROM triggers WHERE id = ? AND app_id = ? RETURNING kind")
+                .bind(id.as_str())
+                .bind(app.as_str())
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(db_err)?;
+        let kind: TriggerKind = kind
+            .ok_or(StoreError::NotFound)?
+            .parse()
+            .map_err(StoreError::other)?;
+        self.changed(Change::trigger(kind).as_slice());
+        Ok(())
     }
 }

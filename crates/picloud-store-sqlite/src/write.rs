@@ -10,7 +10,7 @@
 //! runs as the pool's `after_release`, so it covers every use of the writer, inside a
 //! transaction or not.
 
-use picloud_store::StoreResult;
+use picloud_store::{Change, StoreResult};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Sqlite, Transaction};
 
@@ -38,6 +38,12 @@ impl SqliteStore {
             self.signal.notify();
         }
         Ok(())
+    }
+
+    /// After the commit of a write to cached rows: every cache in this process (the
+    /// only one on a SQLite file) drops what the write made stale.
+    pub(crate) fn changed(&self, changes: &[Change]) {
+        self.changes.publish(changes);
     }
 }
 

@@ -4,6 +4,7 @@
 //! Backends own their SQL and migrations; nothing here knows a dialect. The same
 //! conformance suite (`picloud-testkit`) runs against every implementation.
 
+pub mod changes;
 pub mod cron;
 pub mod docs;
 pub mod events;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::access::Role;
 use picloud_core::{ApiKeyId, AppId, AuditId, ExecutionId, RouteId, ScriptId, SessionId, UserId};
 
+pub use changes::{Change, ChangeFeed, OnChange};
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
 };
@@ -157,47 +159,6 @@ pub trait ScriptStore {
     async fn get_module(&self, app: &AppId, name: &str) -> StoreResult<Script>;
     /// Every import edge of the app, sorted by script name then module.
     async fn import_edges(&self, app: &AppId) -> StoreResult<Vec<ImportEdge>>;
-}
-
-/// Something other processes may hold in a cache, changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The app was renamed, changed or deleted.
-    App(AppId),
-    /// The app's routes, or the scripts they run, changed.
-    Routes(AppId),
-    /// A script's source or name changed, or it was deleted.
-    Script(ScriptId),
-    /// A cron trigger was created, enabled, disabled or deleted: the scheduler,
-    /// wherever it runs, recomputes when it next wakes.
-    CronSchedules,
-    /// Anything may have changed: drop every cache.
-    All,
-}
-
-impl Change {
-    /// The form sent between processes.
-    pub fn encode(&self) -> String {
-        match self {
-            Change::App(id) => format!("app:{id}"),
-            Change::Routes(id) => format!("routes:{id}"),
-            Change::Script(id) => format!("script:{id}"),
-            Change::CronSchedules => "cron".to_owned(),
-            Change::All => "all".to_owned(),
-        }
-    }
-
-    /// Reads [`Change::encode`]'s form; anything unreadable means [`Change::All`].
-    pub fn decode(text: &str) -> Change {
-        let parsed = match text.split_once(':') {
-            Some(("app", id)) => AppId::parse(id).ok().map(Change::App),
-            Some(("routes", id)) => AppId::parse(id).ok().map(Change::Routes),
-            Some(("script", id)) => ScriptId::parse(id).ok().map(Change::Script),
-            None if text == "cron" => Some(Change::CronSchedules),
-            _ => None,
-        };
-        parsed.unwrap_or(Change::All)
-    }
 }
 
 /// The `Invalid` message for an import of a module the app does not have.
@@ -405,14 +366,11 @@ pub trait Store:
     /// database queues deliveries. Backends without cross-process notifications
     /// (SQLite: one process) do nothing.
     fn watch_events(&self) {}
-    /// Tells the other processes sharing the database that cached data changed.
-    /// Backends with one process (SQLite) have no one to tell.
-    async fn announce_change(&self, _change: &Change) -> StoreResult<()> {
-        Ok(())
-    }
-    /// Calls `on_change` for every change another process announces, and with
+    /// Calls `on_change` for every committed change to cached rows, made by this
+    /// process or (PostgreSQL) another one on the same database, and with
     /// [`Change::All`] whenever announcements may have been missed (a reconnect).
-    fn watch_changes(&self, _on_change: std::sync::Arc<dyn Fn(Change) + Send + Sync>) {}
+    /// The store's write methods announce by themselves; see [`changes`].
+    fn watch_changes(&self, on_change: OnChange);
     /// Cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections; pending work is finished first.

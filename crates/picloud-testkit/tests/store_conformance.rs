@@ -64,4 +64,5 @@ picloud_testkit::store_conformance!(
 picloud_testkit::store_conformance!(
     conformance_signals:
     queuing_writes_wake_the_dispatcher,
+    writes_to_cached_rows_announce_their_changes,
 );

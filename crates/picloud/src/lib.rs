@@ -322,7 +322,8 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         csrf_key: Arc::new(key.derive("csrf")),
         login_limiter: Arc::default(),
     });
-    // Route tables and script rows other nodes change reach this node's caches.
+    // Every committed change to cached rows, this node's and (PostgreSQL) other
+    // nodes', reaches this node's caches; nothing else invalidates them.
     state.watch_changes();
     let metrics_addr = metrics_listener.as_ref().map(|(_, local)| *local);
     let metrics_task = metrics_listener.map(|(bound, _)| {
