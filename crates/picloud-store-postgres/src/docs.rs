@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
-use picloud_store::docs::{docs_event, FieldPath, Scalar, SortKey};
+use picloud_store::docs::{docs_event, CmpOp, FieldPath, Scalar, SortKey};
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
     StoreError, StoreResult, WriteOutcome,
@@ -24,6 +24,15 @@ use crate::triggers::{docs_targets, Target};
 use crate::{col, col_json, db_err, json_text, map_insert_err, without_nul, PostgresStore};
 
 const COLUMNS: &str = "id, collection, data::text AS data, created_at, updated_at";
+
+fn cmp_sql(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Gt => ">",
+        CmpOp::Gte => ">=",
+        CmpOp::Lt => "<",
+        CmpOp::Lte => "<=",
+    }
+}
 
 fn doc(row: &PgRow) -> StoreResult<Doc> {
     Ok(Doc {
@@ -165,13 +174,13 @@ fn condition(c: &Condition, sql: &mut Sql) {
                 Scalar::Number(n) => {
                     sql.push(" = 'number' THEN (");
                     sql.field(path);
-                    sql.push(&format!(")::numeric {} ", op.sql()));
+                    sql.push(&format!(")::numeric {} ", cmp_sql(*op)));
                     sql.arg(n.to_string(), "::numeric");
                 }
                 Scalar::Text(t) => {
                     sql.push(" = 'string' THEN (");
                     sql.field(path);
-                    sql.push(&format!(" #>> '{{}}') COLLATE \"C\" {} ", op.sql()));
+                    sql.push(&format!(" #>> '{{}}') COLLATE \"C\" {} ", cmp_sql(*op)));
                     sql.text_arg(t);
                 }
             }

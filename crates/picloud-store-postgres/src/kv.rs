@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use picloud_core::model::{ExecutionSource, KvOp};
 use picloud_core::AppId;
 use picloud_store::{
-    kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
+    kv_event, prefix_end, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
 };
 use serde_json::Value;
@@ -23,23 +23,6 @@ fn entry(row: &PgRow) -> StoreResult<KvEntry> {
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
     })
-}
-
-/// The smallest string greater than every string starting with `prefix`, if any.
-/// Keys are `COLLATE "C"`, i.e. compared as UTF-8 bytes, which is code-point order.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = u32::from(last) + 1;
-        if (0xD800..0xE000).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 /// The current value of the entry, row-locked until the transaction ends.
@@ -231,19 +214,5 @@ impl KvStore for PostgresStore {
         let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
         let items = rows.iter().map(entry).collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_rows(items, page, |e| e.key.as_str()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_end_bounds_the_prefix() {
-        assert_eq!(prefix_end("alice").as_deref(), Some("alicf"));
-        assert_eq!(prefix_end(""), None);
-        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
-        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_end("\u{10FFFF}"), None);
     }
 }

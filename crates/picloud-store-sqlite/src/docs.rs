@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
-use picloud_store::docs::{Scalar, SortKey};
+use picloud_store::docs::{CmpOp, FieldPath, Scalar, SortKey};
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
     StoreError, StoreResult, WriteOutcome,
@@ -19,6 +19,24 @@ use crate::triggers::docs_targets;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
+
+/// `$."a"."b"`: the path as SQLite's JSON functions take it.
+fn json_path(path: &FieldPath) -> String {
+    let mut out = String::from("$");
+    for s in path.segments() {
+        out.push_str(&format!(".\"{s}\""));
+    }
+    out
+}
+
+fn cmp_sql(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Gt => ">",
+        CmpOp::Gte => ">=",
+        CmpOp::Lt => "<",
+        CmpOp::Lte => "<=",
+    }
+}
 
 fn doc(row: &SqliteRow) -> StoreResult<Doc> {
     let data: String = col(row, "data")?;
@@ -57,15 +75,15 @@ impl Sql {
     }
 
     /// `json_type(data, <path>)`
-    fn json_type(&mut self, path: &picloud_store::docs::FieldPath) {
+    fn json_type(&mut self, path: &FieldPath) {
         self.push("json_type(data, ");
-        self.text_arg(path.sqlite());
+        self.text_arg(json_path(path));
         self.push(")");
     }
 
-    fn json_extract(&mut self, path: &picloud_store::docs::FieldPath) {
+    fn json_extract(&mut self, path: &FieldPath) {
         self.push("json_extract(data, ");
-        self.text_arg(path.sqlite());
+        self.text_arg(json_path(path));
         self.push(")");
     }
 }
@@ -113,8 +131,8 @@ fn condition(c: &Condition, sql: &mut Sql) {
         }
         Condition::Eq(path, value) => equals(path, value, sql),
         Condition::Cmp(path, op, operand) => match operand {
-            Scalar::Number(n) => typed(path, op.sql(), Operand::Number(n), sql),
-            Scalar::Text(t) => typed(path, op.sql(), Operand::Text(t), sql),
+            Scalar::Number(n) => typed(path, cmp_sql(*op), Operand::Number(n), sql),
+            Scalar::Text(t) => typed(path, cmp_sql(*op), Operand::Text(t), sql),
         },
     }
 }
@@ -129,7 +147,7 @@ enum Operand<'a> {
 /// lookup (SQLite's AND stops at the first false); the type test then rejects what
 /// SQLite's loose comparison let through (`true` extracts as 1, text sorts above
 /// numbers).
-fn typed(path: &picloud_store::docs::FieldPath, op: &str, operand: Operand<'_>, sql: &mut Sql) {
+fn typed(path: &FieldPath, op: &str, operand: Operand<'_>, sql: &mut Sql) {
     sql.push("IFNULL(");
     sql.json_extract(path);
     sql.push(&format!(" {op} "));
@@ -148,7 +166,7 @@ fn typed(path: &picloud_store::docs::FieldPath, op: &str, operand: Operand<'_>, 
     sql.push(&format!(" IN {types}, 0)"));
 }
 
-fn equals(path: &picloud_store::docs::FieldPath, value: &Value, sql: &mut Sql) {
+fn equals(path: &FieldPath, value: &Value, sql: &mut Sql) {
     match value {
         Value::Null => {
             sql.push("(IFNULL(");

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use picloud_core::model::{ExecutionSource, KvOp};
 use picloud_core::AppId;
 use picloud_store::{
-    kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
+    kv_event, prefix_end, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
 };
 use serde_json::Value;
@@ -21,22 +21,6 @@ fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
         created_at: col_ts(row, "created_at")?,
         updated_at: col_ts(row, "updated_at")?,
     })
-}
-
-/// The smallest string greater than every string starting with `prefix`, if any.
-pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = u32::from(last) + 1;
-        if (0xD800..0xE000).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 async fn previous(

@@ -11,6 +11,7 @@ pub mod events;
 pub mod identity;
 pub mod models;
 pub mod page;
+pub mod range;
 pub mod signal;
 
 use async_trait::async_trait;
@@ -26,6 +27,7 @@ pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryErr
 pub use events::*;
 pub use models::*;
 pub use page::{Cursor, Page, PageRequest};
+pub use range::prefix_end;
 pub use signal::EventSignal;
 
 #[derive(Debug, thiserror::Error)]
