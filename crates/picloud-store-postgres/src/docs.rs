@@ -13,14 +13,14 @@ use picloud_core::{AppId, DocId};
 use picloud_store::docs::{docs_event, CmpOp, FieldPath, Scalar, SortKey};
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
-    StoreError, StoreResult, WriteOutcome,
+    StoreError, StoreResult, Target, WriteOutcome,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::Arguments;
 
-use crate::events::emit;
-use crate::triggers::{docs_targets, Target};
+use crate::outbox::emit;
+use crate::triggers::docs_targets;
 use crate::{col, col_json, db_err, json_text, map_insert_err, without_nul, PostgresStore};
 
 const COLUMNS: &str = "id, collection, data::text AS data, created_at, updated_at";

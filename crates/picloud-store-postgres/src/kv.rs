@@ -8,7 +8,7 @@ use picloud_store::{
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 
-use crate::events::emit;
+use crate::outbox::emit;
 use crate::triggers::kv_targets;
 use crate::{col, col_json, db_err, json_text, map_insert_err, without_nul, PostgresStore};
 

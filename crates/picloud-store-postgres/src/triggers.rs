@@ -4,7 +4,7 @@ use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
     first_window, Change, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
-    StoreResult, Trigger, TriggerConfig, TriggerStore,
+    StoreResult, Target, Trigger, TriggerConfig, TriggerStore,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 
@@ -95,13 +95,6 @@ fn trigger(row: &PgRow) -> StoreResult<Trigger> {
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
     })
-}
-
-/// A trigger an event is delivered to.
-pub(crate) struct Target {
-    pub trigger_id: TriggerId,
-    pub script_id: ScriptId,
-    pub retry: RetryPolicy,
 }
 
 fn target(row: &PgRow, default_retry: RetryPolicy) -> StoreResult<Target> {

@@ -4,7 +4,7 @@ use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{CronFire, CronStore, DueCron, Leadership, SoleLeader, StoreResult};
 use sqlx::sqlite::SqliteRow;
 
-use crate::events::insert_event;
+use crate::outbox::insert_event;
 use crate::triggers::retry;
 use crate::{col, col_opt_ts, col_ts, db_err, ts, SqliteStore};
 

@@ -7,7 +7,7 @@ use picloud_store::{
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use crate::events::insert_event;
+use crate::outbox::insert_event;
 use crate::{col, col_enum, col_ts, db_err, expect_row, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, event_id, trigger_id, script_id, source, payload, error, \

@@ -14,7 +14,7 @@ use serde_json::{Number, Value};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::Arguments;
 
-use crate::events::emit;
+use crate::outbox::emit;
 use crate::triggers::docs_targets;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
@@ -240,16 +240,8 @@ async fn queue_events(
     outcome: &mut WriteOutcome,
 ) -> StoreResult<()> {
     let targets = docs_targets(conn, app, collection, op, cause.default_retry).await?;
-    emit(
-        conn,
-        app,
-        targets,
-        ExecutionSource::Docs,
-        payload,
-        cause,
-        outcome,
-    )
-    .await
+    *outcome = emit(conn, app, targets, ExecutionSource::Docs, payload, cause).await?;
+    Ok(())
 }
 
 async fn locked_data(

@@ -8,7 +8,7 @@ use picloud_store::{
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use crate::events::emit;
+use crate::outbox::emit;
 use crate::triggers::kv_targets;
 use crate::{col, col_ts, db_err, ts, SqliteStore};
 
@@ -90,18 +90,8 @@ impl KvStore for SqliteStore {
             _ => db_err(e),
         })?;
         let payload = kv_event(KvOp::Set, collection, key, Some(value), prev.as_ref());
-        let mut outcome = WriteOutcome::default();
         let targets = kv_targets(&mut tx, app, collection, KvOp::Set, cause.default_retry).await?;
-        emit(
-            &mut tx,
-            app,
-            targets,
-            ExecutionSource::Kv,
-            payload,
-            cause,
-            &mut outcome,
-        )
-        .await?;
+        let mut outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
         self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;
         Ok(outcome)
@@ -128,16 +118,7 @@ impl KvStore for SqliteStore {
             let payload = kv_event(KvOp::Delete, collection, key, None, Some(prev));
             let targets =
                 kv_targets(&mut tx, app, collection, KvOp::Delete, cause.default_retry).await?;
-            emit(
-                &mut tx,
-                app,
-                targets,
-                ExecutionSource::Kv,
-                payload,
-                cause,
-                &mut outcome,
-            )
-            .await?;
+            outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
         }
         self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;

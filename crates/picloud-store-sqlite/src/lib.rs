@@ -15,6 +15,7 @@ mod executions;
 mod keys;
 mod kv;
 mod members;
+mod outbox;
 mod routes;
 mod scripts;
 mod triggers;

@@ -8,6 +8,7 @@ pub mod changes;
 pub mod cron;
 pub mod docs;
 pub mod events;
+pub mod fanout;
 pub mod identity;
 pub mod models;
 pub mod page;
@@ -25,6 +26,7 @@ pub use cron::{
 };
 pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryError};
 pub use events::*;
+pub use fanout::{FanOut, Target};
 pub use models::*;
 pub use page::{Cursor, Page, PageRequest};
 pub use range::prefix_end;
