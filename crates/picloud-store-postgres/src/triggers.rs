@@ -3,8 +3,8 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
-    first_window, Change, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
-    StoreResult, Target, Trigger, TriggerConfig, TriggerStore,
+    first_window, trigger_config, Change, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
+    StoreResult, Target, Trigger, TriggerColumns, TriggerConfig, TriggerStore,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 
@@ -39,51 +39,26 @@ pub(crate) fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
     })
 }
 
+/// The row mapping [`trigger_config`] reads the detail columns through.
+struct Columns<'r>(&'r PgRow);
+
+impl TriggerColumns for Columns<'_> {
+    fn flag(&self, name: &str) -> StoreResult<bool> {
+        col(self.0, name)
+    }
+
+    fn text(&self, name: &str) -> StoreResult<String> {
+        col(self.0, name)
+    }
+
+    fn time(&self, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        col(self.0, name)
+    }
+}
+
 fn trigger(row: &PgRow) -> StoreResult<Trigger> {
     let kind: TriggerKind = col_enum(row, "kind")?;
-    let config = match kind {
-        TriggerKind::Kv => {
-            let mut ops = Vec::new();
-            if col::<bool>(row, "kv_on_set")? {
-                ops.push(KvOp::Set);
-            }
-            if col::<bool>(row, "kv_on_delete")? {
-                ops.push(KvOp::Delete);
-            }
-            TriggerConfig::Kv {
-                collection: col(row, "kv_collection")?,
-                ops,
-            }
-        }
-        TriggerKind::Docs => {
-            let mut ops = Vec::new();
-            for (column, op) in [
-                ("docs_on_create", DocsOp::Create),
-                ("docs_on_update", DocsOp::Update),
-                ("docs_on_delete", DocsOp::Delete),
-            ] {
-                if col::<bool>(row, column)? {
-                    ops.push(op);
-                }
-            }
-            TriggerConfig::Docs {
-                collection: col(row, "docs_collection")?,
-                ops,
-            }
-        }
-        TriggerKind::Cron => TriggerConfig::Cron {
-            schedule: col(row, "cron_schedule")?,
-            timezone: col(row, "cron_timezone")?,
-        },
-        TriggerKind::DeadLetter => TriggerConfig::DeadLetter,
-    };
-    let cron = match kind {
-        TriggerKind::Cron => Some(CronState {
-            next_fire_at: col(row, "cron_next_fire_at")?,
-            last_fired_at: col(row, "cron_last_fired_at")?,
-        }),
-        TriggerKind::Kv | TriggerKind::Docs | TriggerKind::DeadLetter => None,
-    };
+    let (config, cron) = trigger_config(kind, &Columns(row))?;
     Ok(Trigger {
         id: TriggerId::from_trusted(col(row, "id")?),
         app_id: AppId::from_trusted(col(row, "app_id")?),

@@ -14,6 +14,7 @@ pub mod models;
 pub mod page;
 pub mod range;
 pub mod signal;
+pub mod trigger_row;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,6 +32,7 @@ pub use models::*;
 pub use page::{Cursor, Page, PageRequest};
 pub use range::prefix_end;
 pub use signal::EventSignal;
+pub use trigger_row::{trigger_config, TriggerColumns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
