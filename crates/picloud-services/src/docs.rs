@@ -5,7 +5,7 @@ use std::sync::Arc;
 use picloud_core::access::Capability;
 use picloud_core::config::EventsConfig;
 use picloud_core::DocId;
-use picloud_store::{Cursor, Doc, EventCause, PageRequest, Patch, Query, RetryPolicy, Store};
+use picloud_store::{Doc, EventCause, PageRequest, Patch, Query, RetryPolicy, Store};
 use serde_json::Value;
 
 use crate::kv::validate_collection;
@@ -267,19 +267,11 @@ impl DocsService {
     ) -> ServiceResult<DocsPage> {
         ctx.require(Capability::DataRead)?;
         validate_collection(collection)?;
-        let after = match cursor {
-            Some(c) => Some(
-                Cursor::decode(c).ok_or_else(|| ServiceError::Invalid("invalid cursor".into()))?,
-            ),
-            None => None,
-        };
-        let limit = limit.unwrap_or(picloud_store::page::DEFAULT_LIMIT);
-        if !(1..=picloud_store::page::MAX_LIMIT).contains(&limit) {
-            return Err(ServiceError::Invalid("limit must be 1 to 500".into()));
-        }
+        let page =
+            PageRequest::parse(cursor, limit).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let page = self
             .store
-            .docs_list(&ctx.app_id, collection, None, &PageRequest { limit, after })
+            .docs_list(&ctx.app_id, collection, None, &page)
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
         Ok(DocsPage {

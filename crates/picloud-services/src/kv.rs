@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use picloud_core::access::Capability;
 use picloud_core::config::EventsConfig;
-use picloud_store::{Cursor, EventCause, PageRequest, RetryPolicy, Store};
+use picloud_store::{EventCause, PageRequest, RetryPolicy, Store};
 use serde_json::Value;
 
 use crate::{default_retry, CallContext, ServiceError, ServiceResult};
@@ -168,24 +168,11 @@ impl KvService {
     ) -> ServiceResult<KvPage> {
         ctx.require(Capability::DataRead)?;
         validate_collection(collection)?;
-        let after = match cursor {
-            Some(c) => Some(
-                Cursor::decode(c).ok_or_else(|| ServiceError::Invalid("invalid cursor".into()))?,
-            ),
-            None => None,
-        };
-        let limit = limit.unwrap_or(picloud_store::page::DEFAULT_LIMIT);
-        if !(1..=picloud_store::page::MAX_LIMIT).contains(&limit) {
-            return Err(ServiceError::Invalid("limit must be 1 to 500".into()));
-        }
+        let page =
+            PageRequest::parse(cursor, limit).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let page = self
             .store
-            .kv_list(
-                &ctx.app_id,
-                collection,
-                prefix,
-                &PageRequest { limit, after },
-            )
+            .kv_list(&ctx.app_id, collection, prefix, &page)
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
         Ok(KvPage {

@@ -29,7 +29,7 @@ pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryErr
 pub use events::*;
 pub use fanout::{FanOut, Target};
 pub use models::*;
-pub use page::{Cursor, Page, PageRequest};
+pub use page::{Cursor, Page, PageError, PageRequest};
 pub use range::prefix_end;
 pub use signal::EventSignal;
 pub use trigger_row::{trigger_config, TriggerColumns};
