@@ -1,8 +1,9 @@
 use async_trait::async_trait;
 use picloud_core::{AppId, ScriptId};
 use picloud_store::{
-    circular_import, import_cycle, module_in_use, no_module, Change, ImportEdge, NewScript, Page,
-    PageRequest, Script, ScriptPatch, ScriptStore, StoreError, StoreResult,
+    circular_import, import_cycle, module_in_use, no_module, script_name_taken as name_taken,
+    Change, ImportEdge, NewScript, Page, PageRequest, Script, ScriptPatch, ScriptStore, StoreError,
+    StoreResult,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -26,10 +27,6 @@ pub(crate) fn script_with_prefix(row: &PgRow, p: &str) -> StoreResult<Script> {
 
 fn script(row: &PgRow) -> StoreResult<Script> {
     script_with_prefix(row, "")
-}
-
-fn name_taken(name: &str) -> String {
-    format!("the app already has a script named {name:?}")
 }
 
 /// Replaces the recorded imports of `script`. The imported modules are locked `FOR

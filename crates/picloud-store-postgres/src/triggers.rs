@@ -29,14 +29,7 @@ pub(crate) fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
     let max: Option<i32> = col(row, "retry_max_attempts")?;
     let base: Option<i64> = col(row, "retry_base_delay_ms")?;
     let cap: Option<i64> = col(row, "retry_max_delay_ms")?;
-    Ok(match (max, base, cap) {
-        (Some(max), Some(base), Some(cap)) => Some(RetryPolicy {
-            max_attempts: u32::try_from(max).unwrap_or(1),
-            base_delay_ms: u64::try_from(base).unwrap_or(0),
-            max_delay_ms: u64::try_from(cap).unwrap_or(0),
-        }),
-        _ => None,
-    })
+    Ok(RetryPolicy::from_columns(max.map(i64::from), base, cap))
 }
 
 /// The row mapping [`trigger_config`] reads the detail columns through.

@@ -167,6 +167,11 @@ pub trait ScriptStore {
     async fn import_edges(&self, app: &AppId) -> StoreResult<Vec<ImportEdge>>;
 }
 
+/// The `Conflict` message for a script name the app already uses.
+pub fn script_name_taken(name: &str) -> String {
+    format!("the app already has a script named {name:?}")
+}
+
 /// The `Invalid` message for an import of a module the app does not have.
 pub fn no_module(module: &str) -> String {
     format!("the app has no module named {module:?}")
