@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use picloud_core::cron::{plan, CronSchedule};
 use picloud_core::model::ExecutionSource;
 use picloud_core::EventId;
-use picloud_services::EventSignal;
 use picloud_store::{cron_event, CronFire, DueCron, NewEvent, RetryPolicy, Store};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -56,8 +55,6 @@ pub struct CronConfig {
 
 pub struct CronScheduler {
     store: Arc<dyn Store>,
-    /// Wakes the dispatcher when deliveries were queued.
-    signal: Arc<EventSignal>,
     wake: Arc<CronWake>,
     metrics: Arc<Metrics>,
     config: CronConfig,
@@ -74,14 +71,12 @@ enum Fired {
 impl CronScheduler {
     pub fn new(
         store: Arc<dyn Store>,
-        signal: Arc<EventSignal>,
         wake: Arc<CronWake>,
         metrics: Arc<Metrics>,
         config: CronConfig,
     ) -> Self {
         Self {
             store,
-            signal,
             wake,
             metrics,
             config,
@@ -157,9 +152,6 @@ impl CronScheduler {
                 .iter()
                 .filter(|o| matches!(o, Fired::Failed))
                 .count();
-            if fired > 0 {
-                self.signal.notify();
-            }
             progress |= fired > 0;
             // A batch that failed entirely would come back unchanged.
             if !full || failed > 0 {

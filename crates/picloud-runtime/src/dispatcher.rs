@@ -2,7 +2,8 @@
 //! scripts, with retries, dead letters and leases.
 //!
 //! It claims only as many deliveries as it has script slots for, wakes at once when a
-//! write queues something in this process ([`EventSignal`]), otherwise sleeps until the
+//! write queues something (the store's [`EventSignal`], signalled after such commits
+//! here and on PostgreSQL on other nodes' announcements too), otherwise sleeps until the
 //! next delivery is due, and polls every `poll_interval` as a safety net. A claim is a
 //! lease, extended while the run lives; completing needs the claim's fencing token, so
 //! a worker presumed dead cannot complete a delivery someone else has re-claimed.
@@ -14,8 +15,8 @@ use std::time::Duration;
 use picloud_core::model::ExecutionSource;
 use picloud_core::{DeadLetterId, EventId, ExecutionId};
 use picloud_script::{FailureKind, RunInput, RunReport, ScriptFailure};
-use picloud_services::{EventSignal, Services};
-use picloud_store::{App, OutboxEvent, RetryPolicy, Script, Store, StoreError};
+use picloud_services::Services;
+use picloud_store::{App, EventSignal, OutboxEvent, RetryPolicy, Script, Store, StoreError};
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -82,6 +83,7 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     runner: Runner,
     services: Arc<Services>,
+    /// The store's: it signals after commits that queued deliveries.
     signal: Arc<EventSignal>,
     config: DispatcherConfig,
     in_flight: AtomicUsize,
@@ -106,14 +108,13 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         runner: Runner,
         services: Arc<Services>,
-        signal: Arc<EventSignal>,
         config: DispatcherConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
+            signal: store.event_signal(),
             store,
             runner,
             services,
-            signal,
             config,
             in_flight: AtomicUsize::new(0),
             finished: Notify::new(),
@@ -401,14 +402,12 @@ impl Dispatcher {
                 let delay = backoff(&event.retry, event.attempt);
                 let due = picloud_core::now()
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-                let retried = store
+                // (The store wakes the claim loop, which may be asleep until its next
+                // poll, so that it sleeps until `due` instead.)
+                store
                     .retry_event(id, version, event.attempt + 1, due)
                     .await
-                    .map(|_| ());
-                // The claim loop may be asleep until its next poll, having seen nothing
-                // due while this delivery was claimed: wake it to sleep until `due`.
-                self.signal.notify();
-                retried
+                    .map(|_| ())
             }
             // Attempts exhausted, or a run that may not start: retrying cannot give
             // a caller back the rights they lost, and the dead letter keeps the call
@@ -421,7 +420,6 @@ impl Dispatcher {
                 {
                     Ok(Some(dl)) => {
                         tracing::warn!(event = %id, dead_letter = %dl.id, "delivery exhausted its attempts");
-                        self.signal.notify();
                         Ok(())
                     }
                     Ok(None) => Ok(()),

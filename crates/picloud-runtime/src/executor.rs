@@ -224,6 +224,12 @@ impl Executor {
         self.apps.lock().remove(app_id);
     }
 
+    /// Whether the executor holds a slot counter for the app (it ran here and was not
+    /// deleted since).
+    pub fn tracks_app(&self, app_id: &str) -> bool {
+        self.apps.lock().contains_key(app_id)
+    }
+
     /// Requests waiting for a slot right now.
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)

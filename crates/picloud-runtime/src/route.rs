@@ -168,9 +168,8 @@ impl Runner {
             depth: 0,
             due_at: picloud_core::now(),
         };
+        // The store wakes the dispatcher once the call is committed.
         self.store.enqueue_event(new).await?;
-        // The dispatcher may be asleep until its next poll.
-        self.signal.notify();
         Ok(id)
     }
 }

@@ -10,7 +10,7 @@ use picloud_script::sdk::SdkDescription;
 use picloud_script::{
     CacheKey, CompileError, RunInput, RunReport, ScriptEngine, ScriptFailure, ScriptImport,
 };
-use picloud_services::{EventSignal, Services};
+use picloud_services::Services;
 use picloud_store::{App, Execution, RetryPolicy, Script, Store};
 use rhai::Dynamic;
 
@@ -36,8 +36,6 @@ pub struct RouteLimits {
 pub struct RunnerParts {
     pub store: Arc<dyn Store>,
     pub services: Arc<Services>,
-    /// Wakes the dispatcher when a route queues a call.
-    pub signal: Arc<EventSignal>,
     pub engine: Arc<ScriptEngine>,
     pub executor: Arc<Executor>,
     pub recorder: Arc<ExecutionRecorder>,
@@ -55,7 +53,6 @@ pub struct Runner(Arc<Inner>);
 pub struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) services: Arc<Services>,
-    pub(crate) signal: Arc<EventSignal>,
     pub(crate) engine: Arc<ScriptEngine>,
     pub(crate) executor: Arc<Executor>,
     pub(crate) recorder: Arc<ExecutionRecorder>,
@@ -78,7 +75,6 @@ impl Runner {
         Self(Arc::new(Inner {
             store: parts.store,
             services: parts.services,
-            signal: parts.signal,
             engine: parts.engine,
             executor: parts.executor,
             recorder: parts.recorder,
@@ -160,15 +156,21 @@ impl Runner {
             .render(self.executor.queue_depth(), self.executor.busy())
     }
 
-    /// An app changed: drop its cached row.
-    pub fn forget_app(&self, id: &AppId) {
+    /// An app changed (renamed): drop its cached row.
+    pub fn app_changed(&self, id: &AppId) {
         self.rows.forget_app(id);
     }
 
-    /// An app is gone: drop its cached row and its slot counter.
-    pub fn drop_app(&self, id: &AppId) {
+    /// An app is gone: drop its cached row and the executor's state for it.
+    pub fn app_deleted(&self, id: &AppId) {
         self.executor.forget_app(id.as_str());
         self.rows.forget_app(id);
+    }
+
+    /// Whether this node keeps per-app state for the app (tests check that a deleted
+    /// app leaves none behind on any node).
+    pub fn holds_app_state(&self, id: &AppId) -> bool {
+        self.executor.tracks_app(id.as_str())
     }
 
     /// A script changed or is gone: drop its compiled copy and cached row.
@@ -177,7 +179,8 @@ impl Runner {
         self.rows.forget_script(id);
     }
 
-    /// Anything may have changed: drop every cached row.
+    /// Anything may have changed: drop every cached row. (Compiled scripts are keyed
+    /// by `updated_at`, so a fresh row never runs stale code.)
     pub fn forget_all(&self) {
         self.rows.clear();
     }

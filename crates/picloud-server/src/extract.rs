@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use picloud_store::{Cursor, PageRequest};
+use picloud_store::{PageError, PageRequest};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -101,23 +101,20 @@ pub struct ListParams {
 
 impl ListParams {
     pub fn page(&self) -> Result<PageRequest, ApiError> {
+        const BAD_LIMIT: &str = "limit must be a whole number from 1 to 500";
         let limit = match self.limit.as_deref() {
-            None | Some("") => picloud_store::page::DEFAULT_LIMIT,
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=picloud_store::page::MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request("limit must be a whole number from 1 to 500")
-                })?,
-        };
-        let after = match self.cursor.as_deref() {
             None | Some("") => None,
-            Some(raw) => {
-                Some(Cursor::decode(raw).ok_or_else(|| ApiError::bad_request("invalid cursor"))?)
-            }
+            Some(raw) => Some(
+                raw.parse::<u32>()
+                    .map_err(|_| ApiError::bad_request(BAD_LIMIT))?,
+            ),
         };
-        Ok(PageRequest { limit, after })
+        // An empty `cursor=` (a form left blank) means the first page.
+        let cursor = self.cursor.as_deref().filter(|c| !c.is_empty());
+        PageRequest::parse(cursor, limit).map_err(|e| match e {
+            PageError::InvalidLimit => ApiError::bad_request(BAD_LIMIT),
+            PageError::InvalidCursor => ApiError::bad_request("invalid cursor"),
+        })
     }
 }
 

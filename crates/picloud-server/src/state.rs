@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use picloud_core::config::Config;
 use picloud_core::crypto;
 use picloud_runtime::{CronWake, Runner};
-use picloud_services::{EventSignal, Services};
+use picloud_services::Services;
 use picloud_store::{Change, Store};
 
 use crate::auth::ratelimit::LoginLimiter;
@@ -37,8 +37,6 @@ pub struct Shared {
     /// Engine, executor, execution recorder and metrics.
     pub runner: Runner,
     pub services: Arc<Services>,
-    /// Wakes the dispatcher when something was queued.
-    pub signal: Arc<EventSignal>,
     /// Wakes the cron scheduler when a cron trigger changes.
     pub cron_wake: Arc<CronWake>,
     pub routing: Arc<Routing>,
@@ -49,25 +47,15 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Drops what this node caches about `changes`, and tells the other nodes on the
-    /// same database to do the same.
-    pub async fn changed(&self, changes: &[Change]) {
-        for change in changes {
-            forget(&self.routing, &self.runner, &self.cron_wake, change);
-            if let Err(e) = self.store.announce_change(change).await {
-                tracing::warn!(error = %e, change = %change.encode(),
-                    "could not tell the other nodes about a change");
-            }
-        }
-    }
-
-    /// Applies the changes other nodes announce to this node's caches.
+    /// Subscribes this node's caches to the store's one stream of committed changes
+    /// (this node's writes and, on PostgreSQL, every other node's): the only place
+    /// caches are invalidated. Call before serving.
     pub fn watch_changes(&self) {
         let routing = self.routing.clone();
         let runner = self.runner.clone();
         let cron = self.cron_wake.clone();
-        self.store.watch_changes(Arc::new(move |change| {
-            forget(&routing, &runner, &cron, &change)
+        self.store.watch_changes(Arc::new(move |change: &Change| {
+            forget(&routing, &runner, &cron, change)
         }));
     }
 
@@ -81,7 +69,13 @@ fn forget(routing: &Routing, runner: &Runner, cron: &CronWake, change: &Change) 
     match change {
         Change::App(app) => {
             routing.invalidate_app(app);
-            runner.forget_app(app);
+            runner.app_changed(app);
+        }
+        Change::AppDeleted(app) => {
+            routing.invalidate_app(app);
+            runner.app_deleted(app);
+            // Its cron triggers went with it.
+            cron.notify();
         }
         Change::Routes(app) => routing.invalidate_routes(app),
         Change::Script(script) => runner.forget_script(script),

@@ -4,14 +4,13 @@ use std::sync::Arc;
 
 use picloud_core::access::Capability;
 use picloud_core::{DeadLetterId, EventId};
-use picloud_store::{Cursor, DeadLetter, DeadLetterFilter, PageRequest, RetryPolicy, Store};
+use picloud_store::{DeadLetter, DeadLetterFilter, PageRequest, RetryPolicy, Store};
 
-use crate::{CallContext, EventSignal, ServiceError, ServiceResult};
+use crate::{CallContext, ServiceError, ServiceResult};
 
 pub struct DeadLetterService {
     store: Arc<dyn Store>,
     default_retry: RetryPolicy,
-    signal: Arc<EventSignal>,
 }
 
 fn parse_id(id: &str) -> ServiceResult<DeadLetterId> {
@@ -19,15 +18,10 @@ fn parse_id(id: &str) -> ServiceResult<DeadLetterId> {
 }
 
 impl DeadLetterService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        default_retry: RetryPolicy,
-        signal: Arc<EventSignal>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, default_retry: RetryPolicy) -> Self {
         Self {
             store,
             default_retry,
-            signal,
         }
     }
 
@@ -39,19 +33,11 @@ impl DeadLetterService {
         limit: Option<u32>,
     ) -> ServiceResult<(Vec<DeadLetter>, Option<String>)> {
         ctx.require(Capability::DataRead)?;
-        let after = match cursor {
-            Some(c) => Some(
-                Cursor::decode(c).ok_or_else(|| ServiceError::Invalid("invalid cursor".into()))?,
-            ),
-            None => None,
-        };
-        let limit = limit.unwrap_or(picloud_store::page::DEFAULT_LIMIT);
-        if !(1..=picloud_store::page::MAX_LIMIT).contains(&limit) {
-            return Err(ServiceError::Invalid("limit must be 1 to 500".into()));
-        }
+        let page =
+            PageRequest::parse(cursor, limit).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let page = self
             .store
-            .list_dead_letters(&ctx.app_id, filter, &PageRequest { limit, after })
+            .list_dead_letters(&ctx.app_id, filter, &page)
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
         Ok((page.items, page.next_cursor.map(|c| c.as_str().to_owned())))
@@ -83,7 +69,6 @@ impl DeadLetterService {
                 ),
                 other => ServiceError::store(other, "dead letter"),
             })?;
-        self.signal.notify();
         Ok(event)
     }
 

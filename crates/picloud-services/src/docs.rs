@@ -5,11 +5,11 @@ use std::sync::Arc;
 use picloud_core::access::Capability;
 use picloud_core::config::EventsConfig;
 use picloud_core::DocId;
-use picloud_store::{Cursor, Doc, EventCause, PageRequest, Patch, Query, RetryPolicy, Store};
+use picloud_store::{Doc, EventCause, PageRequest, Patch, Query, RetryPolicy, Store};
 use serde_json::Value;
 
 use crate::kv::validate_collection;
-use crate::{default_retry, CallContext, EventSignal, ServiceError, ServiceResult};
+use crate::{default_retry, CallContext, ServiceError, ServiceResult};
 
 /// One page of `list`: documents in creation order and the cursor of the next page.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +31,6 @@ pub struct DocsService {
     max_doc_bytes: usize,
     max_depth: u32,
     default_retry: RetryPolicy,
-    signal: Arc<EventSignal>,
 }
 
 fn not_found(collection: &str, id: &str) -> ServiceError {
@@ -55,13 +54,12 @@ impl DocsService {
         validate_collection(name)
     }
 
-    pub fn new(store: Arc<dyn Store>, config: &EventsConfig, signal: Arc<EventSignal>) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: &EventsConfig) -> Self {
         Self {
             store,
             max_doc_bytes: config.docs_max_doc_bytes,
             max_depth: config.max_trigger_depth,
             default_retry: default_retry(config),
-            signal,
         }
     }
 
@@ -100,9 +98,6 @@ impl DocsService {
     }
 
     fn written(&self, doc: Doc, outcome: &picloud_store::WriteOutcome) -> DocWrite {
-        if !outcome.events.is_empty() {
-            self.signal.notify();
-        }
         DocWrite {
             doc,
             skipped_for_depth: outcome.skipped_for_depth,
@@ -221,9 +216,6 @@ impl DocsService {
             .docs_delete(&ctx.app_id, collection, &id, &self.cause(ctx))
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
-        if !outcome.events.is_empty() {
-            self.signal.notify();
-        }
         Ok((outcome.prev.is_some(), outcome.skipped_for_depth))
     }
 
@@ -275,19 +267,11 @@ impl DocsService {
     ) -> ServiceResult<DocsPage> {
         ctx.require(Capability::DataRead)?;
         validate_collection(collection)?;
-        let after = match cursor {
-            Some(c) => Some(
-                Cursor::decode(c).ok_or_else(|| ServiceError::Invalid("invalid cursor".into()))?,
-            ),
-            None => None,
-        };
-        let limit = limit.unwrap_or(picloud_store::page::DEFAULT_LIMIT);
-        if !(1..=picloud_store::page::MAX_LIMIT).contains(&limit) {
-            return Err(ServiceError::Invalid("limit must be 1 to 500".into()));
-        }
+        let page =
+            PageRequest::parse(cursor, limit).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let page = self
             .store
-            .docs_list(&ctx.app_id, collection, None, &PageRequest { limit, after })
+            .docs_list(&ctx.app_id, collection, None, &page)
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
         Ok(DocsPage {

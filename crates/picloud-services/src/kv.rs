@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use picloud_core::access::Capability;
 use picloud_core::config::EventsConfig;
-use picloud_store::{Cursor, EventCause, PageRequest, RetryPolicy, Store};
+use picloud_store::{EventCause, PageRequest, RetryPolicy, Store};
 use serde_json::Value;
 
-use crate::{default_retry, CallContext, EventSignal, ServiceError, ServiceResult};
+use crate::{default_retry, CallContext, ServiceError, ServiceResult};
 
 /// Longest key, in bytes (SCRIPTING.md).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -25,7 +25,6 @@ pub struct KvService {
     max_value_bytes: usize,
     max_depth: u32,
     default_retry: RetryPolicy,
-    signal: Arc<EventSignal>,
 }
 
 /// Collection names: letters, digits, `_`, `-`, `.`; 1 to 128 bytes.
@@ -64,13 +63,12 @@ impl KvService {
         validate_collection(name)
     }
 
-    pub fn new(store: Arc<dyn Store>, config: &EventsConfig, signal: Arc<EventSignal>) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: &EventsConfig) -> Self {
         Self {
             store,
             max_value_bytes: config.kv_max_value_bytes,
             max_depth: config.max_trigger_depth,
             default_retry: default_retry(config),
-            signal,
         }
     }
 
@@ -135,9 +133,6 @@ impl KvService {
             .kv_set(&ctx.app_id, collection, key, value, &self.cause(ctx))
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
-        if !outcome.events.is_empty() {
-            self.signal.notify();
-        }
         Ok(outcome.skipped_for_depth)
     }
 
@@ -160,9 +155,6 @@ impl KvService {
             .kv_delete(&ctx.app_id, collection, key, &self.cause(ctx))
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
-        if !outcome.events.is_empty() {
-            self.signal.notify();
-        }
         Ok((outcome.prev.is_some(), outcome.skipped_for_depth))
     }
 
@@ -176,24 +168,11 @@ impl KvService {
     ) -> ServiceResult<KvPage> {
         ctx.require(Capability::DataRead)?;
         validate_collection(collection)?;
-        let after = match cursor {
-            Some(c) => Some(
-                Cursor::decode(c).ok_or_else(|| ServiceError::Invalid("invalid cursor".into()))?,
-            ),
-            None => None,
-        };
-        let limit = limit.unwrap_or(picloud_store::page::DEFAULT_LIMIT);
-        if !(1..=picloud_store::page::MAX_LIMIT).contains(&limit) {
-            return Err(ServiceError::Invalid("limit must be 1 to 500".into()));
-        }
+        let page =
+            PageRequest::parse(cursor, limit).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let page = self
             .store
-            .kv_list(
-                &ctx.app_id,
-                collection,
-                prefix,
-                &PageRequest { limit, after },
-            )
+            .kv_list(&ctx.app_id, collection, prefix, &page)
             .await
             .map_err(|e| ServiceError::store(e, "app"))?;
         Ok(KvPage {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use picloud_core::config::EventsConfig;
 use picloud_store::{RetryPolicy, Store};
-use tokio::sync::Notify;
 
 pub use context::CallContext;
 pub use dead_letters::DeadLetterService;
@@ -27,20 +26,6 @@ pub use error::{ServiceError, ServiceResult};
 pub use http::HttpService;
 pub use kv::{KvPage, KvService};
 pub use modules::ModuleService;
-
-/// Wakes the dispatcher when a write queued deliveries.
-#[derive(Debug, Default)]
-pub struct EventSignal(Notify);
-
-impl EventSignal {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    pub async fn notified(&self) {
-        self.0.notified().await;
-    }
-}
 
 /// Everything scripts can call, bundled.
 pub struct Services {
@@ -52,18 +37,13 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(
-        store: Arc<dyn Store>,
-        config: &EventsConfig,
-        signal: Arc<EventSignal>,
-        http: HttpService,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: &EventsConfig, http: HttpService) -> Self {
         let defaults = default_retry(config);
         Self {
-            kv: KvService::new(store.clone(), config, signal.clone()),
-            docs: DocsService::new(store.clone(), config, signal.clone()),
+            kv: KvService::new(store.clone(), config),
+            docs: DocsService::new(store.clone(), config),
             modules: ModuleService::new(store.clone()),
-            dead_letters: DeadLetterService::new(store, defaults, signal),
+            dead_letters: DeadLetterService::new(store, defaults),
             http,
         }
     }

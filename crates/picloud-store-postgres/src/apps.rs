@@ -1,8 +1,11 @@
 use async_trait::async_trait;
 use picloud_core::AppId;
-use picloud_store::{App, AppPatch, AppStore, NewApp, Page, PageRequest, StoreError, StoreResult};
+use picloud_store::{
+    App, AppPatch, AppStore, Change, NewApp, Page, PageRequest, StoreError, StoreResult,
+};
 use sqlx::postgres::PgRow;
 
+use crate::changes::announce_in;
 use crate::{col, db_err, expect_row, map_err, PostgresStore};
 
 const COLUMNS: &str = "id, slug, name, created_at, updated_at";
@@ -74,6 +77,7 @@ impl AppStore for PostgresStore {
     }
 
     async fn update_app(&self, id: &AppId, patch: AppPatch) -> StoreResult<App> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let row = sqlx::query(&format!(
             "UPDATE apps SET name = COALESCE($1, name), updated_at = $2 WHERE id = $3 \
              RETURNING {COLUMNS}"
@@ -81,18 +85,29 @@ impl AppStore for PostgresStore {
         .bind(patch.name)
         .bind(picloud_core::now())
         .bind(id.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_err)?;
-        row.as_ref().map_or(Err(StoreError::NotFound), app)
+        let updated = row.as_ref().map_or(Err(StoreError::NotFound), app)?;
+        let changes = [Change::App(id.clone())];
+        announce_in(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.changed(&changes);
+        Ok(updated)
     }
 
     async fn delete_app(&self, id: &AppId) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let result = sqlx::query("DELETE FROM apps WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        expect_row(result.rows_affected())?;
+        let changes = [Change::AppDeleted(id.clone())];
+        announce_in(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.changed(&changes);
+        Ok(())
     }
 }

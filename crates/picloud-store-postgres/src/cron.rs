@@ -7,7 +7,7 @@ use picloud_store::{CronFire, CronStore, DueCron, Leadership, StoreError, StoreR
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::Connection;
 
-use crate::events::insert_event;
+use crate::outbox::insert_event;
 use crate::triggers::retry;
 use crate::{col, db_err, PostgresStore};
 

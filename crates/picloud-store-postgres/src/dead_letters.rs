@@ -9,7 +9,7 @@ use picloud_store::{
 };
 use sqlx::postgres::{PgConnection, PgRow};
 
-use crate::events::insert_event;
+use crate::outbox::insert_event;
 use crate::{
     col, col_enum, col_json, col_u32, db_err, int, json_text, stored_len, without_nul,
     PostgresStore,

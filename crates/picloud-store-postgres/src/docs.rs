@@ -11,23 +11,32 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
-use picloud_store::docs::{docs_event, find_too_large, FieldPath, Scalar, SortKey};
+use picloud_store::docs::{docs_event, find_too_large, CmpOp, FieldPath, Scalar, SortKey};
 use picloud_store::page::Gathered;
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
-    StoreError, StoreResult, WriteOutcome,
+    StoreError, StoreResult, Target, WriteOutcome,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::Arguments;
 
-use crate::events::emit;
-use crate::triggers::{docs_targets, Target};
+use crate::outbox::emit;
+use crate::triggers::docs_targets;
 use crate::{
     col, col_json, db_err, json_text, map_insert_err, stored_len, without_nul, PostgresStore,
 };
 
 const COLUMNS: &str = "id, collection, data::text AS data, created_at, updated_at";
+
+fn cmp_sql(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Gt => ">",
+        CmpOp::Gte => ">=",
+        CmpOp::Lt => "<",
+        CmpOp::Lte => "<=",
+    }
+}
 
 fn doc(row: &PgRow) -> StoreResult<Doc> {
     Ok(Doc {
@@ -169,13 +178,13 @@ fn condition(c: &Condition, sql: &mut Sql) {
                 Scalar::Number(n) => {
                     sql.push(" = 'number' THEN (");
                     sql.field(path);
-                    sql.push(&format!(")::numeric {} ", op.sql()));
+                    sql.push(&format!(")::numeric {} ", cmp_sql(*op)));
                     sql.arg(n.to_string(), "::numeric");
                 }
                 Scalar::Text(t) => {
                     sql.push(" = 'string' THEN (");
                     sql.field(path);
-                    sql.push(&format!(" #>> '{{}}') COLLATE \"C\" {} ", op.sql()));
+                    sql.push(&format!(" #>> '{{}}') COLLATE \"C\" {} ", cmp_sql(*op)));
                     sql.text_arg(t);
                 }
             }

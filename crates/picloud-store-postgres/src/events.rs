@@ -5,18 +5,14 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::ExecutionSource;
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
 use picloud_store::{
-    dead_letter_event, DeadLetter, EventCause, EventStore, NewEvent, OutboxEvent, RetryPolicy,
-    StoreResult, WriteOutcome,
+    DeadLetter, EventStore, FanOut, NewEvent, OutboxEvent, RetryPolicy, StoreResult,
 };
-use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::dead_letters::insert_dead_letter;
-use crate::triggers::{dead_letter_targets, Target};
-use crate::{
-    big, col, col_enum, col_json, col_u32, col_u64, db_err, int, json_text, map_insert_err,
-    PostgresStore,
-};
+use crate::outbox::insert_event;
+use crate::triggers::dead_letter_targets;
+use crate::{col, col_enum, col_json, col_u32, col_u64, db_err, int, PostgresStore};
 
 /// jsonb is read as text: sqlx's `json` feature is not enabled.
 const COLUMNS: &str = "id, app_id, trigger_id, script_id, source, payload::text AS payload, \
@@ -50,70 +46,6 @@ pub(crate) fn outbox_event(row: &PgRow) -> StoreResult<OutboxEvent> {
 /// The channel announced on after writes that queued deliveries, so that every node's
 /// dispatcher wakes, not only the writer's.
 pub(crate) const EVENTS_CHANNEL: &str = "picloud_events";
-
-/// Queues one delivery inside the caller's transaction (or alone, on a pooled
-/// connection). The caller announces it after commit (see `PostgresStore::announce`).
-/// A missing app, script or trigger is `NotFound`.
-pub(crate) async fn insert_event(
-    conn: &mut PgConnection,
-    e: &NewEvent,
-    replay_of: Option<&DeadLetterId>,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO outbox (id, app_id, trigger_id, script_id, source, payload, attempt, \
-         max_attempts, base_delay_ms, max_delay_ms, depth, due_at, replay_of, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(e.id.as_str())
-    .bind(e.app_id.as_str())
-    .bind(e.trigger_id.as_ref().map(TriggerId::as_str))
-    .bind(e.script_id.as_str())
-    .bind(e.source.as_str())
-    .bind(json_text(&e.payload))
-    .bind(int(e.retry.max_attempts))
-    .bind(big(e.retry.base_delay_ms))
-    .bind(big(e.retry.max_delay_ms))
-    .bind(int(e.depth))
-    .bind(e.due_at)
-    .bind(replay_of.map(DeadLetterId::as_str))
-    .bind(picloud_core::now())
-    .execute(&mut *conn)
-    .await
-    .map_err(|err| map_insert_err(err, "that event is already queued"))?;
-    Ok(())
-}
-
-/// Queues an event per target; part of the write's transaction.
-pub(crate) async fn emit(
-    conn: &mut PgConnection,
-    app: &AppId,
-    targets: Vec<Target>,
-    source: ExecutionSource,
-    payload: Value,
-    cause: &EventCause,
-) -> StoreResult<WriteOutcome> {
-    let mut outcome = WriteOutcome::default();
-    let Some(depth) = cause.child_depth() else {
-        outcome.skipped_for_depth = targets.len();
-        return Ok(outcome);
-    };
-    for target in targets {
-        let new = NewEvent {
-            id: EventId::new(),
-            app_id: app.clone(),
-            trigger_id: Some(target.trigger_id),
-            script_id: target.script_id,
-            source,
-            payload: payload.clone(),
-            retry: target.retry,
-            depth,
-            due_at: picloud_core::now(),
-        };
-        insert_event(conn, &new, None).await?;
-        outcome.events.push(new.id);
-    }
-    Ok(outcome)
-}
 
 /// What [`EventStore::dead_letter_event`] needs to know before it locks anything
 /// below the app: whose delivery it is, and whether it may queue handler events.
@@ -227,7 +159,7 @@ impl EventStore for PostgresStore {
         attempt: u32,
         due_at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        sqlx::query(
+        let retried = sqlx::query(
             "UPDATE outbox SET attempt = $1, due_at = $2, claimed_until = NULL \
              WHERE id = $3 AND lease_version = $4",
         )
@@ -237,8 +169,15 @@ impl EventStore for PostgresStore {
         .bind(version)
         .execute(&self.pool)
         .await
-        .map(|r| r.rows_affected() == 1)
-        .map_err(db_err)
+        .map_err(db_err)?;
+        let requeued = retried.rows_affected() == 1;
+        if requeued {
+            // This node's claim loop may be asleep until its next poll, having seen
+            // nothing due while the delivery was claimed: wake it to sleep until
+            // `due_at`. Other nodes need no NOTIFY for a row that is not yet due.
+            self.signal.notify();
+        }
+        Ok(requeued)
     }
 
     async fn dead_letter_event(
@@ -253,12 +192,10 @@ impl EventStore for PostgresStore {
         let Some(claimed) = lock_claimed_app(&mut tx, id, version).await? else {
             return Ok(None);
         };
-        // Dead-letter handlers never produce dead letters of their own.
-        let depth = claimed.depth + 1;
-        let targets = if claimed.source != ExecutionSource::DeadLetter && depth <= max_depth {
-            dead_letter_targets(&mut tx, &claimed.app_id).await?
-        } else {
-            Vec::new()
+        let handlers = FanOut::dead_letter_depth(claimed.source, claimed.depth, max_depth);
+        let targets = match handlers {
+            Some(_) => dead_letter_targets(&mut tx, &claimed.app_id).await?,
+            None => Vec::new(),
         };
         // The fencing token is checked again by the delete itself: a claim may have
         // been taken over since the first look, and then nothing is written.
@@ -276,20 +213,8 @@ impl EventStore for PostgresStore {
         let event = outbox_event(&row)?;
         let dl = insert_dead_letter(&mut tx, &event, error).await?;
         let queued_handlers = !targets.is_empty();
-        if queued_handlers {
-            let payload = dead_letter_event(&dl);
-            for target in targets {
-                let new = NewEvent {
-                    id: EventId::new(),
-                    app_id: event.app_id.clone(),
-                    trigger_id: Some(target.trigger_id),
-                    script_id: target.script_id,
-                    source: ExecutionSource::DeadLetter,
-                    payload: payload.clone(),
-                    retry: RetryPolicy::ONCE,
-                    depth,
-                    due_at: picloud_core::now(),
-                };
+        if let Some(depth) = handlers {
+            for new in FanOut::of_dead_letter(&dl, targets, depth) {
                 insert_event(&mut tx, &new, None).await?;
             }
         }

@@ -4,13 +4,13 @@ use picloud_core::model::{ExecutionSource, KvOp};
 use picloud_core::AppId;
 use picloud_store::page::Gathered;
 use picloud_store::{
-    kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
+    kv_event, prefix_end, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
 };
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 
-use crate::events::emit;
+use crate::outbox::emit;
 use crate::triggers::kv_targets;
 use crate::{
     col, col_json, db_err, json_text, map_insert_err, stored_len, without_nul, PostgresStore,
@@ -27,23 +27,6 @@ fn entry(row: &PgRow) -> StoreResult<KvEntry> {
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
     })
-}
-
-/// The smallest string greater than every string starting with `prefix`, if any.
-/// Keys are `COLLATE "C"`, i.e. compared as UTF-8 bytes, which is code-point order.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = u32::from(last) + 1;
-        if (0xD800..0xE000).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 /// The current value of the entry, row-locked until the transaction ends.
@@ -241,19 +224,5 @@ impl KvStore for PostgresStore {
             items.items.push(entry(&row)?);
         }
         Ok(Page::from_gathered(items, page, |e| e.key.as_str()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_end_bounds_the_prefix() {
-        assert_eq!(prefix_end("alice").as_deref(), Some("alicf"));
-        assert_eq!(prefix_end(""), None);
-        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
-        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_end("\u{10FFFF}"), None);
     }
 }

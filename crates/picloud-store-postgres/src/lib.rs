@@ -13,6 +13,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod changes;
 mod cron;
 mod dead_letters;
 mod docs;
@@ -21,6 +22,7 @@ mod executions;
 mod keys;
 mod kv;
 mod members;
+mod outbox;
 mod routes;
 mod scripts;
 mod triggers;
@@ -31,7 +33,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use picloud_store::{Backend, Change, MetaStore, Outage, Store, StoreError, StoreResult};
+use picloud_store::{
+    Backend, ChangeFeed, EventSignal, MetaStore, OnChange, Outage, Store, StoreError, StoreResult,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -113,6 +117,11 @@ pub struct PostgresStore {
     change_listener: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Asks the announcer task to tell other nodes that deliveries were queued.
     announcements: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes this node's dispatcher: signalled after every commit that queued
+    /// deliveries, and when another node announces some.
+    signal: std::sync::Arc<EventSignal>,
+    /// Told after every commit that changed cached rows, here or on another node.
+    changes: std::sync::Arc<ChangeFeed>,
     announcer: tokio::task::JoinHandle<()>,
 }
 
@@ -155,11 +164,15 @@ impl PostgresStore {
             change_listener: parking_lot::Mutex::new(None),
             announcements,
             announcer,
+            signal: std::sync::Arc::default(),
+            changes: std::sync::Arc::default(),
         })
     }
 
-    /// Tells the other nodes (soon, after commit) that deliveries were queued.
+    /// After the commit of a write that queued deliveries: wakes this node's
+    /// dispatcher, and (soon) tells the other nodes.
     pub(crate) fn announce(&self) {
+        self.signal.notify();
         self.announcements.notify_one();
     }
 
@@ -391,9 +404,6 @@ async fn announce_loop(pool: PgPool, requests: std::sync::Arc<tokio::sync::Notif
     }
 }
 
-/// The channel on which nodes announce changes to cached rows.
-const CHANGES_CHANNEL: &str = "picloud_changes";
-
 /// Calls `on_payload` for every notification on `channel`, and `on_lost` whenever the
 /// connection dropped (the listener reconnects by itself, but what was sent meanwhile
 /// is gone). Returns on errors it cannot recover from. The listener has a
@@ -423,7 +433,7 @@ async fn listen(
 
 /// Listens on `channel` for as long as the task lives; after a failure it starts over
 /// and calls `on_lost`, since notifications sent meanwhile are gone.
-fn spawn_listener(
+pub(crate) fn spawn_listener(
     options: PgConnectOptions,
     channel: &'static str,
     on_payload: Box<dyn Fn(&str) + Send + Sync>,
@@ -457,41 +467,28 @@ impl Store for PostgresStore {
             .map_err(db_err)
     }
 
-    fn watch_events(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
-        let on_lost = wake.clone();
+    fn event_signal(&self) -> std::sync::Arc<EventSignal> {
+        self.signal.clone()
+    }
+
+    fn watch_events(&self) {
+        let wake = self.signal.clone();
+        let on_lost = self.signal.clone();
         let task = spawn_listener(
             self.options.clone(),
             events::EVENTS_CHANNEL,
-            Box::new(move |_| wake()),
+            Box::new(move |_| wake.notify()),
             // Something may have been queued while we were deaf.
-            Box::new(move || on_lost()),
+            Box::new(move || on_lost.notify()),
         );
         if let Some(old) = self.listener.lock().replace(task) {
             old.abort();
         }
     }
 
-    async fn announce_change(&self, change: &Change) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANGES_CHANNEL)
-            .bind(change.encode())
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(db_err)
-    }
-
-    fn watch_changes(&self, on_change: std::sync::Arc<dyn Fn(Change) + Send + Sync>) {
-        let on_lost = on_change.clone();
-        let task = spawn_listener(
-            self.options.clone(),
-            CHANGES_CHANNEL,
-            Box::new(move |payload| on_change(Change::decode(payload))),
-            Box::new(move || on_lost(Change::All)),
-        );
-        if let Some(old) = self.change_listener.lock().replace(task) {
-            old.abort();
-        }
+    fn watch_changes(&self, on_change: OnChange) {
+        self.changes.subscribe(on_change);
+        self.listen_for_changes();
     }
 
     async fn close(&self) {

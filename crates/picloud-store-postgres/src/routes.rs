@@ -2,12 +2,13 @@ use async_trait::async_trait;
 use picloud_core::model::RouteMethod;
 use picloud_core::{AppId, RouteId, ScriptId};
 use picloud_store::{
-    NewRoute, Page, PageRequest, Route, RouteStore, RouteTarget, StoreError, StoreResult,
+    Change, NewRoute, Page, PageRequest, Route, RouteStore, RouteTarget, StoreError, StoreResult,
 };
 use sqlx::postgres::PgRow;
 
+use crate::changes::announce_in;
 use crate::scripts::script_with_prefix;
-use crate::{col, col_enum, db_err, expect_row, map_insert_err, PostgresStore};
+use crate::{col, col_enum, db_err, map_insert_err, PostgresStore};
 
 const COLUMNS: &str = "id, app_id, script_id, method, path, dispatch_mode, auth, created_at";
 
@@ -74,7 +75,10 @@ impl RouteStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| map_insert_err(e, "clashes with an existing route"))?;
+        let changes = [Change::Routes(new.app_id.clone())];
+        announce_in(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
+        self.changed(&changes);
         Ok(Route {
             id,
             app_id: new.app_id,
@@ -134,11 +138,18 @@ impl RouteStore for PostgresStore {
     }
 
     async fn delete_route(&self, id: &RouteId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM routes WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let app: Option<String> =
+            sqlx::query_scalar("DELETE FROM routes WHERE id = $1 RETURNING app_id")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let app = app.ok_or(StoreError::NotFound)?;
+        let changes = [Change::Routes(AppId::from_trusted(app))];
+        announce_in(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.changed(&changes);
+        Ok(())
     }
 }

@@ -1,12 +1,14 @@
 use async_trait::async_trait;
 use picloud_core::{AppId, ScriptId};
 use picloud_store::{
-    circular_import, import_cycle, module_in_use, no_module, ImportEdge, NewScript, Page,
-    PageRequest, Script, ScriptPatch, ScriptStore, StoreError, StoreResult,
+    circular_import, import_cycle, module_in_use, no_module, script_name_taken as name_taken,
+    Change, ImportEdge, NewScript, Page, PageRequest, Script, ScriptPatch, ScriptStore, StoreError,
+    StoreResult,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
+use crate::changes::announce_in;
 use crate::{col, col_enum, db_err, expect_row, map_err, map_insert_err, PostgresStore};
 
 pub(crate) const COLUMNS: &str = "id, app_id, name, kind, source, created_at, updated_at";
@@ -25,10 +27,6 @@ pub(crate) fn script_with_prefix(row: &PgRow, p: &str) -> StoreResult<Script> {
 
 fn script(row: &PgRow) -> StoreResult<Script> {
     script_with_prefix(row, "")
-}
-
-fn name_taken(name: &str) -> String {
-    format!("the app already has a script named {name:?}")
 }
 
 /// Replaces the recorded imports of `script`. The imported modules are locked `FOR
@@ -247,7 +245,10 @@ impl ScriptStore for PostgresStore {
             write_imports(&mut tx, id, &before.app_id, imports).await?;
         }
         let after = script(&row)?;
+        let changes = Change::script(&before.app_id, id);
+        announce_in(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
+        self.changed(&changes);
         Ok(after)
     }
 
@@ -263,7 +264,11 @@ impl ScriptStore for PostgresStore {
             .await
             .map_err(db_err)?;
         expect_row(result.rows_affected())?;
-        tx.commit().await.map_err(db_err)
+        let changes = Change::script(&before.app_id, id);
+        announce_in(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.changed(&changes);
+        Ok(())
     }
 
     async fn get_module(&self, app: &AppId, name: &str) -> StoreResult<Script> {

@@ -3,11 +3,12 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
-    first_window, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult,
-    Trigger, TriggerConfig, TriggerStore,
+    first_window, trigger_config, Change, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
+    StoreResult, Target, Trigger, TriggerColumns, TriggerConfig, TriggerStore,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 
+use crate::changes::announce_in;
 use crate::{
     big, col, col_enum, db_err, expect_row, int, map_insert_err, without_nul, PostgresStore,
 };
@@ -28,61 +29,29 @@ pub(crate) fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
     let max: Option<i32> = col(row, "retry_max_attempts")?;
     let base: Option<i64> = col(row, "retry_base_delay_ms")?;
     let cap: Option<i64> = col(row, "retry_max_delay_ms")?;
-    Ok(match (max, base, cap) {
-        (Some(max), Some(base), Some(cap)) => Some(RetryPolicy {
-            max_attempts: u32::try_from(max).unwrap_or(1),
-            base_delay_ms: u64::try_from(base).unwrap_or(0),
-            max_delay_ms: u64::try_from(cap).unwrap_or(0),
-        }),
-        _ => None,
-    })
+    Ok(RetryPolicy::from_columns(max.map(i64::from), base, cap))
+}
+
+/// The row mapping [`trigger_config`] reads the detail columns through.
+struct Columns<'r>(&'r PgRow);
+
+impl TriggerColumns for Columns<'_> {
+    fn flag(&self, name: &str) -> StoreResult<bool> {
+        col(self.0, name)
+    }
+
+    fn text(&self, name: &str) -> StoreResult<String> {
+        col(self.0, name)
+    }
+
+    fn time(&self, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        col(self.0, name)
+    }
 }
 
 fn trigger(row: &PgRow) -> StoreResult<Trigger> {
     let kind: TriggerKind = col_enum(row, "kind")?;
-    let config = match kind {
-        TriggerKind::Kv => {
-            let mut ops = Vec::new();
-            if col::<bool>(row, "kv_on_set")? {
-                ops.push(KvOp::Set);
-            }
-            if col::<bool>(row, "kv_on_delete")? {
-                ops.push(KvOp::Delete);
-            }
-            TriggerConfig::Kv {
-                collection: col(row, "kv_collection")?,
-                ops,
-            }
-        }
-        TriggerKind::Docs => {
-            let mut ops = Vec::new();
-            for (column, op) in [
-                ("docs_on_create", DocsOp::Create),
-                ("docs_on_update", DocsOp::Update),
-                ("docs_on_delete", DocsOp::Delete),
-            ] {
-                if col::<bool>(row, column)? {
-                    ops.push(op);
-                }
-            }
-            TriggerConfig::Docs {
-                collection: col(row, "docs_collection")?,
-                ops,
-            }
-        }
-        TriggerKind::Cron => TriggerConfig::Cron {
-            schedule: col(row, "cron_schedule")?,
-            timezone: col(row, "cron_timezone")?,
-        },
-        TriggerKind::DeadLetter => TriggerConfig::DeadLetter,
-    };
-    let cron = match kind {
-        TriggerKind::Cron => Some(CronState {
-            next_fire_at: col(row, "cron_next_fire_at")?,
-            last_fired_at: col(row, "cron_last_fired_at")?,
-        }),
-        TriggerKind::Kv | TriggerKind::Docs | TriggerKind::DeadLetter => None,
-    };
+    let (config, cron) = trigger_config(kind, &Columns(row))?;
     Ok(Trigger {
         id: TriggerId::from_trusted(col(row, "id")?),
         app_id: AppId::from_trusted(col(row, "app_id")?),
@@ -94,13 +63,6 @@ fn trigger(row: &PgRow) -> StoreResult<Trigger> {
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
     })
-}
-
-/// A trigger an event is delivered to.
-pub(crate) struct Target {
-    pub trigger_id: TriggerId,
-    pub script_id: ScriptId,
-    pub retry: RetryPolicy,
 }
 
 fn target(row: &PgRow, default_retry: RetryPolicy) -> StoreResult<Target> {
@@ -300,7 +262,10 @@ impl TriggerStore for PostgresStore {
         .await
         .map_err(db_err)?;
         let created = trigger(&row)?;
+        let changes = Change::trigger(created.config.kind());
+        announce_in(&mut tx, changes.as_slice()).await?;
         tx.commit().await.map_err(db_err)?;
+        self.changed(changes.as_slice());
         Ok(created)
     }
 
@@ -370,17 +335,30 @@ impl TriggerStore for PostgresStore {
         .await
         .map_err(db_err)?;
         let updated = trigger(&row)?;
+        let changes = Change::trigger(updated.config.kind());
+        announce_in(&mut tx, changes.as_slice()).await?;
         tx.commit().await.map_err(db_err)?;
+        self.changed(changes.as_slice());
         Ok(updated)
     }
 
     async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM triggers WHERE id = $1 AND app_id = $2")
-            .bind(id.as_str())
-            .bind(app.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let kind: Option<String> =
+            sqlx::query_scalar("DELETE FROM triggers WHERE id = $1 AND app_id = $2 RETURNING kind")
+                .bind(id.as_str())
+                .bind(app.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let kind: TriggerKind = kind
+            .ok_or(StoreError::NotFound)?
+            .parse()
+            .map_err(StoreError::other)?;
+        let changes = Change::trigger(kind);
+        announce_in(&mut tx, changes.as_slice()).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.changed(changes.as_slice());
+        Ok(())
     }
 }

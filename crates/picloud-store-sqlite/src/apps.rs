@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use picloud_core::AppId;
-use picloud_store::{App, AppPatch, AppStore, NewApp, Page, PageRequest, StoreResult};
+use picloud_store::{App, AppPatch, AppStore, Change, NewApp, Page, PageRequest, StoreResult};
 use sqlx::sqlite::SqliteRow;
 
 use crate::{col, col_ts, db_err, expect_row, map_err, ts, SqliteStore};
@@ -88,6 +88,7 @@ impl AppStore for SqliteStore {
             .fetch_one(&self.writer)
             .await
             .map_err(db_err)?;
+        self.changed(&[Change::App(id.clone())]);
         app(&row)
     }
 
@@ -97,6 +98,8 @@ impl AppStore for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        expect_row(result.rows_affected())?;
+        self.changed(&[Change::AppDeleted(id.clone())]);
+        Ok(())
     }
 }

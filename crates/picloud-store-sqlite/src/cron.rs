@@ -4,9 +4,8 @@ use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{CronFire, CronStore, DueCron, Leadership, SoleLeader, StoreResult};
 use sqlx::sqlite::SqliteRow;
 
-use crate::events::insert_event;
+use crate::outbox::insert_event;
 use crate::triggers::retry;
-use crate::write::commit;
 use crate::{col, col_opt_ts, col_ts, db_err, ts, SqliteStore};
 
 fn due(row: &SqliteRow) -> StoreResult<DueCron> {
@@ -58,7 +57,7 @@ impl CronStore for SqliteStore {
             return Ok(false);
         }
         insert_event(&mut tx, &fire.event, None).await?;
-        commit(tx).await?;
+        self.commit_queued(tx, true).await?;
         Ok(true)
     }
 

@@ -9,8 +9,7 @@ use picloud_store::{
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use crate::events::insert_event;
-use crate::write::commit;
+use crate::outbox::insert_event;
 use crate::{col, col_enum, col_ts, db_err, expect_row, stored_len, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, event_id, trigger_id, script_id, source, payload, error, \
@@ -175,7 +174,7 @@ impl DeadLetterStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        commit(tx).await?;
+        self.commit_queued(tx, true).await?;
         Ok(dl.event_id)
     }
 

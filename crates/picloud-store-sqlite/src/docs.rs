@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
-use picloud_store::docs::{find_too_large, Scalar, SortKey};
+use picloud_store::docs::{find_too_large, CmpOp, FieldPath, Scalar, SortKey};
 use picloud_store::page::Gathered;
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
@@ -16,12 +16,29 @@ use serde_json::{Number, Value};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::Arguments;
 
-use crate::events::emit;
+use crate::outbox::emit;
 use crate::triggers::docs_targets;
-use crate::write::commit;
 use crate::{col, col_ts, db_err, stored_len, ts, SqliteStore};
 
 const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
+
+/// `$."a"."b"`: the path as SQLite's JSON functions take it.
+fn json_path(path: &FieldPath) -> String {
+    let mut out = String::from("$");
+    for s in path.segments() {
+        out.push_str(&format!(".\"{s}\""));
+    }
+    out
+}
+
+fn cmp_sql(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Gt => ">",
+        CmpOp::Gte => ">=",
+        CmpOp::Lt => "<",
+        CmpOp::Lte => "<=",
+    }
+}
 
 fn doc(row: &SqliteRow) -> StoreResult<Doc> {
     let data: String = col(row, "data")?;
@@ -60,15 +77,15 @@ impl Sql {
     }
 
     /// `json_type(data, <path>)`
-    fn json_type(&mut self, path: &picloud_store::docs::FieldPath) {
+    fn json_type(&mut self, path: &FieldPath) {
         self.push("json_type(data, ");
-        self.text_arg(path.sqlite());
+        self.text_arg(json_path(path));
         self.push(")");
     }
 
-    fn json_extract(&mut self, path: &picloud_store::docs::FieldPath) {
+    fn json_extract(&mut self, path: &FieldPath) {
         self.push("json_extract(data, ");
-        self.text_arg(path.sqlite());
+        self.text_arg(json_path(path));
         self.push(")");
     }
 }
@@ -116,8 +133,8 @@ fn condition(c: &Condition, sql: &mut Sql) {
         }
         Condition::Eq(path, value) => equals(path, value, sql),
         Condition::Cmp(path, op, operand) => match operand {
-            Scalar::Number(n) => typed(path, op.sql(), Operand::Number(n), sql),
-            Scalar::Text(t) => typed(path, op.sql(), Operand::Text(t), sql),
+            Scalar::Number(n) => typed(path, cmp_sql(*op), Operand::Number(n), sql),
+            Scalar::Text(t) => typed(path, cmp_sql(*op), Operand::Text(t), sql),
         },
     }
 }
@@ -132,7 +149,7 @@ enum Operand<'a> {
 /// lookup (SQLite's AND stops at the first false); the type test then rejects what
 /// SQLite's loose comparison let through (`true` extracts as 1, text sorts above
 /// numbers).
-fn typed(path: &picloud_store::docs::FieldPath, op: &str, operand: Operand<'_>, sql: &mut Sql) {
+fn typed(path: &FieldPath, op: &str, operand: Operand<'_>, sql: &mut Sql) {
     sql.push("IFNULL(");
     sql.json_extract(path);
     sql.push(&format!(" {op} "));
@@ -151,7 +168,7 @@ fn typed(path: &picloud_store::docs::FieldPath, op: &str, operand: Operand<'_>, 
     sql.push(&format!(" IN {types}, 0)"));
 }
 
-fn equals(path: &picloud_store::docs::FieldPath, value: &Value, sql: &mut Sql) {
+fn equals(path: &FieldPath, value: &Value, sql: &mut Sql) {
     match value {
         Value::Null => {
             sql.push("(IFNULL(");
@@ -227,16 +244,8 @@ async fn queue_events(
     outcome: &mut WriteOutcome,
 ) -> StoreResult<()> {
     let targets = docs_targets(conn, app, collection, op, cause.default_retry).await?;
-    emit(
-        conn,
-        app,
-        targets,
-        ExecutionSource::Docs,
-        payload,
-        cause,
-        outcome,
-    )
-    .await
+    *outcome = emit(conn, app, targets, ExecutionSource::Docs, payload, cause).await?;
+    Ok(())
 }
 
 async fn locked_data(
@@ -347,7 +356,7 @@ impl DocsStore for SqliteStore {
             &mut outcome,
         )
         .await?;
-        commit(tx).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         Ok((saved, outcome))
     }
 
@@ -382,7 +391,7 @@ impl DocsStore for SqliteStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let out = Self::rewrite(&mut tx, app, collection, id, data, &prev, cause).await?;
-        commit(tx).await?;
+        self.commit_queued(tx, !out.1.events.is_empty()).await?;
         Ok(out)
     }
 
@@ -410,7 +419,7 @@ impl DocsStore for SqliteStore {
             )));
         }
         let out = Self::rewrite(&mut tx, app, collection, id, &data, &prev, cause).await?;
-        commit(tx).await?;
+        self.commit_queued(tx, !out.1.events.is_empty()).await?;
         Ok(out)
     }
 
@@ -443,7 +452,7 @@ impl DocsStore for SqliteStore {
             )
             .await?;
         }
-        commit(tx).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;
         Ok(outcome)
     }

@@ -2,18 +2,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_core::model::ExecutionSource;
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
 use picloud_store::{
-    dead_letter_event, DeadLetter, EventCause, EventStore, NewEvent, OutboxEvent, RetryPolicy,
-    StoreError, StoreResult, WriteOutcome,
+    DeadLetter, EventStore, FanOut, NewEvent, OutboxEvent, RetryPolicy, StoreError, StoreResult,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::dead_letters::insert_dead_letter;
-use crate::triggers::{dead_letter_targets, Target};
+use crate::outbox::insert_event;
+use crate::triggers::dead_letter_targets;
 use crate::write::commit;
-use crate::{col, col_enum, col_ts, db_err, map_err, ts, SqliteStore};
+use crate::{col, col_enum, col_ts, db_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, trigger_id, script_id, source, payload, attempt, max_attempts, \
      base_delay_ms, max_delay_ms, depth, due_at, lease_version, replay_of, created_at";
@@ -53,77 +52,6 @@ pub(crate) fn outbox_event(row: &SqliteRow) -> StoreResult<OutboxEvent> {
     })
 }
 
-fn big(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Queues one delivery inside the caller's transaction.
-pub(crate) async fn insert_event(
-    conn: &mut SqliteConnection,
-    e: &NewEvent,
-    replay_of: Option<&DeadLetterId>,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO outbox (id, app_id, trigger_id, script_id, source, payload, attempt, \
-         max_attempts, base_delay_ms, max_delay_ms, depth, due_at, replay_of, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(e.id.as_str())
-    .bind(e.app_id.as_str())
-    .bind(e.trigger_id.as_ref().map(TriggerId::as_str))
-    .bind(e.script_id.as_str())
-    .bind(e.source.as_str())
-    .bind(e.payload.to_string())
-    .bind(i64::from(e.retry.max_attempts))
-    .bind(big(e.retry.base_delay_ms))
-    .bind(big(e.retry.max_delay_ms))
-    .bind(i64::from(e.depth))
-    .bind(ts(e.due_at))
-    .bind(replay_of.map(DeadLetterId::as_str))
-    .bind(ts(picloud_core::now()))
-    .execute(&mut *conn)
-    .await
-    .map_err(|err| match &err {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-        _ => map_err(err, "that event is already queued"),
-    })?;
-    Ok(())
-}
-
-/// Queues an event per target (the matching enabled triggers of a write); part of the
-/// write's transaction. Past the depth limit nothing is queued and the count of what
-/// was skipped is noted instead.
-pub(crate) async fn emit(
-    conn: &mut SqliteConnection,
-    app: &AppId,
-    targets: Vec<Target>,
-    source: ExecutionSource,
-    payload: serde_json::Value,
-    cause: &EventCause,
-    outcome: &mut WriteOutcome,
-) -> StoreResult<()> {
-    let Some(depth) = cause.child_depth() else {
-        outcome.skipped_for_depth = targets.len();
-        return Ok(());
-    };
-    for target in targets {
-        let new = NewEvent {
-            id: EventId::new(),
-            app_id: app.clone(),
-            trigger_id: Some(target.trigger_id),
-            script_id: target.script_id,
-            source,
-            payload: payload.clone(),
-            retry: target.retry,
-            depth,
-            due_at: picloud_core::now(),
-        };
-        insert_event(conn, &new, None).await?;
-        outcome.events.push(new.id);
-    }
-    Ok(())
-}
-
 /// The claimed row `id` if `version` is still its claim.
 async fn claimed(
     conn: &mut SqliteConnection,
@@ -145,7 +73,9 @@ async fn claimed(
 impl EventStore for SqliteStore {
     async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()> {
         let mut conn = self.writer.acquire().await.map_err(db_err)?;
-        insert_event(&mut conn, &new, None).await
+        insert_event(&mut conn, &new, None).await?;
+        self.signal.notify();
+        Ok(())
     }
 
     async fn claim_events(
@@ -210,7 +140,7 @@ impl EventStore for SqliteStore {
         attempt: u32,
         due_at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        sqlx::query(
+        let retried = sqlx::query(
             "UPDATE outbox SET attempt = ?, due_at = ?, claimed_until = NULL \
              WHERE id = ? AND lease_version = ?",
         )
@@ -220,8 +150,14 @@ impl EventStore for SqliteStore {
         .bind(version)
         .execute(&self.writer)
         .await
-        .map(|r| r.rows_affected() == 1)
-        .map_err(db_err)
+        .map_err(db_err)?;
+        let requeued = retried.rows_affected() == 1;
+        if requeued {
+            // The claim loop may be asleep until its next poll, having seen nothing
+            // due while this delivery was claimed: wake it to sleep until `due_at`.
+            self.signal.notify();
+        }
+        Ok(requeued)
     }
 
     async fn dead_letter_event(
@@ -241,26 +177,15 @@ impl EventStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        // Dead-letter handlers never produce dead letters of their own.
-        let depth = event.depth + 1;
-        if event.source != ExecutionSource::DeadLetter && depth <= max_depth {
-            let payload = dead_letter_event(&dl);
-            for target in dead_letter_targets(&mut tx, &event.app_id).await? {
-                let new = NewEvent {
-                    id: EventId::new(),
-                    app_id: event.app_id.clone(),
-                    trigger_id: Some(target.trigger_id),
-                    script_id: target.script_id,
-                    source: ExecutionSource::DeadLetter,
-                    payload: payload.clone(),
-                    retry: RetryPolicy::ONCE,
-                    depth,
-                    due_at: picloud_core::now(),
-                };
+        let mut queued = false;
+        if let Some(depth) = FanOut::dead_letter_depth(event.source, event.depth, max_depth) {
+            let targets = dead_letter_targets(&mut tx, &event.app_id).await?;
+            for new in FanOut::of_dead_letter(&dl, targets, depth) {
                 insert_event(&mut tx, &new, None).await?;
+                queued = true;
             }
         }
-        commit(tx).await?;
+        self.commit_queued(tx, queued).await?;
         Ok(Some(dl))
     }
 

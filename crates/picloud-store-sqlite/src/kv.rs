@@ -4,15 +4,14 @@ use picloud_core::model::{ExecutionSource, KvOp};
 use picloud_core::AppId;
 use picloud_store::page::Gathered;
 use picloud_store::{
-    kv_event, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
+    kv_event, prefix_end, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
 };
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use crate::events::emit;
+use crate::outbox::emit;
 use crate::triggers::kv_targets;
-use crate::write::commit;
 use crate::{col, col_ts, db_err, stored_len, ts, SqliteStore};
 
 fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
@@ -24,22 +23,6 @@ fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
         created_at: col_ts(row, "created_at")?,
         updated_at: col_ts(row, "updated_at")?,
     })
-}
-
-/// The smallest string greater than every string starting with `prefix`, if any.
-pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = u32::from(last) + 1;
-        if (0xD800..0xE000).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 async fn previous(
@@ -109,19 +92,9 @@ impl KvStore for SqliteStore {
             _ => db_err(e),
         })?;
         let payload = kv_event(KvOp::Set, collection, key, Some(value), prev.as_ref());
-        let mut outcome = WriteOutcome::default();
         let targets = kv_targets(&mut tx, app, collection, KvOp::Set, cause.default_retry).await?;
-        emit(
-            &mut tx,
-            app,
-            targets,
-            ExecutionSource::Kv,
-            payload,
-            cause,
-            &mut outcome,
-        )
-        .await?;
-        commit(tx).await?;
+        let mut outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;
         Ok(outcome)
     }
@@ -147,18 +120,9 @@ impl KvStore for SqliteStore {
             let payload = kv_event(KvOp::Delete, collection, key, None, Some(prev));
             let targets =
                 kv_targets(&mut tx, app, collection, KvOp::Delete, cause.default_retry).await?;
-            emit(
-                &mut tx,
-                app,
-                targets,
-                ExecutionSource::Kv,
-                payload,
-                cause,
-                &mut outcome,
-            )
-            .await?;
+            outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
         }
-        commit(tx).await?;
+        self.commit_queued(tx, !outcome.events.is_empty()).await?;
         outcome.prev = prev;
         Ok(outcome)
     }

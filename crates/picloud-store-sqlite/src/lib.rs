@@ -15,6 +15,7 @@ mod executions;
 mod keys;
 mod kv;
 mod members;
+mod outbox;
 mod routes;
 mod scripts;
 mod triggers;
@@ -28,11 +29,14 @@ mod write_tests;
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use picloud_store::{Backend, MetaStore, Outage, Store, StoreError, StoreResult};
+use picloud_store::{
+    Backend, ChangeFeed, EventSignal, MetaStore, OnChange, Outage, Store, StoreError, StoreResult,
+};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -100,6 +104,10 @@ fn migrator_upto(version: i64) -> Migrator {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Signalled after every commit that queued deliveries (see `commit_queued`).
+    signal: Arc<EventSignal>,
+    /// Told after every commit that changed cached rows (see `changed`).
+    changes: ChangeFeed,
 }
 
 impl SqliteStore {
@@ -131,7 +139,12 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreError::other)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            signal: Arc::default(),
+            changes: ChangeFeed::default(),
+        })
     }
 
     /// Applies pending migrations with foreign keys off, as SQLite's procedure for
@@ -314,6 +327,14 @@ impl MetaStore for SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
         Backend::Sqlite
+    }
+
+    fn event_signal(&self) -> Arc<EventSignal> {
+        self.signal.clone()
+    }
+
+    fn watch_changes(&self, on_change: OnChange) {
+        self.changes.subscribe(on_change);
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1,13 +1,13 @@
 use async_trait::async_trait;
 use picloud_core::{AppId, RouteId, ScriptId};
 use picloud_store::{
-    NewRoute, Page, PageRequest, Route, RouteStore, RouteTarget, StoreError, StoreResult,
+    Change, NewRoute, Page, PageRequest, Route, RouteStore, RouteTarget, StoreError, StoreResult,
 };
 use sqlx::sqlite::SqliteRow;
 
 use crate::scripts::script_with_prefix;
 use crate::write::commit;
-use crate::{col, col_enum, col_ts, db_err, expect_row, map_err, ts, SqliteStore};
+use crate::{col, col_enum, col_ts, db_err, map_err, ts, SqliteStore};
 
 const COLUMNS: &str = "id, app_id, script_id, method, path, dispatch_mode, auth, created_at";
 
@@ -66,6 +66,7 @@ impl RouteStore for SqliteStore {
             _ => map_err(e, "clashes with an existing route"),
         })?;
         commit(tx).await?;
+        self.changed(&[Change::Routes(new.app_id.clone())]);
         Ok(Route {
             id,
             app_id: new.app_id,
@@ -124,11 +125,14 @@ impl RouteStore for SqliteStore {
     }
 
     async fn delete_route(&self, id: &RouteId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM routes WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await
-            .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let app: Option<String> =
+            sqlx::query_scalar("DELETE FROM routes WHERE id = ? RETURNING app_id")
+                .bind(id.as_str())
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(db_err)?;
+        let app = app.ok_or(StoreError::NotFound)?;
+        self.changed(&[Change::Routes(AppId::from_trusted(app))]);
+        Ok(())
     }
 }

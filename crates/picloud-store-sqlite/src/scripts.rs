@@ -1,8 +1,9 @@
 use async_trait::async_trait;
 use picloud_core::{AppId, ScriptId};
 use picloud_store::{
-    circular_import, import_cycle, module_in_use, no_module, ImportEdge, NewScript, Page,
-    PageRequest, Script, ScriptPatch, ScriptStore, StoreError, StoreResult,
+    circular_import, import_cycle, module_in_use, no_module, script_name_taken as name_taken,
+    Change, ImportEdge, NewScript, Page, PageRequest, Script, ScriptPatch, ScriptStore, StoreError,
+    StoreResult,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
@@ -26,10 +27,6 @@ pub(crate) fn script_with_prefix(row: &SqliteRow, p: &str) -> StoreResult<Script
 
 fn script(row: &SqliteRow) -> StoreResult<Script> {
     script_with_prefix(row, "")
-}
-
-fn name_taken(name: &str) -> String {
-    format!("the app already has a script named {name:?}")
 }
 
 /// Replaces the recorded imports of `script`.
@@ -227,6 +224,7 @@ impl ScriptStore for SqliteStore {
         }
         let after = script_in(&mut tx, id).await?;
         commit(tx).await?;
+        self.changed(&Change::script(&before.app_id, id));
         Ok(after)
     }
 
@@ -240,7 +238,9 @@ impl ScriptStore for SqliteStore {
             .await
             .map_err(db_err)?;
         expect_row(result.rows_affected())?;
-        commit(tx).await
+        commit(tx).await?;
+        self.changed(&Change::script(&before.app_id, id));
+        Ok(())
     }
 
     async fn get_module(&self, app: &AppId, name: &str) -> StoreResult<Script> {

@@ -3,8 +3,8 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
-    first_window, CronState, NewTrigger, Page, PageRequest, RetryPolicy, StoreError, StoreResult,
-    Trigger, TriggerConfig, TriggerStore,
+    first_window, trigger_config, Change, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
+    StoreResult, Target, Trigger, TriggerColumns, TriggerConfig, TriggerStore,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
@@ -27,63 +27,29 @@ pub(crate) fn retry(row: &SqliteRow) -> StoreResult<Option<RetryPolicy>> {
     let max: Option<i64> = col(row, "retry_max_attempts")?;
     let base: Option<i64> = col(row, "retry_base_delay_ms")?;
     let cap: Option<i64> = col(row, "retry_max_delay_ms")?;
-    Ok(match (max, base, cap) {
-        (Some(max), Some(base), Some(cap)) => Some(RetryPolicy {
-            max_attempts: u32::try_from(max).unwrap_or(1),
-            base_delay_ms: u64::try_from(base).unwrap_or(0),
-            max_delay_ms: u64::try_from(cap).unwrap_or(0),
-        }),
-        _ => None,
-    })
+    Ok(RetryPolicy::from_columns(max, base, cap))
+}
+
+/// The row mapping [`trigger_config`] reads the detail columns through.
+struct Columns<'r>(&'r SqliteRow);
+
+impl TriggerColumns for Columns<'_> {
+    fn flag(&self, name: &str) -> StoreResult<bool> {
+        col(self.0, name)
+    }
+
+    fn text(&self, name: &str) -> StoreResult<String> {
+        col(self.0, name)
+    }
+
+    fn time(&self, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        col_opt_ts(self.0, name)
+    }
 }
 
 fn trigger(row: &SqliteRow) -> StoreResult<Trigger> {
     let kind: TriggerKind = col_enum(row, "kind")?;
-    let config = match kind {
-        TriggerKind::Kv => {
-            let mut ops = Vec::new();
-            if col::<bool>(row, "kv_on_set")? {
-                ops.push(KvOp::Set);
-            }
-            if col::<bool>(row, "kv_on_delete")? {
-                ops.push(KvOp::Delete);
-            }
-            TriggerConfig::Kv {
-                collection: col(row, "kv_collection")?,
-                ops,
-            }
-        }
-        TriggerKind::Docs => {
-            let ops = [
-                ("docs_on_create", DocsOp::Create),
-                ("docs_on_update", DocsOp::Update),
-                ("docs_on_delete", DocsOp::Delete),
-            ]
-            .into_iter()
-            .filter_map(|(column, op)| match col::<bool>(row, column) {
-                Ok(true) => Some(Ok(op)),
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-            TriggerConfig::Docs {
-                collection: col(row, "docs_collection")?,
-                ops,
-            }
-        }
-        TriggerKind::Cron => TriggerConfig::Cron {
-            schedule: col(row, "cron_schedule")?,
-            timezone: col(row, "cron_timezone")?,
-        },
-        TriggerKind::DeadLetter => TriggerConfig::DeadLetter,
-    };
-    let cron = match kind {
-        TriggerKind::Cron => Some(CronState {
-            next_fire_at: col_opt_ts(row, "cron_next_fire_at")?,
-            last_fired_at: col_opt_ts(row, "cron_last_fired_at")?,
-        }),
-        TriggerKind::Kv | TriggerKind::Docs | TriggerKind::DeadLetter => None,
-    };
+    let (config, cron) = trigger_config(kind, &Columns(row))?;
     Ok(Trigger {
         id: TriggerId::from_trusted(col(row, "id")?),
         app_id: AppId::from_trusted(col(row, "app_id")?),
@@ -95,13 +61,6 @@ fn trigger(row: &SqliteRow) -> StoreResult<Trigger> {
         created_at: col_ts(row, "created_at")?,
         updated_at: col_ts(row, "updated_at")?,
     })
-}
-
-/// A trigger an event is delivered to.
-pub(crate) struct Target {
-    pub trigger_id: TriggerId,
-    pub script_id: ScriptId,
-    pub retry: RetryPolicy,
 }
 
 fn target(row: &SqliteRow, default_retry: RetryPolicy) -> StoreResult<Target> {
@@ -285,6 +244,7 @@ impl TriggerStore for SqliteStore {
             TriggerConfig::DeadLetter => {}
         }
         commit(tx).await?;
+        self.changed(Change::trigger(new.config.kind()).as_slice());
         self.get_trigger(&new.app_id, &id).await
     }
 
@@ -343,16 +303,26 @@ impl TriggerStore for SqliteStore {
             restart_cron(&mut tx, id, now).await?;
         }
         commit(tx).await?;
-        self.get_trigger(app, id).await
+        let updated = self.get_trigger(app, id).await;
+        if let Ok(trigger) = &updated {
+            self.changed(Change::trigger(trigger.config.kind()).as_slice());
+        }
+        updated
     }
 
     async fn delete_trigger(&self, app: &AppId, id: &TriggerId) -> StoreResult<()> {
-        let result = sqlx::query("DELETE FROM triggers WHERE id = ? AND app_id = ?")
-            .bind(id.as_str())
-            .bind(app.as_str())
-            .execute(&self.writer)
-            .await
-            .map_err(db_err)?;
-        expect_row(result.rows_affected())
+        let kind: Option<String> =
+            sqlx::query_scalar("DELETE FROM triggers WHERE id = ? AND app_id = ? RETURNING kind")
+                .bind(id.as_str())
+                .bind(app.as_str())
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(db_err)?;
+        let kind: TriggerKind = kind
+            .ok_or(StoreError::NotFound)?
+            .parse()
+            .map_err(StoreError::other)?;
+        self.changed(Change::trigger(kind).as_slice());
+        Ok(())
     }
 }

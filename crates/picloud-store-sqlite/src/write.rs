@@ -10,7 +10,7 @@
 //! runs as the pool's `after_release`, so it covers every use of the writer, inside a
 //! transaction or not.
 
-use picloud_store::StoreResult;
+use picloud_store::{Change, StoreResult};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Sqlite, Transaction};
 
@@ -27,6 +27,23 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)
+    }
+
+    /// Commits a write and, when it queued deliveries, wakes the dispatcher: the
+    /// wake-up belongs to the commit, so no caller has to remember it (and none can
+    /// send it before the rows are visible).
+    pub(crate) async fn commit_queued(&self, tx: WriteTx, queued: bool) -> StoreResult<()> {
+        commit(tx).await?;
+        if queued {
+            self.signal.notify();
+        }
+        Ok(())
+    }
+
+    /// After the commit of a write to cached rows: every cache in this process (the
+    /// only one on a SQLite file) drops what the write made stale.
+    pub(crate) fn changed(&self, changes: &[Change]) {
+        self.changes.publish(changes);
     }
 }
 

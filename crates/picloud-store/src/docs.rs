@@ -68,15 +68,6 @@ impl FieldPath {
     pub fn segments(&self) -> &[String] {
         &self.0
     }
-
-    /// `$."a"."b"` for SQLite's JSON functions.
-    pub fn sqlite(&self) -> String {
-        let mut out = String::from("$");
-        for s in &self.0 {
-            out.push_str(&format!(".\"{s}\""));
-        }
-        out
-    }
 }
 
 /// An ordering operand: `$gt` and friends compare numbers with numbers and strings
@@ -93,17 +84,6 @@ pub enum CmpOp {
     Gte,
     Lt,
     Lte,
-}
-
-impl CmpOp {
-    pub fn sql(self) -> &'static str {
-        match self {
-            CmpOp::Gt => ">",
-            CmpOp::Gte => ">=",
-            CmpOp::Lt => "<",
-            CmpOp::Lte => "<=",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

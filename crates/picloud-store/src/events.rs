@@ -32,6 +32,24 @@ impl RetryPolicy {
         base_delay_ms: 0,
         max_delay_ms: 0,
     };
+
+    /// A trigger's own policy from its three nullable columns: all set, or none (the
+    /// default applies). Stored values are never out of range; a corrupt one is
+    /// clamped rather than failing every read of the trigger.
+    pub fn from_columns(
+        max_attempts: Option<i64>,
+        base_delay_ms: Option<i64>,
+        max_delay_ms: Option<i64>,
+    ) -> Option<RetryPolicy> {
+        match (max_attempts, base_delay_ms, max_delay_ms) {
+            (Some(max), Some(base), Some(cap)) => Some(RetryPolicy {
+                max_attempts: u32::try_from(max).unwrap_or(1),
+                base_delay_ms: u64::try_from(base).unwrap_or(0),
+                max_delay_ms: u64::try_from(cap).unwrap_or(0),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What a write knows about the run that caused it, for the events it emits.

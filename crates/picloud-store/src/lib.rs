@@ -4,12 +4,17 @@
 //! Backends own their SQL and migrations; nothing here knows a dialect. The same
 //! conformance suite (`picloud-testkit`) runs against every implementation.
 
+pub mod changes;
 pub mod cron;
 pub mod docs;
 pub mod events;
+pub mod fanout;
 pub mod identity;
 pub mod models;
 pub mod page;
+pub mod range;
+pub mod signal;
+pub mod trigger_row;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,13 +23,18 @@ use picloud_core::{
     ApiKeyId, AppId, AuditId, ErrorCode, ExecutionId, RouteId, ScriptId, SessionId, UserId,
 };
 
+pub use changes::{Change, ChangeFeed, OnChange};
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
 };
 pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryError};
 pub use events::*;
+pub use fanout::{FanOut, Target};
 pub use models::*;
-pub use page::{Cursor, Page, PageRequest};
+pub use page::{Cursor, Page, PageError, PageRequest};
+pub use range::prefix_end;
+pub use signal::EventSignal;
+pub use trigger_row::{trigger_config, TriggerColumns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -174,45 +184,9 @@ pub trait ScriptStore {
     async fn import_edges(&self, app: &AppId) -> StoreResult<Vec<ImportEdge>>;
 }
 
-/// Something other processes may hold in a cache, changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The app was renamed, changed or deleted.
-    App(AppId),
-    /// The app's routes, or the scripts they run, changed.
-    Routes(AppId),
-    /// A script's source or name changed, or it was deleted.
-    Script(ScriptId),
-    /// A cron trigger was created, enabled, disabled or deleted: the scheduler,
-    /// wherever it runs, recomputes when it next wakes.
-    CronSchedules,
-    /// Anything may have changed: drop every cache.
-    All,
-}
-
-impl Change {
-    /// The form sent between processes.
-    pub fn encode(&self) -> String {
-        match self {
-            Change::App(id) => format!("app:{id}"),
-            Change::Routes(id) => format!("routes:{id}"),
-            Change::Script(id) => format!("script:{id}"),
-            Change::CronSchedules => "cron".to_owned(),
-            Change::All => "all".to_owned(),
-        }
-    }
-
-    /// Reads [`Change::encode`]'s form; anything unreadable means [`Change::All`].
-    pub fn decode(text: &str) -> Change {
-        let parsed = match text.split_once(':') {
-            Some(("app", id)) => AppId::parse(id).ok().map(Change::App),
-            Some(("routes", id)) => AppId::parse(id).ok().map(Change::Routes),
-            Some(("script", id)) => ScriptId::parse(id).ok().map(Change::Script),
-            None if text == "cron" => Some(Change::CronSchedules),
-            _ => None,
-        };
-        parsed.unwrap_or(Change::All)
-    }
+/// The `Conflict` message for a script name the app already uses.
+pub fn script_name_taken(name: &str) -> String {
+    format!("the app already has a script named {name:?}")
 }
 
 /// The `Invalid` message for an import of a module the app does not have.
@@ -413,17 +387,18 @@ pub trait Store:
     + Sync
 {
     fn backend(&self) -> Backend;
-    /// Calls `wake` whenever another process sharing the database queues deliveries.
-    /// Backends without cross-process notifications (SQLite: one process) do nothing.
-    fn watch_events(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
-    /// Tells the other processes sharing the database that cached data changed.
-    /// Backends with one process (SQLite) have no one to tell.
-    async fn announce_change(&self, _change: &Change) -> StoreResult<()> {
-        Ok(())
-    }
-    /// Calls `on_change` for every change another process announces, and with
+    /// The dispatcher's wake-up. The store signals it after every commit that made
+    /// outbox rows claimable; callers only wait on it.
+    fn event_signal(&self) -> std::sync::Arc<EventSignal>;
+    /// Also signals [`Store::event_signal`] whenever another process sharing the
+    /// database queues deliveries. Backends without cross-process notifications
+    /// (SQLite: one process) do nothing.
+    fn watch_events(&self) {}
+    /// Calls `on_change` for every committed change to cached rows, made by this
+    /// process or (PostgreSQL) another one on the same database, and with
     /// [`Change::All`] whenever announcements may have been missed (a reconnect).
-    fn watch_changes(&self, _on_change: std::sync::Arc<dyn Fn(Change) + Send + Sync>) {}
+    /// The store's write methods announce by themselves; see [`changes`].
+    fn watch_changes(&self, on_change: OnChange);
     /// Cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections; pending work is finished first.

@@ -96,7 +96,31 @@ impl Default for PageRequest {
     }
 }
 
+/// Why a client's page request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("limit must be 1 to {MAX_LIMIT}")]
+    InvalidLimit,
+}
+
 impl PageRequest {
+    /// A client's request, as every listing (admin API, script SDK) reads it: the
+    /// `cursor` a previous page handed out (none: the first page) and a
+    /// `limit` from 1 to [`MAX_LIMIT`] ([`DEFAULT_LIMIT`] when absent).
+    pub fn parse(cursor: Option<&str>, limit: Option<u32>) -> Result<Self, PageError> {
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(PageError::InvalidLimit);
+        }
+        let after = match cursor {
+            None => None,
+            Some(raw) => Some(Cursor::decode(raw).ok_or(PageError::InvalidCursor)?),
+        };
+        Ok(Self { limit, after })
+    }
+
     pub fn first(limit: u32) -> Self {
         Self {
             limit: limit.clamp(1, MAX_LIMIT),

@@ -38,7 +38,7 @@ async fn app_with_script(store: &Arc<dyn Store>, slug: &str) -> (AppId, ScriptId
     (app.id, script.id)
 }
 
-async fn cron_trigger(
+pub(crate) async fn cron_trigger(
     store: &Arc<dyn Store>,
     app: &AppId,
     script: &ScriptId,

@@ -18,7 +18,7 @@ const RETRY: RetryPolicy = RetryPolicy {
     max_delay_ms: 100,
 };
 
-fn cause(depth: u32) -> EventCause {
+pub(crate) fn cause(depth: u32) -> EventCause {
     EventCause {
         depth,
         max_depth: 8,
@@ -26,7 +26,7 @@ fn cause(depth: u32) -> EventCause {
     }
 }
 
-async fn app_with_script(store: &Arc<dyn Store>, slug: &str) -> (AppId, ScriptId) {
+pub(crate) async fn app_with_script(store: &Arc<dyn Store>, slug: &str) -> (AppId, ScriptId) {
     let app = store
         .create_app(NewApp {
             slug: slug.into(),
@@ -47,7 +47,7 @@ async fn app_with_script(store: &Arc<dyn Store>, slug: &str) -> (AppId, ScriptId
     (app.id, script.id)
 }
 
-async fn kv_trigger(
+pub(crate) async fn kv_trigger(
     store: &Arc<dyn Store>,
     app: &AppId,
     script: &ScriptId,
@@ -68,7 +68,7 @@ async fn kv_trigger(
         .expect("trigger")
 }
 
-async fn claim_all(store: &Arc<dyn Store>) -> Vec<picloud_store::OutboxEvent> {
+pub(crate) async fn claim_all(store: &Arc<dyn Store>) -> Vec<picloud_store::OutboxEvent> {
     store
         .claim_events(
             picloud_core::now() + Duration::seconds(1),

@@ -14,6 +14,7 @@ pub mod conformance_docs;
 pub mod conformance_events;
 pub mod conformance_identity;
 pub mod conformance_modules;
+pub mod conformance_signals;
 pub mod db;
 pub mod http_server;
 pub mod tmpfs;

@@ -61,3 +61,9 @@ picloud_testkit::store_conformance!(
     last_admin_survives_concurrent_changes,
     credential_changes_end_sessions,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_signals:
+    queuing_writes_wake_the_dispatcher,
+    writes_to_cached_rows_announce_their_changes,
+);

@@ -18,7 +18,7 @@ use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
 use picloud_server::{AppState, SetupToken, Shared};
 use picloud_services::http::TestHosts;
-use picloud_services::{EventSignal, HttpService, Services};
+use picloud_services::{HttpService, Services};
 use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
@@ -223,12 +223,8 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
     let executor = Executor::start(&config.executor);
     let recorder = ExecutionRecorder::start(store.clone());
     let metrics = Arc::new(Metrics::default());
-    let signal = Arc::new(EventSignal::default());
-    {
-        // Deliveries queued by other nodes (PostgreSQL LISTEN/NOTIFY) wake this one too.
-        let signal = signal.clone();
-        store.watch_events(Arc::new(move || signal.notify()));
-    }
+    // Deliveries queued by other nodes (PostgreSQL LISTEN/NOTIFY) wake this one too.
+    store.watch_events();
     if config.http.allow_private {
         tracing::warn!(
             "PICLOUD_HTTP_ALLOW_PRIVATE is on: scripts can reach loopback, private and \
@@ -236,16 +232,10 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         );
     }
     let http = HttpService::new(&config.http, hosts);
-    let services = Arc::new(Services::new(
-        store.clone(),
-        &config.events,
-        signal.clone(),
-        http,
-    ));
+    let services = Arc::new(Services::new(store.clone(), &config.events, http));
     let runner = Runner::new(RunnerParts {
         store: store.clone(),
         services: services.clone(),
-        signal: signal.clone(),
         engine,
         executor,
         recorder,
@@ -305,7 +295,6 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         store.clone(),
         runner.clone(),
         services.clone(),
-        signal.clone(),
         DispatcherConfig {
             lease: config.events.lease,
             poll_interval: config.events.poll_interval,
@@ -321,7 +310,6 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
     let cron_wake = Arc::new(CronWake::default());
     let scheduling = CronScheduler::new(
         store.clone(),
-        signal.clone(),
         cron_wake.clone(),
         metrics,
         CronConfig {
@@ -335,14 +323,14 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         store,
         runner,
         services,
-        signal,
         cron_wake,
         routing: Arc::new(Routing::default()),
         setup,
         csrf_key: Arc::new(key.derive("csrf")),
         login_limiter: Arc::default(),
     });
-    // Route tables and script rows other nodes change reach this node's caches.
+    // Every committed change to cached rows, this node's and (PostgreSQL) other
+    // nodes', reaches this node's caches; nothing else invalidates them.
     state.watch_changes();
     let metrics_addr = metrics_listener.as_ref().map(|(_, local)| *local);
     let metrics_task = metrics_listener.map(|(bound, _)| {

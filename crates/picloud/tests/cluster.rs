@@ -141,3 +141,80 @@ async fn cron_changes_on_one_node_wake_the_scheduler_on_another() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// Deleting and renaming an app and editing a module on node A: node B follows from
+/// the store's change stream alone (no handler tells it), executor state included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_and_module_changes_on_one_node_reach_the_other() {
+    let Some(a) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    a.create_app("shop").await;
+    a.admin_ok(
+        Method::POST,
+        "/api/v1/admin/apps/shop/scripts",
+        Some(json!({"name": "lib", "kind": "module", "source": r#"fn v() { "one" }"#})),
+        201,
+    )
+    .await;
+    let module = a
+        .admin_ok(Method::GET, "/api/v1/admin/apps/shop/scripts", None, 200)
+        .await["items"][0]["id"]
+        .as_str()
+        .expect("module id")
+        .to_owned();
+    a.deploy("shop", "GET", "/v", "import \"lib\" as lib;\nlib::v()")
+        .await;
+    let app = a
+        .admin_ok(Method::GET, "/api/v1/admin/apps/shop", None, 200)
+        .await;
+    let app_id = picloud_core::AppId::parse(app["id"].as_str().expect("app id")).expect("id");
+
+    let b = a.start_node(|_| {}).await;
+    assert_eq!(answer(&b, "/v").await, (200, "one".into()));
+    let on_b = &b.started().state;
+    assert!(on_b.runner.holds_app_state(&app_id), "B ran the app");
+    assert!(
+        on_b.routing.cached_app("shop").is_some(),
+        "B caches the app"
+    );
+
+    a.admin_ok(
+        Method::PUT,
+        &format!("/api/v1/admin/scripts/{module}"),
+        Some(json!({"source": r#"fn v() { "two" }"#})),
+        200,
+    )
+    .await;
+    b.eventually("B runs the edited module", || async {
+        (answer(&b, "/v").await == (200, "two".into())).then_some(())
+    })
+    .await;
+
+    a.admin_ok(
+        Method::PATCH,
+        "/api/v1/admin/apps/shop",
+        Some(json!({"name": "Shop renamed"})),
+        200,
+    )
+    .await;
+    b.eventually("B drops the app row it had before the rename", || async {
+        let cached = on_b.routing.cached_app("shop");
+        cached
+            .is_none_or(|app| app.name == "Shop renamed")
+            .then_some(())
+    })
+    .await;
+
+    a.admin_ok(Method::DELETE, "/api/v1/admin/apps/shop", None, 204)
+        .await;
+    b.eventually(
+        "B forgets the deleted app, executor state included",
+        || async {
+            (answer(&b, "/v").await.0 == 404 && !on_b.runner.holds_app_state(&app_id)).then_some(())
+        },
+    )
+    .await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

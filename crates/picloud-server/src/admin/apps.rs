@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
 use picloud_core::model::validate_slug;
 use picloud_core::AppId;
-use picloud_store::{App, AppPatch, Change, NewApp, Page, StoreError};
+use picloud_store::{App, AppPatch, NewApp, Page, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -174,8 +174,6 @@ pub async fn update_app(
         .update_app(&app.id, AppPatch { name })
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    state.changed(&[Change::App(app.id.clone())]).await;
-    state.runner.forget_app(&app.id);
     Ok(Json(updated.into()))
 }
 
@@ -195,7 +193,5 @@ pub async fn delete_app(
         .delete_app(&app.id)
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    state.changed(&[Change::App(app.id.clone())]).await;
-    state.runner.drop_app(&app.id);
     Ok(StatusCode::NO_CONTENT)
 }

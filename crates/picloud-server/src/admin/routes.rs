@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::{DispatchMode, RouteAuth, RouteMethod, ScriptKind};
 use picloud_core::route_pattern::RoutePattern;
 use picloud_core::RouteId;
-use picloud_store::{Change, NewRoute, Route};
+use picloud_store::{NewRoute, Route};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -93,9 +93,6 @@ pub async fn create_route(
         })
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state
-        .changed(&[Change::Routes(script.app_id.clone())])
-        .await;
     Ok((StatusCode::CREATED, Json(route.into())))
 }
 
@@ -157,6 +154,5 @@ pub async fn delete_route(
         .delete_route(&id)
         .await
         .map_err(|e| ApiError::from_store(e, "route"))?;
-    state.changed(&[Change::Routes(route.app_id.clone())]).await;
     Ok(StatusCode::NO_CONTENT)
 }

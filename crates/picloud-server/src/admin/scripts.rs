@@ -6,7 +6,7 @@ use picloud_core::access::Capability;
 use picloud_core::model::{validate_module_name, ScriptKind};
 use picloud_core::ScriptId;
 use picloud_script::ScriptImport;
-use picloud_store::{Change, NewScript, Script, ScriptPatch};
+use picloud_store::{NewScript, Script, ScriptPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -257,12 +257,6 @@ async fn apply_update(
         )
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state
-        .changed(&[
-            Change::Script(script.id.clone()),
-            Change::Routes(script.app_id.clone()),
-        ])
-        .await;
     Ok(Json(updated.into()))
 }
 
@@ -305,12 +299,6 @@ async fn remove(state: &AppState, script: Script) -> ApiResult<StatusCode> {
         .delete_script(&script.id)
         .await
         .map_err(|e| ApiError::from_store(e, "script"))?;
-    state
-        .changed(&[
-            Change::Script(script.id.clone()),
-            Change::Routes(script.app_id.clone()),
-        ])
-        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

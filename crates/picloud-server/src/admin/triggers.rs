@@ -8,7 +8,7 @@ use picloud_core::access::Capability;
 use picloud_core::cron::{CronError, CronSchedule};
 use picloud_core::model::{DocsOp, KvOp, TriggerKind};
 use picloud_core::{ScriptId, TriggerId};
-use picloud_store::{Change, NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
+use picloud_store::{NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -296,9 +296,6 @@ pub async fn create_trigger(
             StoreError::NotFound => not_here(),
             other => other.into(),
         })?;
-    if kind == TriggerKind::Cron {
-        state.changed(&[Change::CronSchedules]).await;
-    }
     Ok((StatusCode::CREATED, Json(trigger.into())))
 }
 
@@ -341,9 +338,6 @@ pub async fn update_trigger(
         .set_trigger_enabled(&app.id, &trigger_id(&id)?, req.enabled)
         .await
         .map_err(|e| ApiError::from_store(e, "trigger"))?;
-    if trigger.config.kind() == TriggerKind::Cron {
-        state.changed(&[Change::CronSchedules]).await;
-    }
     Ok(Json(trigger.into()))
 }
 
@@ -364,7 +358,5 @@ pub async fn delete_trigger(
         .delete_trigger(&app.id, &trigger_id(&id)?)
         .await
         .map_err(|e| ApiError::from_store(e, "trigger"))?;
-    // The kind is gone with the row; waking the scheduler needlessly costs one query.
-    state.changed(&[Change::CronSchedules]).await;
     Ok(StatusCode::NO_CONTENT)
 }

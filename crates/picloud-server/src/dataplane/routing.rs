@@ -128,6 +128,12 @@ impl Routing {
         Ok(table)
     }
 
+    /// The app row cached for `slug`, if any, without loading it (tests check what a
+    /// node still holds after another node changed the app).
+    pub fn cached_app(&self, slug: &str) -> Option<Arc<App>> {
+        self.apps.read().get(slug).cloned()
+    }
+
     /// The app's routes or scripts changed.
     pub fn invalidate_routes(&self, app: &AppId) {
         self.generation.fetch_add(1, atomic::Ordering::AcqRel);
