@@ -13,6 +13,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
 /// The header carrying a data-plane run's execution id.
+/// `/metrics` answers only with this token (`PICLOUD_METRICS_TOKEN`, set by
+/// `server`).
+pub const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
+
 pub const EXECUTION_HEADER: &str = "x-picloud-execution-id";
 
 pub struct Reply {
@@ -227,7 +231,7 @@ impl Api {
     /// `/metrics`, read with the metrics token instead of the session.
     async fn scrape(&self) -> Result<Reply> {
         let scraper = Api {
-            token: Some(crate::server::METRICS_TOKEN.to_owned()),
+            token: Some(METRICS_TOKEN.to_owned()),
             ..self.clone()
         };
         scraper.get("/metrics").await?.expect_success("metrics")

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use hyper::{Method, StatusCode};
 
-use crate::bench::{Options, Row, Session, APP, APP_HOST};
 use crate::load::LoadConfig;
 use crate::pg::ScratchDatabase;
 use crate::server::Binary;
+use crate::session::{mark, Options, Row, Session, APP, APP_HOST};
 
 /// Documents created per seeding request (one script run).
 const BATCH: usize = 1_000;
@@ -230,7 +230,7 @@ pub fn target(out: &mut String, runs: &[DocsRun]) {
                 out,
                 "- {} docs `find` p50 on {} with {} documents and the GIN index < \
                  {TARGET_FIND_P50_MS:.0} ms: {p50:.2} ms",
-                crate::report::mark(p50 < TARGET_FIND_P50_MS),
+                mark(p50 < TARGET_FIND_P50_MS),
                 run.backend,
                 run.docs,
             );

@@ -8,9 +8,9 @@ use anyhow::{ensure, Context, Result};
 use hyper::{Method, StatusCode};
 
 use crate::api::Api;
-use crate::bench::{Options, Row, Session, APP, APP_HOST};
 use crate::load::{self, LoadResult};
 use crate::server::Binary;
+use crate::session::{Options, Row, Session, APP, APP_HOST};
 
 /// The route doing the write: the key from the path, the time as the value.
 const PUT_SCRIPT: &str = r#"kv::collection("jobs").set(ctx.request.params.k, time::now_ms())"#;

@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::{Options, Results};
+use crate::bench::Results;
 use crate::events::{AsyncRun, EventsRun, PAUSE};
-use crate::report::mark;
+use crate::session::{mark, Options};
 
 const TARGET_LATENCY_P50_MS: i64 = 10;
 const TARGET_EVENTS_PER_SEC: f64 = 2000.0;

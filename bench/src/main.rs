@@ -13,6 +13,7 @@ mod load;
 mod pg;
 mod report;
 mod server;
+mod session;
 mod values;
 
 use std::path::PathBuf;
@@ -21,8 +22,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Arg, ArgMatches, Command};
 
-use crate::bench::Options;
 use crate::load::LoadConfig;
+use crate::session::Options;
 
 /// (flag, environment variable, default, help)
 const SETTINGS: &[(&str, &str, &str, &str)] = &[

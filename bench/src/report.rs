@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::bench::{Options, Results, Row, StartSample};
+use crate::bench::{Results, StartSample};
 use crate::events_report;
+use crate::session::{mark, Options, Row};
 
 const TARGET_RATIO: f64 = 0.5;
 const TARGET_P99_MS: f64 = 10.0;
@@ -36,14 +37,6 @@ fn mib(kib: u64) -> f64 {
 
 fn ratio(row: &Row, baseline: &Row) -> f64 {
     row.load.throughput() / baseline.load.throughput()
-}
-
-pub fn mark(ok: bool) -> &'static str {
-    if ok {
-        "✅"
-    } else {
-        "❌"
-    }
 }
 
 fn header(out: &mut String, r: &Results, opts: &Options) {

@@ -10,12 +10,10 @@ use hyper::StatusCode;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::api::Api;
+use crate::api::{Api, METRICS_TOKEN};
 
 pub const ADMIN_EMAIL: &str = "bench@example.com";
 pub const ADMIN_PASSWORD: &str = "bench-password-1";
-/// `/metrics` answers only with this token (`PICLOUD_METRICS_TOKEN`).
-pub const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);

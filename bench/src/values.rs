@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use hyper::{Method, StatusCode};
 
-use crate::bench::{Options, Row, Session, APP};
 use crate::load::LoadConfig;
 use crate::server::Binary;
+use crate::session::{Options, Row, Session, APP};
 
 const TARGET_PUSH_P50_MS: f64 = 100.0;
 
@@ -112,6 +112,6 @@ pub fn target(out: &mut String, run: Option<&ValuesRun>) {
     let _ = writeln!(
         out,
         "- {} 100,000 pushes p50 < {TARGET_PUSH_P50_MS:.0} ms: {p50:.1} ms",
-        crate::report::mark(p50 < TARGET_PUSH_P50_MS),
+        crate::session::mark(p50 < TARGET_PUSH_P50_MS),
     );
 }
