@@ -130,18 +130,13 @@ impl DeadLetterStore for PostgresStore {
             "SELECT {COLUMNS} FROM dead_letters d WHERE d.app_id = $1 AND {condition} \
              AND ($2::text IS NULL OR d.id < $2) ORDER BY d.id DESC LIMIT $3"
         );
-        let mut rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
             .bind(app.as_str())
             .bind(page.after.as_deref())
             .bind(page.fetch_limit())
-            .fetch(&self.pool);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "payload")) {
-                break;
-            }
-            items.items.push(dead_letter(&row)?);
-        }
+            .fetch(&self.pool)
+            .map_err(db_err);
+        let items = Gathered::read(rows, |row| stored_len(row, "payload"), dead_letter).await?;
         Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 

@@ -476,15 +476,13 @@ impl DocsStore for PostgresStore {
         sql.int_arg(query.limit.into());
         sql.push(" OFFSET ");
         sql.int_arg(query.skip.into());
-        let mut rows = sqlx::query_with(&sql.text, sql.args)
+        let rows = sqlx::query_with(&sql.text, sql.args)
             .persistent(false)
-            .fetch(&self.pool);
-        let mut found = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !found.admit(stored_len(&row, "data")) {
-                return Err(find_too_large());
-            }
-            found.items.push(doc(&row)?);
+            .fetch(&self.pool)
+            .map_err(db_err);
+        let found = Gathered::read(rows, |row| stored_len(row, "data"), doc).await?;
+        if found.cut {
+            return Err(find_too_large());
         }
         Ok(found.items)
     }
@@ -507,16 +505,11 @@ impl DocsStore for PostgresStore {
         condition(filter.unwrap_or(&Condition::All), &mut sql);
         sql.push(" ORDER BY id LIMIT ");
         sql.int_arg(page.fetch_limit());
-        let mut rows = sqlx::query_with(&sql.text, sql.args)
+        let rows = sqlx::query_with(&sql.text, sql.args)
             .persistent(false)
-            .fetch(&self.pool);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "data")) {
-                break;
-            }
-            items.items.push(doc(&row)?);
-        }
+            .fetch(&self.pool)
+            .map_err(db_err);
+        let items = Gathered::read(rows, |row| stored_len(row, "data"), doc).await?;
         Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 }

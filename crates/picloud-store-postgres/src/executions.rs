@@ -158,21 +158,21 @@ impl ExecutionStore for PostgresStore {
              AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR source = $5) \
              ORDER BY id DESC LIMIT $6"
         );
-        let mut rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
             .bind(app.as_str())
             .bind(page.after.as_deref())
             .bind(filter.script_id.as_ref().map(|s| s.as_str()))
             .bind(filter.status.map(|s| s.as_str()))
             .bind(filter.source.map(|s| s.as_str()))
             .bind(page.fetch_limit())
-            .fetch(&self.pool);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "logs") + stored_len(&row, "error")) {
-                break;
-            }
-            items.items.push(execution(&row)?);
-        }
+            .fetch(&self.pool)
+            .map_err(db_err);
+        let items = Gathered::read(
+            rows,
+            |row| stored_len(row, "logs") + stored_len(row, "error"),
+            execution,
+        )
+        .await?;
         Ok(Page::from_gathered(items, page, |e| e.id.as_str()))
     }
 

@@ -215,14 +215,8 @@ impl KvStore for PostgresStore {
         if let Some(upper) = &upper {
             query = query.bind(upper.as_str());
         }
-        let mut rows = query.fetch(&self.pool);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "value")) {
-                break;
-            }
-            items.items.push(entry(&row)?);
-        }
+        let rows = query.fetch(&self.pool).map_err(db_err);
+        let items = Gathered::read(rows, |row| stored_len(row, "value"), entry).await?;
         Ok(Page::from_gathered(items, page, |e| e.key.as_str()))
     }
 }

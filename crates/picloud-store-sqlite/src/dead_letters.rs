@@ -100,19 +100,14 @@ impl DeadLetterStore for SqliteStore {
             "SELECT {COLUMNS} FROM dead_letters WHERE app_id = ? AND {condition} \
              AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
         );
-        let mut rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
             .bind(app.as_str())
             .bind(page.after.as_deref())
             .bind(page.after.as_deref())
             .bind(page.fetch_limit())
-            .fetch(&self.reader);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "payload")) {
-                break;
-            }
-            items.items.push(dead_letter(&row)?);
-        }
+            .fetch(&self.reader)
+            .map_err(db_err);
+        let items = Gathered::read(rows, |row| stored_len(row, "payload"), dead_letter).await?;
         Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 

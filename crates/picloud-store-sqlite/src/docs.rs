@@ -478,13 +478,12 @@ impl DocsStore for SqliteStore {
         sql.number_arg(&Number::from(query.limit));
         sql.push(" OFFSET ");
         sql.number_arg(&Number::from(query.skip));
-        let mut rows = sqlx::query_with(&sql.text, sql.args).fetch(&self.reader);
-        let mut found = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !found.admit(stored_len(&row, "data")) {
-                return Err(find_too_large());
-            }
-            found.items.push(doc(&row)?);
+        let rows = sqlx::query_with(&sql.text, sql.args)
+            .fetch(&self.reader)
+            .map_err(db_err);
+        let found = Gathered::read(rows, |row| stored_len(row, "data"), doc).await?;
+        if found.cut {
+            return Err(find_too_large());
         }
         Ok(found.items)
     }
@@ -507,14 +506,10 @@ impl DocsStore for SqliteStore {
         condition(filter.unwrap_or(&Condition::All), &mut sql);
         sql.push(" ORDER BY id LIMIT ");
         sql.number_arg(&Number::from(page.fetch_limit()));
-        let mut rows = sqlx::query_with(&sql.text, sql.args).fetch(&self.reader);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "data")) {
-                break;
-            }
-            items.items.push(doc(&row)?);
-        }
+        let rows = sqlx::query_with(&sql.text, sql.args)
+            .fetch(&self.reader)
+            .map_err(db_err);
+        let items = Gathered::read(rows, |row| stored_len(row, "data"), doc).await?;
         Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 }

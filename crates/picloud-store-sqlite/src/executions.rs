@@ -119,7 +119,7 @@ impl ExecutionStore for SqliteStore {
              AND (? IS NULL OR script_id = ?) AND (? IS NULL OR status = ?) \
              AND (? IS NULL OR source = ?) ORDER BY id DESC LIMIT ?"
         );
-        let mut rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
             .bind(app.as_str())
             .bind(page.after.as_deref())
             .bind(page.after.as_deref())
@@ -130,14 +130,14 @@ impl ExecutionStore for SqliteStore {
             .bind(filter.source.map(|s| s.as_str()))
             .bind(filter.source.map(|s| s.as_str()))
             .bind(page.fetch_limit())
-            .fetch(&self.reader);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "logs") + stored_len(&row, "error")) {
-                break;
-            }
-            items.items.push(execution(&row)?);
-        }
+            .fetch(&self.reader)
+            .map_err(db_err);
+        let items = Gathered::read(
+            rows,
+            |row| stored_len(row, "logs") + stored_len(row, "error"),
+            execution,
+        )
+        .await?;
         Ok(Page::from_gathered(items, page, |e| e.id.as_str()))
     }
 

@@ -146,21 +146,16 @@ impl KvStore for SqliteStore {
              AND (? IS NULL OR key < ?) ORDER BY key LIMIT ?",
             if strict { ">" } else { ">=" }
         );
-        let mut rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql)
             .bind(app.as_str())
             .bind(collection)
             .bind(lower)
             .bind(upper.as_deref())
             .bind(upper.as_deref())
             .bind(page.fetch_limit())
-            .fetch(&self.reader);
-        let mut items = Gathered::default();
-        while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            if !items.admit(stored_len(&row, "value")) {
-                break;
-            }
-            items.items.push(entry(&row)?);
-        }
+            .fetch(&self.reader)
+            .map_err(db_err);
+        let items = Gathered::read(rows, |row| stored_len(row, "value"), entry).await?;
         Ok(Page::from_gathered(items, page, |e| e.key.as_str()))
     }
 }

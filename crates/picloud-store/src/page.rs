@@ -3,6 +3,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use futures_util::{Stream, TryStreamExt as _};
+
+use crate::StoreResult;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
@@ -39,6 +42,28 @@ impl<T> Gathered<T> {
             budget,
             cut: false,
         }
+    }
+
+    /// Reads `rows` in order until the budget is spent, measuring each row's stored
+    /// size with `size` before `decode` turns it into an item; the rest of the stream
+    /// is left unread.
+    pub async fn read<R, S>(
+        rows: S,
+        size: impl Fn(&R) -> usize,
+        decode: impl Fn(&R) -> StoreResult<T>,
+    ) -> StoreResult<Self>
+    where
+        S: Stream<Item = StoreResult<R>>,
+    {
+        let mut rows = std::pin::pin!(rows);
+        let mut gathered = Self::default();
+        while let Some(row) = rows.try_next().await? {
+            if !gathered.admit(size(&row)) {
+                break;
+            }
+            gathered.items.push(decode(&row)?);
+        }
+        Ok(gathered)
     }
 
     /// Whether a row of `bytes` stored bytes still fits. The first row always does, so
