@@ -93,10 +93,15 @@ impl ApiError {
         Self::new(ErrorCode::UnsupportedMediaType, message)
     }
 
-    /// 422 `invalid`, blaming `field`.
+    /// 422 `invalid`, blaming `field`. An empty `field` (serde reports a missing
+    /// top-level field at the empty path) names the field its message names, or none.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let mut e = Self::new(ErrorCode::Invalid, message);
-        e.body.field = Some(field.to_owned());
+        e.body.field = if field.is_empty() {
+            missing_field(&e.body.message).map(str::to_owned)
+        } else {
+            Some(field.to_owned())
+        };
         e
     }
 
@@ -183,3 +188,9 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The field serde's "missing field `x`" message names.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.split("missing field `").nth(1)?;
+    rest.split('`').next().filter(|f| !f.is_empty())
+}

@@ -147,6 +147,7 @@ impl UserStore for PostgresStore {
     async fn update_user(&self, id: &UserId, patch: UserPatch) -> StoreResult<User> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let current = lock_user(&mut tx, id).await?;
+        identity::check_precondition(&current, &patch)?;
         if identity::removes_enabled_admin(&current, &patch) {
             keep_another_admin(&mut tx, id).await?;
         }

@@ -137,6 +137,7 @@ impl UserStore for SqliteStore {
             .await
             .map_err(db_err)?;
         let current = locked_user(&mut tx, id).await?;
+        identity::check_precondition(&current, &patch)?;
         if identity::removes_enabled_admin(&current, &patch) {
             keep_another_admin(&mut tx, id).await?;
         }

@@ -2,7 +2,7 @@
 
 use picloud_core::SessionId;
 
-use crate::{User, UserPatch};
+use crate::{StoreError, StoreResult, User, UserPatch};
 
 /// The `Conflict` message for a change that would leave the instance without an
 /// enabled instance admin (nobody could then manage users, or undo the change).
@@ -36,5 +36,21 @@ pub fn kept_session(patch: &UserPatch) -> Option<&SessionId> {
         None
     } else {
         patch.keep_session.as_ref()
+    }
+}
+
+/// The `Conflict` message for a password change whose proof of the old password went
+/// stale: another change landed first.
+pub const PASSWORD_CHANGED: &str =
+    "the password was changed by another request meanwhile; sign in again";
+
+/// Checks `patch`'s precondition against the locked row (see
+/// [`UserPatch::if_password_hash`]).
+pub fn check_precondition(user: &User, patch: &UserPatch) -> StoreResult<()> {
+    match &patch.if_password_hash {
+        Some(expected) if *expected != user.password_hash => {
+            Err(StoreError::Conflict(PASSWORD_CHANGED.to_owned()))
+        }
+        _ => Ok(()),
     }
 }

@@ -133,6 +133,11 @@ pub struct UserPatch {
     /// The one session that outlives a new password: the caller's own, when users
     /// change their own password.
     pub keep_session: Option<SessionId>,
+    /// Apply the patch only while the stored password hash is still this one: users
+    /// changing their own password proved they knew it, and two such changes racing
+    /// must not both succeed. `Conflict` ([`crate::identity::PASSWORD_CHANGED`])
+    /// otherwise.
+    pub if_password_hash: Option<String>,
 }
 
 /// What a user change does to the user's API keys.

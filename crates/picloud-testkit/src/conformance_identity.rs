@@ -391,3 +391,28 @@ pub async fn credential_changes_end_sessions(store: Arc<dyn Store>) {
     assert!(store.api_key_by_hash("boss-key", at).await.is_ok());
     assert!(live(&store, "boss-session").await);
 }
+
+/// A password change conditioned on the old hash applies once: a second change made
+/// with the same (now stale) proof is a `Conflict`, and changes nothing.
+pub async fn password_changes_compare_and_set(store: Arc<dyn Store>) {
+    let user = admin(&store, "racer@example.com").await;
+    let change = |hash: &str| UserPatch {
+        password_hash: Some(hash.to_owned()),
+        if_password_hash: Some(user.password_hash.clone()),
+        ..UserPatch::default()
+    };
+    let won = store
+        .update_user(&user.id, change("first"))
+        .await
+        .expect("first");
+    assert_eq!(won.password_hash, "first");
+    match store.update_user(&user.id, change("second")).await {
+        Err(StoreError::Conflict(message)) => {
+            assert_eq!(message, picloud_store::identity::PASSWORD_CHANGED);
+        }
+        other => panic!("a stale proof must not apply: {other:?}"),
+    }
+    let now = store.get_user(&user.id).await.expect("user");
+    assert_eq!(now.password_hash, "first");
+    assert_eq!(now.session_epoch, won.session_epoch, "nothing else changed");
+}

@@ -60,6 +60,7 @@ picloud_testkit::store_conformance!(
     conformance_identity:
     last_admin_survives_concurrent_changes,
     credential_changes_end_sessions,
+    password_changes_compare_and_set,
 );
 
 picloud_testkit::store_conformance!(

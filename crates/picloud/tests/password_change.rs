@@ -78,14 +78,25 @@ async fn own_password_change(backend: Backend) {
         "{body}"
     );
 
+    let (code, body) = call(&app, &here, json!({"new_password": "new-password-1"})).await;
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("current_password")),
+        "{body}"
+    );
+
     // A bad new password changes nothing.
-    let (code, _) = call(
+    let (code, body) = call(
         &app,
         &here,
         json!({"current_password": "password123", "new_password": "short"}),
     )
     .await;
-    assert_eq!(code, 422);
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("new_password")),
+        "{body}"
+    );
     assert_eq!(me(&app, &elsewhere).await, 200, "nothing changed yet");
 
     let (code, body) = call(
@@ -143,7 +154,67 @@ async fn wrong_current_passwords_are_throttled(backend: Backend) {
     app.shutdown().await;
 }
 
+/// Two sessions changing the password at the same moment: one wins, the other is
+/// refused (before the fix both got 204 and both sessions ended), and the winner's
+/// session stays.
+async fn racing_changes_have_one_winner(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.admin_ok(
+        Method::POST,
+        "/api/v1/admin/users",
+        Some(json!({"email": "dev@example.com", "password": "password123"})),
+        201,
+    )
+    .await;
+    for round in 0..3 {
+        let old = if round == 0 {
+            "password123".to_owned()
+        } else {
+            format!("winner-password-{}", round - 1)
+        };
+        let one = app.login("dev@example.com", &old).await;
+        let two = app.login("dev@example.com", &old).await;
+        let ((a, body_a), (b, body_b)) = tokio::join!(
+            call(
+                &app,
+                &one,
+                json!({"current_password": old, "new_password": format!("one-password-{round}")}),
+            ),
+            call(
+                &app,
+                &two,
+                json!({"current_password": old, "new_password": format!("two-password-{round}")}),
+            ),
+        );
+        // The loser is refused: 409 when both checked the old password before either
+        // wrote (the race), 401 when the winner's write ended its session first.
+        let mut codes = [a, b];
+        codes.sort_unstable();
+        assert!(
+            codes[0] == 204 && [401, 409].contains(&codes[1]),
+            "round {round}: {a} {body_a} / {b} {body_b}"
+        );
+        let (winner, password) = if a == 204 {
+            (&one, format!("one-password-{round}"))
+        } else {
+            (&two, format!("two-password-{round}"))
+        };
+        assert_eq!(me(&app, winner).await, 200, "the winner's session stays");
+        // Set a known password for the next round, from the winner's session.
+        let (code, body) = call(
+            &app,
+            winner,
+            json!({"current_password": password,
+                   "new_password": format!("winner-password-{round}")}),
+        )
+        .await;
+        assert_eq!(code, 204, "{body}");
+    }
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    racing_password_changes_have_one_winner => racing_changes_have_one_winner,
     users_change_their_own_password => own_password_change,
     guessing_the_current_password_is_throttled => wrong_current_passwords_are_throttled,
 );

@@ -177,6 +177,7 @@ pub async fn update_user(
                 disabled: req.disabled,
                 api_keys,
                 keep_session,
+                if_password_hash: None,
             },
         )
         .await

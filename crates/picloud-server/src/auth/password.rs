@@ -32,6 +32,7 @@ pub struct ChangePassword {
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = ChangePassword,
     responses((status = 204), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope, description = "the current password is wrong, or the caller is an API key"),
+        (status = 409, body = ErrorEnvelope, description = "another password change landed first"),
         (status = 422, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)),
     security(("bearer" = [])), extensions(("x-capability" = json!("signed_in"))))]
 pub async fn change_password(
@@ -67,7 +68,10 @@ pub async fn change_password(
         return Err(ApiError::forbidden("the current password is wrong"));
     }
     state.login_limiter.record_success(&email, client);
-    validate_password(&req.new_password)?;
+    validate_password(&req.new_password).map_err(|mut e| {
+        e.body.field = Some("new_password".into());
+        e
+    })?;
     let password_hash = hash_password(req.new_password).await?;
     state
         .store
@@ -83,6 +87,9 @@ pub async fn change_password(
                     KeyRevocation::Keep
                 },
                 keep_session: Some(session),
+                // What the current password was checked against: a change that landed
+                // meanwhile (another session's) makes this one a 409, not a second win.
+                if_password_hash: Some(caller.user.password_hash.clone()),
             },
         )
         .await
