@@ -2,6 +2,8 @@
 //! a query never loads a collection into memory; writes lock the database (one writer)
 //! from read to write, so `prev_data` and patches see no interleaving.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
 use picloud_core::model::{DocsOp, ExecutionSource};
@@ -463,8 +465,13 @@ impl DocsStore for SqliteStore {
         collection: &str,
         query: &Query,
     ) -> StoreResult<Vec<Doc>> {
+        // Sort and page over ids alone, then read the documents picked: SQLite's
+        // sorter holds whole rows (in memory, temp_store=memory), so sorting the
+        // documents themselves held a collection's bytes to return one of them (150
+        // documents of 1 MB sorted for `$limit: 1` kept 170 MB). One read transaction,
+        // so both statements see the same snapshot.
         let mut sql = Sql::default();
-        sql.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
+        sql.push("SELECT id FROM docs WHERE app_id = ");
         sql.text_arg(app.to_string());
         sql.push(" AND collection = ");
         sql.text_arg(collection.to_owned());
@@ -478,14 +485,43 @@ impl DocsStore for SqliteStore {
         sql.number_arg(&Number::from(query.limit));
         sql.push(" OFFSET ");
         sql.number_arg(&Number::from(query.skip));
-        let rows = sqlx::query_with(&sql.text, sql.args)
-            .fetch(&self.reader)
+        let mut tx = self.reader.begin().await.map_err(db_err)?;
+        let ids: Vec<String> = sqlx::query_scalar_with(&sql.text, sql.args)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pick = Sql::default();
+        pick.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
+        pick.text_arg(app.to_string());
+        pick.push(" AND collection = ");
+        pick.text_arg(collection.to_owned());
+        pick.push(" AND id IN (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                pick.push(", ");
+            }
+            pick.text_arg(id.clone());
+        }
+        pick.push(")");
+        let rows = sqlx::query_with(&pick.text, pick.args)
+            .fetch(&mut *tx)
             .map_err(db_err);
         let found = Gathered::read(rows, |row| stored_len(row, "data"), doc).await?;
+        tx.rollback().await.map_err(db_err)?;
         if found.cut {
             return Err(find_too_large());
         }
-        Ok(found.items)
+        let position: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let mut docs = found.items;
+        docs.sort_by_key(|d| position.get(d.id.as_str()).copied());
+        Ok(docs)
     }
 
     async fn docs_list(

@@ -36,6 +36,7 @@ picloud_testkit::store_conformance!(
     docs_apps_are_isolated,
     docs_writes_queue_their_events,
     reads_stop_at_their_byte_budget,
+    sorted_finds_do_not_hold_the_collection,
 );
 
 picloud_testkit::store_conformance!(
