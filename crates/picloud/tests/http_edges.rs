@@ -341,7 +341,40 @@ async fn async_calls_never_store_credentials(backend: Backend) {
     app.shutdown().await;
 }
 
+/// Sends `request` on a raw connection (half-closing it, so a body cut short ends) and
+/// returns the answer's status line and body.
+async fn raw(app: &TestApp, request: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(request).await.expect("write");
+    conn.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+/// A body that ends early or has a malformed chunk is a 400 `bad_request`, not a 413
+/// (it said "larger than 10485760 bytes" about five bytes).
+async fn broken_bodies_are_bad_requests(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.deploy("shop", "POST", "/echo", "ctx.request.body")
+        .await;
+    let cut_short = b"POST /apps/shop/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\nConnection: close\r\n\r\n{\"a\":";
+    let bad_chunk = b"POST /apps/shop/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n";
+    for (what, request) in [("cut short", &cut_short[..]), ("bad chunk", &bad_chunk[..])] {
+        let (status, body) = raw(&app, request).await;
+        assert!(status.contains(" 400 "), "{what}: {status} {body}");
+        assert!(body.contains("\"bad_request\""), "{what}: {body}");
+    }
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    broken_request_bodies_are_bad_requests => broken_bodies_are_bad_requests,
     router_and_connection_errors_use_the_envelope => router_errors_use_the_envelope,
     script_statuses_outside_200_to_599_are_errors => script_statuses_outside_200_to_599_are_script_errors,
     route_methods_and_paths_are_validated => routes_are_made_of_valid_tokens,

@@ -194,9 +194,19 @@ async fn read_request(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::payload_too_large(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::payload_too_large(limit))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+        if over {
+            ApiError::payload_too_large(limit)
+        } else {
+            // A body cut short or malformed (a bad chunk size) is the client's mistake,
+            // not a size problem.
+            ApiError::bad_request(
+                "the request body could not be read: it ended early or is malformed",
+            )
+        }
+    })?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
