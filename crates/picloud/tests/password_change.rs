@@ -14,6 +14,17 @@ async fn call(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The user every case changes the password of: `dev@example.com`, `password123`.
+async fn dev_user(app: &TestApp) -> Value {
+    app.admin_ok(
+        Method::POST,
+        "/api/v1/admin/users",
+        Some(json!({"email": "dev@example.com", "password": "password123"})),
+        201,
+    )
+    .await
+}
+
 async fn me(app: &TestApp, token: &str) -> u16 {
     app.call_as(token, Method::GET, "/api/v1/auth/me", None)
         .await
@@ -23,14 +34,7 @@ async fn me(app: &TestApp, token: &str) -> u16 {
 
 async fn own_password_change(backend: Backend) {
     let app = TestApp::start(backend).await.expect("server");
-    let user = app
-        .admin_ok(
-            Method::POST,
-            "/api/v1/admin/users",
-            Some(json!({"email": "dev@example.com", "password": "password123"})),
-            201,
-        )
-        .await;
+    let user = dev_user(&app).await;
     app.create_app("shop").await;
     app.admin_ok(
         Method::PUT,
@@ -128,13 +132,7 @@ async fn own_password_change(backend: Backend) {
 
 async fn wrong_current_passwords_are_throttled(backend: Backend) {
     let app = TestApp::start(backend).await.expect("server");
-    app.admin_ok(
-        Method::POST,
-        "/api/v1/admin/users",
-        Some(json!({"email": "dev@example.com", "password": "password123"})),
-        201,
-    )
-    .await;
+    dev_user(&app).await;
     let token = app.login("dev@example.com", "password123").await;
     let mut throttled = false;
     for _ in 0..30 {
@@ -159,13 +157,7 @@ async fn wrong_current_passwords_are_throttled(backend: Backend) {
 /// session stays.
 async fn racing_changes_have_one_winner(backend: Backend) {
     let app = TestApp::start(backend).await.expect("server");
-    app.admin_ok(
-        Method::POST,
-        "/api/v1/admin/users",
-        Some(json!({"email": "dev@example.com", "password": "password123"})),
-        201,
-    )
-    .await;
+    dev_user(&app).await;
     for round in 0..3 {
         let old = if round == 0 {
             "password123".to_owned()
