@@ -204,6 +204,9 @@ pub struct ExecutorConfig {
     pub threads: usize,
     pub app_max_concurrency: usize,
     pub queue_timeout: Duration,
+    /// The share of the script threads, and of each app's slots, that background runs
+    /// (deliveries) may take at once; the rest is kept for requests.
+    pub background_share: f64,
     pub script_cache_size: usize,
     pub module_cache_size: usize,
 }
@@ -414,10 +417,19 @@ impl Config {
         let threads = src.number("PICLOUD_EXECUTOR_THREADS", 4 * cpus, 1)?;
         let app_max_concurrency =
             src.number("PICLOUD_APP_MAX_CONCURRENCY", (threads / 2).max(1), 1)?;
+        let background_share = src.parse("PICLOUD_BACKGROUND_SHARE", 0.75, |s| {
+            match s.parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+                _ => Err(format!(
+                    "invalid value {s:?}: expected a fraction above 0 and at most 1"
+                )),
+            }
+        })?;
         let executor = ExecutorConfig {
             threads,
             app_max_concurrency: app_max_concurrency.min(threads),
             queue_timeout: src.millis("PICLOUD_EXECUTOR_QUEUE_TIMEOUT_MS", 2_000)?,
+            background_share,
             script_cache_size: src.number("PICLOUD_SCRIPT_CACHE_SIZE", 256, 1)?,
             module_cache_size: src.number("PICLOUD_MODULE_CACHE_SIZE", 512, 1)?,
         };

@@ -1,28 +1,35 @@
 //! The dispatcher: delivers queued events (trigger events, async route calls) to their
 //! scripts, with retries, dead letters and leases.
 //!
-//! It claims only as many deliveries as it has script slots for, wakes at once when a
-//! write queues something (the store's [`EventSignal`], signalled after such commits
-//! here and on PostgreSQL on other nodes' announcements too), otherwise sleeps until the
-//! next delivery is due, and polls every `poll_interval` as a safety net. A claim is a
-//! lease, extended while the run lives; completing needs the claim's fencing token, so
-//! a worker presumed dead cannot complete a delivery someone else has re-claimed.
+//! It claims only what can start now: the executor's background room, in all and per
+//! app ([`crate::gate`]: requests keep their share of threads and of every app's slots),
+//! taken in turns across apps by the store, so one app's backlog neither delays
+//! another app's deliveries nor holds claims that sit waiting for a thread. It wakes
+//! at once when a write queues something (the store's [`EventSignal`], signalled after
+//! such commits here and on PostgreSQL on other nodes' announcements too) or a slot
+//! frees, otherwise sleeps until the next delivery is due, and polls every
+//! `poll_interval` as a safety net. A claim is a lease, extended while the run lives;
+//! completing needs the claim's fencing token, so a worker presumed dead cannot
+//! complete a delivery someone else has re-claimed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use picloud_core::model::ExecutionSource;
+use picloud_core::AppId;
 use picloud_core::{DeadLetterId, EventId, ExecutionId};
 use picloud_script::{FailureKind, RunInput, RunReport, ScriptFailure};
 use picloud_services::Services;
-use picloud_store::{App, EventSignal, OutboxEvent, RetryPolicy, Script, Store, StoreError};
+use picloud_store::{
+    App, AppRoom, ClaimPlan, EventSignal, OutboxEvent, RetryPolicy, Script, Store, StoreError,
+};
 use rand::Rng;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::caller::{self, RunCaller};
-use crate::executor::Slot;
+use crate::gate::Slot;
 use crate::run::{execution_record, failed, run_script, RunIdentity};
 use crate::{payload, ExecError, Runner};
 
@@ -75,8 +82,6 @@ pub struct DispatcherConfig {
     pub poll_interval: Duration,
     pub trigger_timeout: Duration,
     pub max_log_lines: usize,
-    /// Deliveries run at once (the executor's threads).
-    pub capacity: usize,
 }
 
 pub struct Dispatcher {
@@ -87,7 +92,6 @@ pub struct Dispatcher {
     signal: Arc<EventSignal>,
     config: DispatcherConfig,
     in_flight: AtomicUsize,
-    finished: Notify,
     /// Deliveries whose script is running, with their fencing tokens.
     running: parking_lot::Mutex<std::collections::HashMap<EventId, i64>>,
 }
@@ -117,7 +121,6 @@ impl Dispatcher {
             services,
             config,
             in_flight: AtomicUsize::new(0),
-            finished: Notify::new(),
             running: parking_lot::Mutex::default(),
         })
     }
@@ -133,25 +136,38 @@ impl Dispatcher {
     }
 
     async fn claim_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let executor = self.runner.executor.clone();
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let in_flight = self.in_flight();
-            let free = self.config.capacity.saturating_sub(in_flight);
-            // Claim in batches: waiting until a quarter of the slots are free turns one
-            // claim round trip per delivery into one per several, under load.
-            if free == 0 || (in_flight > 0 && free < self.claim_batch_floor()) {
+            let room = executor.background_room();
+            // Claim in batches: waiting until a quarter of the background slots are
+            // free turns one claim round trip per delivery into one per several, under
+            // load.
+            if room.total == 0 || (self.in_flight() > 0 && room.total < self.claim_batch_floor()) {
                 tokio::select! {
-                    () = self.finished.notified() => {}
+                    () = executor.slot_freed() => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
-            let limit = u32::try_from(free.min(CLAIM_BATCH)).unwrap_or(1);
+            let plan = ClaimPlan {
+                limit: u32::try_from(room.total.min(CLAIM_BATCH)).unwrap_or(1),
+                per_app: u32::try_from(room.per_app).unwrap_or(u32::MAX),
+                apps: room
+                    .apps
+                    .into_iter()
+                    .map(|load| AppRoom {
+                        app: AppId::from_trusted(load.app),
+                        room: u32::try_from(load.room).unwrap_or(u32::MAX),
+                        running: u32::try_from(load.running).unwrap_or(u32::MAX),
+                    })
+                    .collect(),
+            };
             let claimed = match self
                 .store
-                .claim_events(picloud_core::now(), limit, self.config.lease)
+                .claim_planned(picloud_core::now(), self.config.lease, &plan)
                 .await
             {
                 Ok(claimed) => claimed,
@@ -162,28 +178,34 @@ impl Dispatcher {
                 }
             };
             if claimed.is_empty() {
+                // Nothing due for an app with room. (An app at its share gets its turn
+                // when one of its runs ends: that frees a slot and wakes this loop.)
                 let wait = self.until_next_due().await;
                 tokio::select! {
                     () = self.signal.notified() => {}
+                    () = executor.slot_freed(), if !plan.apps.is_empty() => {}
                     () = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
             for event in claimed {
+                // Taken here, before the next round's room is read. A request that came
+                // in since the room was read goes first: then the delivery waits for
+                // the next free background slot.
+                let slot = executor.try_background_slot(event.app_id.as_str());
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
                 let me = self.clone();
                 tokio::spawn(async move {
-                    me.deliver(event).await;
+                    me.deliver(event, slot).await;
                     me.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    me.finished.notify_one();
                 });
             }
         }
     }
 
     fn claim_batch_floor(&self) -> usize {
-        (self.config.capacity / 4).max(1)
+        (self.runner.executor.limits().background / 4).max(1)
     }
 
     /// How long to sleep when nothing is due: until the next due delivery, at most the
@@ -231,7 +253,7 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(self: &Arc<Self>, event: OutboxEvent) {
+    async fn deliver(self: &Arc<Self>, event: OutboxEvent, slot: Option<Slot>) {
         let app = match self
             .runner
             .rows
@@ -270,7 +292,10 @@ impl Dispatcher {
             }
         };
         let attempt = match &script {
-            Some(script) => self.attempt(&app, script, &event, &execution_id).await,
+            Some(script) => {
+                self.attempt(slot, &app, script, &event, &execution_id)
+                    .await
+            }
             None => Some(Attempt::Ran(failed(ScriptFailure::error(
                 "the script no longer exists",
             )))),
@@ -304,6 +329,7 @@ impl Dispatcher {
     /// is shutting down.
     async fn attempt(
         &self,
+        slot: Option<Slot>,
         app: &App,
         script: &Arc<Script>,
         event: &OutboxEvent,
@@ -311,10 +337,13 @@ impl Dispatcher {
     ) -> Option<Attempt> {
         // The slot first, the caller second: a delivery may wait long for a slot, and
         // rights its caller lost meanwhile must be lost for the run too.
-        let slot = match self.runner.executor.queued_slot(app.id.as_str()).await {
-            Ok(slot) => slot,
-            Err(ExecError::ShutDown) => return None,
-            Err(e) => return Some(Attempt::Ran(failed(ScriptFailure::error(e.to_string())))),
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match self.runner.executor.background_slot(app.id.as_str()).await {
+                Ok(slot) => slot,
+                Err(ExecError::ShutDown) => return None,
+                Err(e) => return Some(Attempt::Ran(failed(ScriptFailure::error(e.to_string())))),
+            },
         };
         match self.prepare(app, script, event, execution_id).await {
             Ok(input) => self.run(slot, script, input).await.map(Attempt::Ran),

@@ -1,26 +1,27 @@
-//! The executor pool and its gate.
+//! The executor pool.
 //!
 //! Scripts are synchronous Rhai, so they run on dedicated OS threads with a large,
 //! explicit stack (deep recursion must hit the call-depth limit, never the native
-//! stack: a native overflow aborts the process). Admission is a gate of two tokio
-//! semaphores: one per app (no app may hold more than its share of the pool) and one
-//! global (no more runs than threads). A request waits for both at most
-//! `queue_timeout`, then is refused: a flood queues briefly, never without bound.
+//! stack: a native overflow aborts the process). Admission is the [`Gate`]: requests
+//! before background runs, no app above its share, no more runs than threads. A request
+//! waits at most `queue_timeout`, then is refused: a flood queues briefly, never
+//! without bound.
 //!
 //! The hand-off is a queue push (waking one parked thread) and a oneshot reply; because
 //! the gate never admits more jobs than threads, the queue never holds a backlog. Idle
 //! threads park at once instead of spinning: on a small machine, spinning script
 //! threads steal the CPU the async workers need.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use picloud_core::config::ExecutorConfig;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
+
+use crate::gate::{BackgroundRoom, Class, Gate, Limits, Refused, Slot};
 
 /// Native stack of every script thread. Rhai recursion costs tens of KiB of stack per
 /// level in debug builds; this leaves the call- and expression-depth limits as the
@@ -63,13 +64,6 @@ impl std::fmt::Display for Saturated {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// One of the app's slots and one of the pool's, held from admission until the run
-/// ends; dropping it frees both.
-pub struct Slot {
-    _app: OwnedSemaphorePermit,
-    _pool: OwnedSemaphorePermit,
-}
-
 /// Jobs waiting for a thread; threads wait on `ready`.
 #[derive(Default)]
 struct JobQueue {
@@ -96,12 +90,8 @@ impl JobQueue {
 
 pub struct Executor {
     jobs: Arc<JobQueue>,
-    global: Arc<Semaphore>,
-    apps: Mutex<HashMap<String, Arc<Semaphore>>>,
-    app_limit: usize,
+    gate: Arc<Gate>,
     queue_timeout: Duration,
-    waiting: AtomicUsize,
-    threads: usize,
 }
 
 impl Executor {
@@ -121,34 +111,57 @@ impl Executor {
                 tracing::error!(error = %e, "could not start a script thread");
             }
         }
+        let limits = Limits::new(
+            config.threads,
+            config.app_max_concurrency,
+            config.background_share,
+        );
         Arc::new(Self {
             jobs,
-            global: Arc::new(Semaphore::new(config.threads)),
-            apps: Mutex::new(HashMap::new()),
-            app_limit: config.app_max_concurrency.clamp(1, config.threads.max(1)),
+            gate: Gate::new(limits),
             queue_timeout: config.queue_timeout,
-            waiting: AtomicUsize::new(0),
-            threads: config.threads,
         })
     }
 
-    /// Runs `job` on a script thread once the app and the pool have a free slot,
-    /// waiting at most the queue timeout for one.
+    /// Runs a request's `job` on a script thread once the app and the pool have a
+    /// free slot, waiting at most the queue timeout for one.
     pub async fn run<T, F>(&self, app_id: &str, job: F) -> Result<T, ExecError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let slot = self.admit(app_id, Some(self.queue_timeout)).await?;
+        let slot = self
+            .gate
+            .slot(app_id, Class::Interactive, Some(self.queue_timeout))
+            .await
+            .map_err(refused)?;
         self.run_on(slot, job).await
     }
 
-    /// A slot for a queued event, waited for as long as it takes (the delivery's
-    /// claim is kept alive meanwhile). Taken before the run is prepared, so what must
-    /// be decided just before the script starts (its caller's rights) is decided
-    /// after the wait, not before it.
-    pub async fn queued_slot(&self, app_id: &str) -> Result<Slot, ExecError> {
-        self.admit(app_id, None).await
+    /// How many background runs could start now, in all and per app: the dispatcher
+    /// claims no more than this.
+    pub fn background_room(&self) -> BackgroundRoom {
+        self.gate.background_room()
+    }
+
+    /// A background slot for the app if one is free now.
+    pub fn try_background_slot(&self, app_id: &str) -> Option<Slot> {
+        self.gate.try_slot(app_id, Class::Background)
+    }
+
+    /// A background slot for the app, waited for as long as it takes (behind every
+    /// request). Taken before a delivery's run is prepared, so what must be decided
+    /// just before the script starts (its caller's rights) is decided after the wait.
+    pub async fn background_slot(&self, app_id: &str) -> Result<Slot, ExecError> {
+        self.gate
+            .slot(app_id, Class::Background, None)
+            .await
+            .map_err(refused)
+    }
+
+    /// Resolves when a slot has freed (background room may have grown).
+    pub async fn slot_freed(&self) {
+        self.gate.freed().await;
     }
 
     /// Runs `job` on a script thread in `slot`, which is freed when the job ends,
@@ -172,76 +185,33 @@ impl Executor {
         }
     }
 
-    async fn admit(&self, app_id: &str, wait: Option<Duration>) -> Result<Slot, ExecError> {
-        let app = self.app_semaphore(app_id);
-        // Fast path: both free, no timer.
-        if let Ok(a) = app.clone().try_acquire_owned() {
-            if let Ok(g) = self.global.clone().try_acquire_owned() {
-                return Ok(Slot { _app: a, _pool: g });
-            }
-        }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        // The app's slot is taken first; a wait that ends holding it was a wait
-        // for the server's.
-        let mut waited_on = Saturated::App;
-        let acquire = async {
-            let a = app.acquire_owned().await?;
-            waited_on = Saturated::Server;
-            let g = self.global.clone().acquire_owned().await?;
-            Ok::<_, tokio::sync::AcquireError>(Slot { _app: a, _pool: g })
-        };
-        let admitted = match wait {
-            Some(limit) => tokio::time::timeout(limit, acquire).await,
-            None => Ok(acquire.await),
-        };
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        match admitted {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_)) => Err(ExecError::ShutDown),
-            Err(_) => Err(ExecError::Busy(waited_on)),
-        }
-    }
-
-    fn app_semaphore(&self, app_id: &str) -> Arc<Semaphore> {
-        let mut apps = self.apps.lock();
-        if let Some(s) = apps.get(app_id) {
-            return s.clone();
-        }
-        let s = Arc::new(Semaphore::new(self.app_limit));
-        apps.insert(app_id.to_owned(), s.clone());
-        s
-    }
-
-    /// One of the app's slots, if one is free right now, for a run that needs no thread
-    /// (an inline attempt): those count against the app's share too, so one app cannot
-    /// fill the async workers either. `None` when the executor is closed.
-    pub fn try_app_slot(&self, app_id: &str) -> Option<OwnedSemaphorePermit> {
-        self.app_semaphore(app_id).try_acquire_owned().ok()
-    }
-
-    /// Forgets an app's slot counter (the app was deleted).
+    /// Forgets an app's counters (the app was deleted).
     pub fn forget_app(&self, app_id: &str) {
-        self.apps.lock().remove(app_id);
+        self.gate.forget_app(app_id);
     }
 
-    /// Whether the executor holds a slot counter for the app (it ran here and was not
-    /// deleted since).
+    /// Whether the executor holds state for the app (runs of it in progress or
+    /// waiting).
     pub fn tracks_app(&self, app_id: &str) -> bool {
-        self.apps.lock().contains_key(app_id)
+        self.gate.tracks_app(app_id)
     }
 
-    /// Requests waiting for a slot right now.
+    /// Runs waiting for a slot right now.
     pub fn queue_depth(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.gate.waiting()
     }
 
     /// Runs in progress right now.
     pub fn busy(&self) -> usize {
-        self.threads - self.global.available_permits()
+        self.gate.busy()
     }
 
     pub fn threads(&self) -> usize {
-        self.threads
+        self.gate.limits().threads
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.gate.limits()
     }
 
     pub fn queue_timeout(&self) -> Duration {
@@ -250,10 +220,15 @@ impl Executor {
 
     /// Refuses new work; runs in progress finish.
     pub fn close(&self) {
-        self.global.close();
-        for s in self.apps.lock().values() {
-            s.close();
-        }
+        self.gate.close();
+    }
+}
+
+fn refused(r: Refused) -> ExecError {
+    match r {
+        Refused::Closed => ExecError::ShutDown,
+        Refused::TimedOut { app_full: true } => ExecError::Busy(Saturated::App),
+        Refused::TimedOut { app_full: false } => ExecError::Busy(Saturated::Server),
     }
 }
 
@@ -283,7 +258,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
 
     fn config(threads: usize, per_app: usize, timeout_ms: u64) -> ExecutorConfig {
@@ -291,6 +266,7 @@ mod tests {
             threads,
             app_max_concurrency: per_app,
             queue_timeout: Duration::from_millis(timeout_ms),
+            background_share: 0.75,
             script_cache_size: 8,
             module_cache_size: 8,
         }

@@ -12,6 +12,7 @@ mod caller;
 pub mod cron;
 pub mod dispatcher;
 pub mod executor;
+pub mod gate;
 mod input;
 pub mod metrics;
 mod payload;

@@ -99,7 +99,9 @@ impl Runner {
 
     /// Runs a route script inline on this async worker if it is compiled, has not
     /// needed a script thread before, and finishes within the inline budget; `None`:
-    /// run it on a script thread.
+    /// run it on a script thread. An inline attempt takes no slot: it is bounded by
+    /// its budget like any other request handling, and counting it against the app's
+    /// share serialised an app whose share is one or two slots.
     pub(crate) fn try_inline<T>(
         &self,
         script: &Script,
@@ -109,7 +111,6 @@ impl Runner {
         if self.threaded.contains(script) {
             return None;
         }
-        let _slot = self.executor.try_app_slot(script.app_id.as_str())?;
         let key = CacheKey {
             script_id: script.id.as_str(),
             updated_at: script.updated_at,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use picloud_core::model::ExecutionSource;
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
 use picloud_store::{
-    DeadLetter, EventStore, FanOut, NewEvent, OutboxEvent, RetryPolicy, StoreResult,
+    ClaimPlan, DeadLetter, EventStore, FanOut, NewEvent, OutboxEvent, RetryPolicy, StoreResult,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 
@@ -90,31 +90,64 @@ impl EventStore for PostgresStore {
         Ok(())
     }
 
-    async fn claim_events(
+    async fn claim_planned(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
         lease: Duration,
+        plan: &ClaimPlan,
     ) -> StoreResult<Vec<OutboxEvent>> {
+        if plan.is_empty() {
+            return Ok(Vec::new());
+        }
         let until =
             now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+        let names: Vec<&str> = plan.apps.iter().map(|a| a.app.as_str()).collect();
+        let rooms: Vec<i64> = plan.apps.iter().map(|a| i64::from(a.room)).collect();
+        let running: Vec<i64> = plan.apps.iter().map(|a| i64::from(a.running)).collect();
         // Claims, lease extensions and completions commit without waiting for the WAL
         // flush (`relaxed` pool): one lost in a crash only means the delivery runs once
         // more, which at-least-once delivery allows; waiting for the disk on each
         // was what bounded event throughput.
-        // SKIP LOCKED: rows another node is claiming right now are passed over rather
-        // than waited for (and, once it commits, re-checked and found claimed), so
-        // concurrent dispatchers never claim the same delivery.
+        // The apps with queued rows come from a loose index scan (one probe per app),
+        // then each app's oldest due rows up to its room, in turns across apps, those
+        // running fewer first (`ClaimPlan::pick`, in SQL): the cost follows the apps and the room, never a
+        // backlog's length. SKIP LOCKED: rows another node is claiming right now are
+        // passed over rather than waited for, so concurrent dispatchers never claim
+        // the same delivery.
         let rows = sqlx::query(&format!(
-            "UPDATE outbox SET claimed_until = $1, lease_version = lease_version + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE due_at <= $2 \
-             AND (claimed_until IS NULL OR claimed_until <= $2) ORDER BY due_at LIMIT $3 \
-             FOR UPDATE SKIP LOCKED) \
+            "WITH RECURSIVE apps(id) AS ( \
+               (SELECT app_id FROM outbox ORDER BY app_id LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT o.app_id FROM outbox o WHERE o.app_id > apps.id \
+                       ORDER BY o.app_id LIMIT 1) \
+               FROM apps WHERE apps.id IS NOT NULL \
+             ), room AS ( \
+               SELECT apps.id, LEAST(COALESCE(r.room, $3), $4) AS room, \
+                 COALESCE(r.running, 0) AS running FROM apps \
+               LEFT JOIN unnest($5::text[], $6::bigint[], $7::bigint[]) \
+                 AS r(app, room, running) ON r.app = apps.id \
+               WHERE apps.id IS NOT NULL \
+             ), picked AS ( \
+               SELECT c.id, c.due_at, room.running \
+                 + row_number() OVER (PARTITION BY room.id ORDER BY c.due_at, c.id) AS turn \
+               FROM room CROSS JOIN LATERAL ( \
+                 SELECT o.id, o.due_at FROM outbox o WHERE o.app_id = room.id \
+                   AND o.due_at <= $2 AND (o.claimed_until IS NULL OR o.claimed_until <= $2) \
+                 ORDER BY o.due_at LIMIT room.room FOR UPDATE SKIP LOCKED \
+               ) c \
+               WHERE room.room > 0 \
+             ) \
+             UPDATE outbox SET claimed_until = $1, lease_version = lease_version + 1 \
+             WHERE id IN (SELECT id FROM picked ORDER BY turn, due_at LIMIT $4) \
              RETURNING {COLUMNS}"
         ))
         .bind(until)
         .bind(now)
-        .bind(i64::from(limit))
+        .bind(i64::from(plan.per_app))
+        .bind(i64::from(plan.limit))
+        .bind(&names)
+        .bind(&rooms)
+        .bind(&running)
         .fetch_all(&self.relaxed)
         .await
         .map_err(db_err)?;

@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session epochs",
         include_str!("../migrations/0009_session_epochs.sql"),
     ),
+    (
+        10,
+        "outbox by app",
+        include_str!("../migrations/0010_outbox_by_app.sql"),
+    ),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::{AppId, DeadLetterId, EventId, ScriptId, TriggerId};
 use picloud_store::{
-    DeadLetter, EventStore, FanOut, NewEvent, OutboxEvent, RetryPolicy, StoreError, StoreResult,
+    Candidate, ClaimPlan, DeadLetter, EventStore, FanOut, NewEvent, OutboxEvent, RetryPolicy,
+    StoreError, StoreResult,
 };
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
@@ -78,31 +79,75 @@ impl EventStore for SqliteStore {
         Ok(())
     }
 
-    async fn claim_events(
+    async fn claim_planned(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
         lease: Duration,
+        plan: &ClaimPlan,
     ) -> StoreResult<Vec<OutboxEvent>> {
+        if plan.is_empty() {
+            return Ok(Vec::new());
+        }
         let until =
             now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
-        let rows = sqlx::query(&format!(
-            "UPDATE outbox SET claimed_until = ?, lease_version = lease_version + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE due_at <= ? \
-             AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY due_at LIMIT ?) \
-             RETURNING {COLUMNS}"
-        ))
-        .bind(ts(until))
-        .bind(ts(now))
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
+        let mut tx = self.begin_write().await?;
+        // The apps with queued rows, one index probe each (a loose index scan), then
+        // each one's oldest due rows: the cost follows the number of apps and the
+        // room, never the length of a backlog.
+        let apps: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE a(id) AS (SELECT MIN(app_id) FROM outbox \
+             UNION ALL SELECT (SELECT MIN(app_id) FROM outbox WHERE app_id > a.id) \
+             FROM a WHERE a.id IS NOT NULL) SELECT id FROM a WHERE id IS NOT NULL",
+        )
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
+        let mut candidates = Vec::new();
+        for app in apps {
+            let app = AppId::from_trusted(app);
+            let room = plan.room(&app);
+            if room == 0 {
+                continue;
+            }
+            let rows = sqlx::query(
+                "SELECT id, due_at FROM outbox WHERE app_id = ? AND due_at <= ? \
+                 AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY due_at LIMIT ?",
+            )
+            .bind(app.as_str())
+            .bind(ts(now))
+            .bind(ts(now))
+            .bind(i64::from(room))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            for row in rows {
+                candidates.push(Candidate {
+                    id: col::<String>(&row, "id")?,
+                    app_id: app.clone(),
+                    due_at: col_ts(&row, "due_at")?,
+                });
+            }
+        }
+        let picked = plan.pick(candidates);
+        if picked.is_empty() {
+            commit(tx).await?;
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; picked.len()].join(", ");
+        let sql = format!(
+            "UPDATE outbox SET claimed_until = ?, lease_version = lease_version + 1 \
+             WHERE id IN ({marks}) RETURNING {COLUMNS}"
+        );
+        let mut update = sqlx::query(&sql).bind(ts(until));
+        for id in &picked {
+            update = update.bind(id);
+        }
+        let rows = update.fetch_all(&mut *tx).await.map_err(db_err)?;
         let mut events = rows
             .iter()
             .map(outbox_event)
             .collect::<StoreResult<Vec<_>>>()?;
+        commit(tx).await?;
         events.sort_by(|a, b| a.due_at.cmp(&b.due_at).then_with(|| a.id.cmp(&b.id)));
         Ok(events)
     }

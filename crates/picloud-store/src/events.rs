@@ -14,7 +14,7 @@ use picloud_core::{AbandonedId, AppId, DeadLetterId, EventId, ExecutionId, Scrip
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{CronState, Page, PageRequest, StoreResult};
+use crate::{ClaimPlan, CronState, Page, PageRequest, StoreResult};
 
 /// How often and how patiently a delivery is retried. `max_attempts` counts every
 /// run, the first included.
@@ -305,13 +305,24 @@ pub trait TriggerStore {
 pub trait EventStore {
     /// Queues one delivery (an async route call). `Conflict` if the id is queued.
     async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()>;
-    /// Claims up to `limit` due, unclaimed (or lease-expired) deliveries for `lease`.
+    /// Claims due, unclaimed (or lease-expired) deliveries for `lease`, as many as
+    /// `plan` has room for, taking turns across apps (`ClaimPlan::pick`): each app's
+    /// oldest first. Returned in due order.
+    async fn claim_planned(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        plan: &ClaimPlan,
+    ) -> StoreResult<Vec<OutboxEvent>>;
+    /// Claims up to `limit` due deliveries of any apps, in turns across apps.
     async fn claim_events(
         &self,
         now: DateTime<Utc>,
         limit: u32,
         lease: Duration,
-    ) -> StoreResult<Vec<OutboxEvent>>;
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        self.claim_planned(now, lease, &ClaimPlan::any(limit)).await
+    }
     /// Keeps a running delivery claimed; `false` if someone else holds it now.
     async fn extend_lease(
         &self,

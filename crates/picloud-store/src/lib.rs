@@ -4,7 +4,9 @@
 //! Backends own their SQL and migrations; nothing here knows a dialect. The same
 //! conformance suite (`picloud-testkit`) runs against every implementation.
 
+pub mod batch;
 pub mod changes;
+pub mod claim;
 pub mod cron;
 pub mod docs;
 pub mod events;
@@ -23,7 +25,9 @@ use picloud_core::{
     ApiKeyId, AppId, AuditId, ErrorCode, ExecutionId, RouteId, ScriptId, SessionId, UserId,
 };
 
+pub use batch::{Batcher, Flushed};
 pub use changes::{Change, ChangeFeed, OnChange};
+pub use claim::{AppRoom, Candidate, ClaimPlan};
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
 };

@@ -69,3 +69,10 @@ picloud_testkit::store_conformance!(
     queuing_writes_wake_the_dispatcher,
     writes_to_cached_rows_announce_their_changes,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_claims:
+    claims_take_turns_across_apps,
+    claims_skip_what_is_not_due,
+    apps_running_fewer_go_first,
+);

@@ -300,10 +300,6 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
             poll_interval: config.events.poll_interval,
             trigger_timeout: config.limits.trigger_timeout,
             max_log_lines: config.limits.max_log_lines,
-            // Twice the script threads: while one delivery runs its script, another
-            // does its database steps (claim, complete), which would otherwise leave
-            // threads idle. The executor's gate still bounds what actually runs.
-            capacity: 2 * config.executor.threads,
         },
     );
     let dispatching = dispatcher.spawn(stopped.clone());
