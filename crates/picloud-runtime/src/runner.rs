@@ -168,8 +168,8 @@ impl Runner {
         self.rows.forget_app(id);
     }
 
-    /// Whether this node keeps per-app state for the app (tests check that a deleted
-    /// app leaves none behind on any node).
+    /// Whether this node's executor keeps state for the app (runs of it in progress
+    /// or waiting; tests check that a deleted app leaves none behind on any node).
     pub fn holds_app_state(&self, id: &AppId) -> bool {
         self.executor.tracks_app(id.as_str())
     }

@@ -84,10 +84,8 @@ async fn lock_claimed_app(
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        insert_event(&mut conn, &new, None).await?;
-        self.announce();
-        Ok(())
+        // Shares a statement (and a WAL flush) with concurrent calls; announced after.
+        self.outbox.enqueue(new).await
     }
 
     async fn claim_planned(
@@ -176,13 +174,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn complete_event(&self, id: &EventId, version: i64) -> StoreResult<bool> {
-        sqlx::query("DELETE FROM outbox WHERE id = $1 AND lease_version = $2")
-            .bind(id.as_str())
-            .bind(version)
-            .execute(&self.relaxed)
-            .await
-            .map(|r| r.rows_affected() == 1)
-            .map_err(db_err)
+        self.outbox.complete(id.clone(), version).await
     }
 
     async fn retry_event(

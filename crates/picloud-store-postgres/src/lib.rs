@@ -23,6 +23,7 @@ mod keys;
 mod kv;
 mod members;
 mod outbox;
+mod outbox_batch;
 mod routes;
 mod scripts;
 mod triggers;
@@ -128,6 +129,8 @@ pub struct PostgresStore {
     /// Told after every commit that changed cached rows, here or on another node.
     changes: std::sync::Arc<ChangeFeed>,
     announcer: tokio::task::JoinHandle<()>,
+    /// Group commit of queuing and completing deliveries.
+    outbox: outbox_batch::OutboxBatches,
 }
 
 impl PostgresStore {
@@ -161,6 +164,14 @@ impl PostgresStore {
             .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let announcements = std::sync::Arc::new(tokio::sync::Notify::new());
         let announcer = tokio::spawn(announce_loop(pool.clone(), announcements.clone()));
+        let signal: std::sync::Arc<EventSignal> = std::sync::Arc::default();
+        let outbox = {
+            let (signal, announcements) = (signal.clone(), announcements.clone());
+            outbox_batch::OutboxBatches::start(&pool, &relaxed, move || {
+                signal.notify();
+                announcements.notify_one();
+            })
+        };
         Ok(Self {
             pool,
             relaxed,
@@ -169,8 +180,9 @@ impl PostgresStore {
             change_listener: parking_lot::Mutex::new(None),
             announcements,
             announcer,
-            signal: std::sync::Arc::default(),
+            signal,
             changes: std::sync::Arc::default(),
+            outbox,
         })
     }
 

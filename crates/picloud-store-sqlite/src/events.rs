@@ -73,10 +73,8 @@ async fn claimed(
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn enqueue_event(&self, new: NewEvent) -> StoreResult<()> {
-        let mut conn = self.writer.acquire().await.map_err(db_err)?;
-        insert_event(&mut conn, &new, None).await?;
-        self.signal.notify();
-        Ok(())
+        // Shares a statement with concurrent calls; wakes the dispatcher after it.
+        self.outbox.enqueue(new).await
     }
 
     async fn claim_planned(
@@ -169,13 +167,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn complete_event(&self, id: &EventId, version: i64) -> StoreResult<bool> {
-        sqlx::query("DELETE FROM outbox WHERE id = ? AND lease_version = ?")
-            .bind(id.as_str())
-            .bind(version)
-            .execute(&self.writer)
-            .await
-            .map(|r| r.rows_affected() == 1)
-            .map_err(db_err)
+        self.outbox.complete(id.clone(), version).await
     }
 
     async fn retry_event(

@@ -16,6 +16,7 @@ mod keys;
 mod kv;
 mod members;
 mod outbox;
+mod outbox_batch;
 mod routes;
 mod scripts;
 mod triggers;
@@ -113,6 +114,8 @@ pub struct SqliteStore {
     signal: Arc<EventSignal>,
     /// Told after every commit that changed cached rows (see `changed`).
     changes: ChangeFeed,
+    /// Group commit of queuing and completing deliveries.
+    outbox: outbox_batch::OutboxBatches,
 }
 
 impl SqliteStore {
@@ -144,11 +147,14 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreError::other)?;
+        let signal = Arc::default();
+        let outbox = outbox_batch::OutboxBatches::start(&writer, &signal);
         Ok(Self {
             writer,
             reader,
-            signal: Arc::default(),
+            signal,
             changes: ChangeFeed::default(),
+            outbox,
         })
     }
 

@@ -177,3 +177,91 @@ pub async fn apps_running_fewer_go_first(store: Arc<dyn Store>) {
         vec![&late]
     );
 }
+
+fn http_event(app: &AppId, script: &ScriptId, id: EventId) -> NewEvent {
+    NewEvent {
+        id,
+        app_id: app.clone(),
+        trigger_id: None,
+        script_id: script.clone(),
+        source: ExecutionSource::Http,
+        payload: json!({"source": "http", "op": "request"}),
+        retry: RetryPolicy::ONCE,
+        depth: 0,
+        due_at: picloud_core::now() - Duration::seconds(1),
+    }
+}
+
+/// Concurrent queuing and completing share statements (group commit), and every
+/// caller still gets its own answer: a duplicate id or a missing app fails alone.
+pub async fn concurrent_writes_get_their_own_answers(store: Arc<dyn Store>) {
+    let (app, script) = app_with_script(&store, "busy").await;
+    let ghost = AppId::from_trusted("app_does_not_exist".to_owned());
+    let ids: Vec<EventId> = (0..120).map(|_| EventId::new()).collect();
+    let mut calls = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let first = store.clone();
+        // Every tenth to an app that does not exist; every id but those queued twice.
+        let event = if i % 10 == 9 {
+            http_event(&ghost, &script, id.clone())
+        } else {
+            http_event(&app, &script, id.clone())
+        };
+        let again = (i % 10 == 4).then(|| event.clone());
+        calls.push(tokio::spawn(async move {
+            (i, "first", first.enqueue_event(event).await)
+        }));
+        if let Some(again) = again {
+            let store = store.clone();
+            calls.push(tokio::spawn(async move {
+                (i, "again", store.enqueue_event(again).await)
+            }));
+        }
+    }
+    let mut per_id: std::collections::HashMap<usize, (usize, usize)> = Default::default();
+    for call in calls {
+        let (i, _, result) = call.await.expect("joined");
+        let entry = per_id.entry(i).or_default();
+        match result {
+            Ok(()) => entry.0 += 1,
+            Err(picloud_store::StoreError::Conflict(_)) => {
+                assert_eq!(i % 10, 4, "only duplicates conflict");
+                entry.1 += 1;
+            }
+            Err(picloud_store::StoreError::NotFound) => assert_eq!(i % 10, 9),
+            Err(e) => panic!("item {i}: unexpected {e}"),
+        }
+    }
+    for i in 0..ids.len() {
+        let (ok, conflict) = per_id.get(&i).copied().unwrap_or_default();
+        match i % 10 {
+            9 => assert_eq!((ok, conflict), (0, 0), "item {i}: missing app"),
+            4 => assert_eq!((ok, conflict), (1, 1), "item {i}: one of two wins"),
+            _ => assert_eq!((ok, conflict), (1, 0), "item {i}"),
+        }
+    }
+
+    let claimed = store
+        .claim_events(picloud_core::now(), 500, LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 108, "every queued event, once");
+    let mut completions = Vec::new();
+    for (n, event) in claimed.into_iter().enumerate() {
+        let store = store.clone();
+        // Every third with a stale fencing token: refused, its neighbours done.
+        let version = if n % 3 == 0 {
+            event.lease_version - 1
+        } else {
+            event.lease_version
+        };
+        completions.push(tokio::spawn(async move {
+            (n, store.complete_event(&event.id, version).await)
+        }));
+    }
+    for c in completions {
+        let (n, done) = c.await.expect("joined");
+        assert_eq!(done.expect("complete"), n % 3 != 0, "completion {n}");
+    }
+    assert_eq!(store.count_events(&app).await.expect("count"), 36);
+}

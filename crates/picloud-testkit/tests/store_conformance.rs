@@ -75,4 +75,5 @@ picloud_testkit::store_conformance!(
     claims_take_turns_across_apps,
     claims_skip_what_is_not_due,
     apps_running_fewer_go_first,
+    concurrent_writes_get_their_own_answers,
 );

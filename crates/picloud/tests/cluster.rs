@@ -173,7 +173,8 @@ async fn app_and_module_changes_on_one_node_reach_the_other() {
     let b = a.start_node(|_| {}).await;
     assert_eq!(answer(&b, "/v").await, (200, "one".into()));
     let on_b = &b.started().state;
-    assert!(on_b.runner.holds_app_state(&app_id), "B ran the app");
+    // (The executor keeps nothing for an app with no runs in progress or waiting,
+    // so only the caches hold the app now.)
     assert!(
         on_b.routing.cached_app("shop").is_some(),
         "B caches the app"
