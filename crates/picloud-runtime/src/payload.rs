@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use picloud_script::{PrincipalInput, RequestBody, RequestInput};
 use picloud_store::OutboxEvent;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::input::Subject;
 
@@ -153,17 +153,15 @@ fn principal_of(value: &Value) -> Option<PrincipalInput> {
 /// request), and the caller it was queued with, if any: a snapshot that
 /// [`crate::caller::resolve`] checks against the store just before the run starts.
 pub(crate) fn delivery(event: &OutboxEvent) -> (Subject, Option<PrincipalInput>) {
-    let mut ctx_event: Map<String, Value> = event.payload.as_object().cloned().unwrap_or_default();
-    let request = ctx_event
-        .remove("request")
+    let request = event
+        .payload
+        .get("request")
         .filter(|r| !r.is_null())
-        .map(|r| request_of(&r));
-    let principal = ctx_event.remove("principal").and_then(|p| principal_of(&p));
-    ctx_event.insert("id".into(), Value::String(event.id.to_string()));
-    ctx_event.insert("attempt".into(), json!(event.attempt));
+        .map(request_of);
+    let principal = event.payload.get("principal").and_then(principal_of);
     let subject = Subject {
         request,
-        event: Some(Value::Object(ctx_event)),
+        event: Some(event.ctx_event()),
         attempt: event.attempt,
         depth: event.depth,
     };

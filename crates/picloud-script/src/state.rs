@@ -11,6 +11,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use picloud_core::model::LogLevel;
 
+use crate::modules::ModuleDeps;
+
 /// Longest single captured log line; longer lines are cut.
 /// What a run is stopped with (`ErrorTerminated`, which no `try` can catch); `error`
 /// turns each back into the limit it stands for.
@@ -41,7 +43,7 @@ pub(crate) struct RunState {
     pub max_logs: usize,
     pub dropped_logs: usize,
     /// The modules being imported, outermost first.
-    pub imports: Vec<String>,
+    pub imports: Vec<ImportFrame>,
     /// An inline attempt (see `ScriptEngine::try_inline`): it gives way instead of
     /// calling a service or running long.
     pub inline: bool,
@@ -196,6 +198,12 @@ pub(crate) fn log(level: LogLevel, message: &str) {
     });
 }
 
+/// A module being imported, and what its evaluation has imported so far.
+pub(crate) struct ImportFrame {
+    name: String,
+    below: ModuleDeps,
+}
+
 /// Why an import may not start.
 pub(crate) enum ImportRefused {
     /// The chain from the module's first import back to itself.
@@ -206,6 +214,40 @@ pub(crate) enum ImportRefused {
 
 /// Leaves the import on drop, whatever way the import ends.
 pub(crate) struct ImportEntered(bool);
+
+impl ImportEntered {
+    /// What the imports inside this one loaded: the evaluated module's dependencies.
+    pub(crate) fn dependencies(&self) -> ModuleDeps {
+        if !self.0 {
+            return ModuleDeps::default();
+        }
+        CURRENT.with(|c| {
+            c.borrow()
+                .as_ref()
+                .and_then(|s| s.imports.last())
+                .map(|f| f.below.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Leaves the import, loaded at `version` from `below`: the import around it, if
+    /// any, depends on both.
+    pub(crate) fn leave(mut self, version: DateTime<Utc>, below: &ModuleDeps) {
+        if !std::mem::take(&mut self.0) {
+            return;
+        }
+        CURRENT.with(|c| {
+            let mut guard = c.borrow_mut();
+            let Some(state) = guard.as_mut() else { return };
+            let Some(frame) = state.imports.pop() else {
+                return;
+            };
+            if let Some(outer) = state.imports.last_mut() {
+                outer.below.add(&frame.name, version, below);
+            }
+        });
+    }
+}
 
 impl Drop for ImportEntered {
     fn drop(&mut self) {
@@ -226,18 +268,43 @@ pub(crate) fn enter_import(name: &str, max: usize) -> Result<ImportEntered, Impo
         let Some(state) = guard.as_mut() else {
             return Ok(ImportEntered(false));
         };
-        if let Some(first) = state.imports.iter().position(|m| m == name) {
-            let mut chain = state.imports[first..].to_vec();
+        let names = || state.imports.iter().map(|f| f.name.clone());
+        if let Some(first) = state.imports.iter().position(|f| f.name == name) {
+            let mut chain: Vec<String> = names().skip(first).collect();
             chain.push(name.to_owned());
             return Err(ImportRefused::Cycle(chain));
         }
         if state.imports.len() >= max {
-            let mut chain = state.imports.clone();
+            let mut chain: Vec<String> = names().collect();
             chain.push(name.to_owned());
             return Err(ImportRefused::TooDeep(chain));
         }
-        state.imports.push(name.to_owned());
+        state.imports.push(ImportFrame {
+            name: name.to_owned(),
+            below: ModuleDeps::default(),
+        });
         Ok(ImportEntered(true))
+    })
+}
+
+/// The modules being imported, outermost first (the innermost is the one loading).
+pub(crate) fn import_chain() -> Vec<String> {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|s| s.imports.iter().map(|f| f.name.clone()).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// The module whose top level is running, if one is: imports are evaluated while
+/// their frame is entered, and only then.
+pub(crate) fn loading_module() -> Option<String> {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .and_then(|s| s.imports.last())
+            .map(|f| f.name.clone())
     })
 }
 

@@ -152,7 +152,9 @@ pub struct OutboxEvent {
     pub trigger_id: Option<TriggerId>,
     pub script_id: ScriptId,
     pub source: ExecutionSource,
-    /// `{source, op, <source>: {...}}`: `ctx.event` without `id` and `attempt`.
+    /// `{source, op, <source>: {...}}`: `ctx.event` without `id` and `attempt`; an
+    /// async route call adds the `request` and `principal` its run restores (see
+    /// [`ctx_event`]).
     pub payload: Value,
     /// The attempt this claim runs (1 for the first).
     pub attempt: u32,
@@ -163,6 +165,13 @@ pub struct OutboxEvent {
     pub lease_version: i64,
     pub replay_of: Option<DeadLetterId>,
     pub created_at: DateTime<Utc>,
+}
+
+impl OutboxEvent {
+    /// `ctx.event` of this delivery's run.
+    pub fn ctx_event(&self) -> Value {
+        ctx_event(&self.payload, &self.id, self.attempt)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +202,15 @@ pub struct DeadLetter {
     pub resolution: Option<Resolution>,
     pub replay_of: Option<DeadLetterId>,
     pub created_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// The event as its handler last saw it (`ctx.event`, with its `id` and the last
+    /// `attempt`): what the admin API, `dead_letters::list` and dead-letter handlers
+    /// show. A replay delivers it again under the same id.
+    pub fn event(&self) -> Value {
+        ctx_event(&self.payload, &self.event_id, self.attempts)
+    }
 }
 
 /// Which dead letters to list.
@@ -230,6 +248,25 @@ pub fn kv_event(
     })
 }
 
+/// Payload fields that are not part of `ctx.event`: an async route call's request and
+/// caller, restored into `ctx.request` and `ctx.principal` when it runs.
+pub const RUN_CONTEXT_FIELDS: [&str; 2] = ["request", "principal"];
+
+/// `ctx.event` from a delivery's payload: the payload without [`RUN_CONTEXT_FIELDS`],
+/// with the event's `id` and the `attempt`.
+pub fn ctx_event(payload: &Value, id: &EventId, attempt: u32) -> Value {
+    let mut event: serde_json::Map<String, Value> = payload
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| !RUN_CONTEXT_FIELDS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    event.insert("id".into(), Value::String(id.to_string()));
+    event.insert("attempt".into(), json!(attempt));
+    Value::Object(event)
+}
+
 /// The event a dead letter emits for `dead_letter` triggers.
 pub fn dead_letter_event(dl: &DeadLetter) -> Value {
     json!({
@@ -240,7 +277,7 @@ pub fn dead_letter_event(dl: &DeadLetter) -> Value {
             "trigger_id": dl.trigger_id.as_ref().map(|t| t.as_str()),
             "script_id": dl.script_id.as_str(),
             "source_kind": dl.source.as_str(),
-            "event": dl.payload,
+            "event": dl.event(),
             "error": dl.error,
             "attempts": dl.attempts,
         },

@@ -481,6 +481,21 @@ pub async fn dead_letters_fire_replay_and_resolve(store: Arc<dyn Store>) {
     assert_eq!(dl.trigger_id, Some(t.id.clone()));
     assert_eq!(dl.attempts, 1);
     assert_eq!(dl.resolution, None);
+    // Its event is what the handler saw as `ctx.event`, id and attempt included, as
+    // written and as read back.
+    let seen = event.ctx_event();
+    assert_eq!(seen["id"], event.id.as_str());
+    assert_eq!(seen["attempt"], 1);
+    assert_eq!(seen["kv"]["key"], "o1");
+    assert_eq!(dl.event(), seen);
+    assert_eq!(
+        store
+            .get_dead_letter(&app, &dl.id)
+            .await
+            .expect("get")
+            .event(),
+        seen
+    );
     // The dead-letter trigger got an event (depth + 1, one attempt).
     let handler = claim_all(&store).await;
     assert_eq!(handler.len(), 1);
@@ -492,7 +507,7 @@ pub async fn dead_letters_fire_replay_and_resolve(store: Arc<dyn Store>) {
     assert_eq!(h.payload["dead_letter"]["id"], dl.id.as_str());
     assert_eq!(h.payload["dead_letter"]["source_kind"], "kv");
     assert_eq!(h.payload["dead_letter"]["error"], "boom at line 3");
-    assert_eq!(h.payload["dead_letter"]["event"]["kv"]["key"], "o1");
+    assert_eq!(h.payload["dead_letter"]["event"], seen);
     // A failing handler marks the dead letter and produces nothing new.
     assert!(store
         .fail_dead_letter_handler(&h.id, h.lease_version, &dl.id)
@@ -520,6 +535,11 @@ pub async fn dead_letters_fire_replay_and_resolve(store: Arc<dyn Store>) {
     let again = claim_all(&store).await.remove(0);
     assert_eq!(again.id, event.id);
     assert_eq!(again.attempt, 1);
+    assert_eq!(
+        again.ctx_event(),
+        seen,
+        "the replay delivers the same event"
+    );
     assert_eq!(again.retry, RETRY);
     assert_eq!(again.replay_of, Some(dl.id.clone()));
     assert_eq!(

@@ -338,6 +338,165 @@ async fn dead_letters_handlers_replay_resolve(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A dead letter's `event` is `ctx.event` as the handler last saw it, `id` included —
+/// over the admin API and for a dead-letter handler, for a trigger's delivery and an
+/// async route call alike — and a replay delivers that same id again.
+async fn dead_letter_event_is_what_the_handler_saw(backend: Backend) {
+    let app = server(backend).await;
+    app.create_app("shop").await;
+    // Every run records the `ctx.event` it saw, under a key of its own.
+    let flaky = app
+        .create_script(
+            "shop",
+            "flaky",
+            r#"kv::collection("seen").set(`${ctx.event.id}/${ctx.event.attempt}/${random::uuid()}`, ctx.event);
+               if kv::collection("switch").get("fixed") != true { throw "broken"; }"#,
+        )
+        .await;
+    let on_dead = app
+        .create_script(
+            "shop",
+            "on_dead",
+            r#"kv::collection("dead").set(ctx.event.dead_letter.id, ctx.event.dead_letter.event); ()"#,
+        )
+        .await;
+    trigger(
+        &app,
+        "kv",
+        json!({
+            "script_id": flaky["id"], "collection": "jobs", "ops": ["set"],
+            "retry": {"max_attempts": 2, "base_delay_ms": 10, "max_delay_ms": 20},
+        }),
+    )
+    .await;
+    trigger(&app, "dead_letter", json!({"script_id": on_dead["id"]})).await;
+    app.admin_ok(
+        Method::POST,
+        &format!(
+            "/api/v1/admin/scripts/{}/routes",
+            flaky["id"].as_str().expect("id")
+        ),
+        Some(json!({"method": "POST", "path": "/later", "dispatch_mode": "async"})),
+        201,
+    )
+    .await;
+    app.deploy(
+        "shop",
+        "POST",
+        "/job",
+        r#"kv::collection("jobs").set("j1", #{n: 1}); ()"#,
+    )
+    .await;
+    app.on_host("shop", Method::POST, "/job")
+        .send()
+        .await
+        .expect("job");
+    let r = app
+        .on_host("shop", Method::POST, "/later")
+        .json(&json!({"x": 1}))
+        .send()
+        .await
+        .expect("later");
+    assert_eq!(r.status(), 202);
+
+    let open = dead_letters(&app, "unresolved", 2).await;
+    assert_eq!(open.len(), 2);
+    let seen = kv_entries(&app, "seen", 2 + 5).await;
+    let runs_of = |event_id: &str, attempt: u64| -> Vec<Value> {
+        seen.iter()
+            .filter(|e| {
+                e["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(&format!("{event_id}/{attempt}/")))
+            })
+            .map(|e| e["value"].clone())
+            .collect()
+    };
+    let handled = kv_entries(&app, "dead", 2).await;
+    for dl in &open {
+        let event_id = dl["event_id"].as_str().expect("event id");
+        let attempts = dl["attempts"].as_u64().expect("attempts");
+        let last = runs_of(event_id, attempts);
+        assert_eq!(last.len(), 1, "one run per attempt: {dl}");
+        assert_eq!(dl["event"], last[0], "the event as the last run saw it");
+        assert_eq!(dl["event"]["id"], event_id);
+        let by_handler = handled
+            .iter()
+            .find(|h| h["key"] == dl["id"])
+            .expect("the handler saw this dead letter");
+        assert_eq!(by_handler["value"], last[0]);
+    }
+    let http = open
+        .iter()
+        .find(|dl| dl["source_kind"] == "http")
+        .expect("the async call's dead letter");
+    assert_eq!(http["attempts"], 5);
+    assert_eq!(
+        http["event"]["http"],
+        json!({"method": "POST", "path": "/later"})
+    );
+    assert!(
+        http["event"].get("request").is_none() && http["event"].get("principal").is_none(),
+        "the request is ctx.request, not part of ctx.event: {http}"
+    );
+    let kv = open
+        .iter()
+        .find(|dl| dl["source_kind"] == "kv")
+        .expect("the trigger's dead letter");
+    assert_eq!(kv["event"]["kv"]["value"], json!({"n": 1}));
+
+    // Replayed after a fix, each runs again under its own id, as attempt 1.
+    app.deploy(
+        "shop",
+        "POST",
+        "/fix",
+        r#"kv::collection("switch").set("fixed", true); ()"#,
+    )
+    .await;
+    app.on_host("shop", Method::POST, "/fix")
+        .send()
+        .await
+        .expect("fix");
+    for dl in &open {
+        let replayed = app
+            .admin_ok(
+                Method::POST,
+                &format!(
+                    "/api/v1/admin/apps/shop/dead-letters/{}/replay",
+                    dl["id"].as_str().expect("id")
+                ),
+                None,
+                202,
+            )
+            .await;
+        assert_eq!(replayed["event_id"], dl["event_id"]);
+    }
+    let seen = kv_entries(&app, "seen", 2 + 5 + 2).await;
+    for dl in &open {
+        let event_id = dl["event_id"].as_str().expect("event id");
+        let first_runs: Vec<&Value> = seen
+            .iter()
+            .filter(|e| {
+                e["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(&format!("{event_id}/1/")))
+            })
+            .collect();
+        assert_eq!(
+            first_runs.len(),
+            2,
+            "the replay ran {event_id} as attempt 1"
+        );
+        for run in first_runs {
+            assert_eq!(run["value"]["id"], event_id);
+        }
+    }
+    let all = dead_letters(&app, "all", 2).await;
+    assert_eq!(all.len(), 2, "the replays succeeded: no new dead letter");
+    assert!(all.iter().all(|dl| dl["resolution"] == "replayed"));
+    app.shutdown().await;
+}
+
 async fn failing_dead_letter_handler(backend: Backend) {
     let app = server(backend).await;
     app.create_app("shop").await;
@@ -609,6 +768,7 @@ picloud_testkit::backend_tests!(
     fails_twice_then_succeeds => retries_then_success,
     exhaustion_dead_letter_handler_replay_resolve => dead_letters_handlers_replay_resolve,
     failing_dead_letter_handler_is_marked_not_retried => failing_dead_letter_handler,
+    dead_letter_event_is_the_handlers_ctx_event_and_replays_keep_its_id => dead_letter_event_is_what_the_handler_saw,
     self_triggering_handler_stops_at_depth_8 => self_triggering_handler_stops_at_depth,
     async_routes_run_through_the_outbox => async_routes,
     write_then_throw_keeps_the_write_and_its_event => write_then_throw_keeps_the_write,

@@ -111,6 +111,104 @@ async fn imports_and_hot_updates(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A module's constants may be computed — from its own functions and from what it
+/// imports — and are computed once per version of the module and of its imports.
+async fn computed_constants(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.limits.max_operations = 1_000_000)
+        .await
+        .expect("server");
+    app.create_app("shop").await;
+    let base = module(&app, "shop", "base", "const V = 5;").await;
+    module(
+        &app,
+        "shop",
+        "derived",
+        "import \"base\" as b;\nconst V = b::V + 10;\nfn nonce() { random::uuid() }\nconst N = nonce();",
+    )
+    .await;
+    app.deploy(
+        "shop",
+        "GET",
+        "/v",
+        r#"import "derived" as d; #{v: d::V, n: d::N}"#,
+    )
+    .await;
+    let first = get(&app, "shop", "/v").await;
+    assert_eq!(first["v"], 15);
+    assert_eq!(
+        get(&app, "shop", "/v").await,
+        first,
+        "evaluated once, not per import"
+    );
+    app.admin_ok(
+        Method::PUT,
+        &format!("/api/v1/admin/scripts/{base}"),
+        Some(json!({"source": "const V = 7;"})),
+        200,
+    )
+    .await;
+    let second = get(&app, "shop", "/v").await;
+    assert_eq!(second["v"], 17, "an edit below reaches the importer");
+    assert_ne!(second["n"], first["n"], "and evaluates it again");
+
+    // A function the constant calls cannot reach the services: the run fails, naming
+    // the module, and the server goes on.
+    module(
+        &app,
+        "shop",
+        "sneaky",
+        "fn read() { kv::collection(\"c\").get(\"k\") }\nconst X = read();",
+    )
+    .await;
+    app.deploy("shop", "GET", "/sneaky", r#"import "sneaky" as s; s::X"#)
+        .await;
+    let r = app
+        .on_host("shop", Method::GET, "/sneaky")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.expect("json");
+    let execution = body["error"]["execution_id"].clone();
+    let run = app
+        .eventually("the failed run's record", || async {
+            app.executions("shop", 1)
+                .await
+                .into_iter()
+                .find(|run| run["id"] == execution)
+        })
+        .await;
+    assert!(
+        run["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not available while module \"sneaky\" loads")),
+        "{run}"
+    );
+
+    // A top level that never ends stops at the run's limit, every time.
+    module(
+        &app,
+        "shop",
+        "spin",
+        "fn spin() { loop { } }\nconst X = spin();",
+    )
+    .await;
+    app.deploy("shop", "GET", "/spin", r#"import "spin" as s; s::X"#)
+        .await;
+    for _ in 0..2 {
+        let r = app
+            .on_host("shop", Method::GET, "/spin")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 500);
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "limit_exceeded", "{body}");
+    }
+    assert_eq!(get(&app, "shop", "/v").await, second);
+    app.shutdown().await;
+}
+
 async fn save_time_rules(backend: Backend) {
     let app = TestApp::start(backend).await.expect("server");
     app.create_app("shop").await;
@@ -120,7 +218,10 @@ async fn save_time_rules(backend: Backend) {
         ("fn f() { 1 }\nf();", 2),
         ("const A = 1;\nA + 1", 2),
         ("const T = time::now_ms();\nfn f() { 1 }", 1),
-        ("fn g() { 1 }\nconst B = g();", 2),
+        (
+            "import \"math\" as m;\nconst X = kv::collection(\"c\").get(\"k\");",
+            2,
+        ),
     ];
     for (source, line) in shapes {
         let e = refused(
@@ -465,6 +566,7 @@ async fn apps_cannot_import_each_other(backend: Backend) {
 
 picloud_testkit::backend_tests!(
     imports_constants_and_hot_updates => imports_and_hot_updates,
+    constants_computed_from_imports_once_per_version => computed_constants,
     save_time_rules_shape_names_cycles_depth => save_time_rules,
     run_time_defences_hold_for_rows_written_around_the_api => run_time_defences,
     apps_cannot_import_each_others_modules => apps_cannot_import_each_other,

@@ -19,7 +19,7 @@ fn to_map(dl: &DeadLetter) -> Dynamic {
     );
     m.insert("script_id".into(), s(dl.script_id.as_str()));
     m.insert("source_kind".into(), s(dl.source.as_str()));
-    m.insert("event".into(), json_to_dynamic(&dl.payload));
+    m.insert("event".into(), json_to_dynamic(&dl.event()));
     m.insert("error".into(), s(&dl.error));
     m.insert("attempts".into(), Dynamic::from_int(i64::from(dl.attempts)));
     m.insert(

@@ -107,8 +107,31 @@ where
     Ok(value)
 }
 
-/// Runs one service call for the current run.
+/// Runs one service call for the current run. Refused while a module's top level
+/// runs (a function its constants call): a module loads once for many runs, and its
+/// constants must not depend on, or act for, whichever run loaded it.
 pub(crate) fn call<T, F, Fut>(namespace: &str, f: F) -> Result<T, Box<EvalAltResult>>
+where
+    F: FnOnce(Arc<Services>, CallContext) -> Fut,
+    Fut: Future<Output = Result<T, ServiceError>>,
+{
+    if let Some(module) = state::loading_module() {
+        return Err(error(
+            namespace,
+            format!(
+                "not available while module {module:?} loads: a module's constants cannot \
+                 call {namespace}::; call it inside a function the script calls"
+            ),
+        ));
+    }
+    call_while_importing(namespace, f)
+}
+
+/// [`call`] for the module resolver, whose lookups are how modules load.
+pub(crate) fn call_while_importing<T, F, Fut>(
+    namespace: &str,
+    f: F,
+) -> Result<T, Box<EvalAltResult>>
 where
     F: FnOnce(Arc<Services>, CallContext) -> Fut,
     Fut: Future<Output = Result<T, ServiceError>>,

@@ -89,13 +89,14 @@ pub struct DeadLetterDto {
 
 impl From<DeadLetter> for DeadLetterDto {
     fn from(d: DeadLetter) -> Self {
+        let event = d.event();
         Self {
             id: d.id.into_string(),
             event_id: d.event_id.into_string(),
             trigger_id: d.trigger_id.map(|t| t.into_string()),
             script_id: d.script_id.into_string(),
             source_kind: d.source.as_str().to_owned(),
-            event: d.payload,
+            event,
             error: d.error,
             attempts: d.attempts,
             created_at: d.created_at,
