@@ -25,7 +25,20 @@ pub struct StatusLabels {
 
 type HistogramFamily = Family<AppLabels, Histogram, fn() -> Histogram>;
 
+/// One app's series, kept so that counting a request is a map lookup by `&str`
+/// instead of building (and allocating) label sets twice per request.
+#[derive(Clone)]
+struct AppSeries {
+    latency: Histogram,
+    /// By status code; an app answers few distinct ones.
+    requests: Vec<(u16, Counter)>,
+}
+
 pub struct Metrics {
+    /// The per-app series, by app (the families own them; these are handles).
+    apps: parking_lot::RwLock<std::collections::HashMap<String, AppSeries>>,
+    /// Handles of the execution counters, by status (a handful).
+    execution_series: parking_lot::RwLock<Vec<(String, Counter)>>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
@@ -94,6 +107,8 @@ impl Default for Metrics {
             cron_fired.clone(),
         );
         Self {
+            apps: parking_lot::RwLock::default(),
+            execution_series: parking_lot::RwLock::default(),
             registry,
             requests,
             latency,
@@ -109,25 +124,67 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn observe_request(&self, app: &str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                app: app.to_owned(),
-                status: status.to_string(),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&AppLabels {
-                app: app.to_owned(),
-            })
-            .observe(seconds);
+        if let Some(series) = self.apps.read().get(app) {
+            if let Some((_, requests)) = series.requests.iter().find(|(s, _)| *s == status) {
+                requests.inc();
+                series.latency.observe(seconds);
+                return;
+            }
+        }
+        let (latency, requests) = self.app_series(app, status);
+        requests.inc();
+        latency.observe(seconds);
+    }
+
+    /// Creates (or finds) the app's series for `status` and keeps their handles.
+    fn app_series(&self, app: &str, status: u16) -> (Histogram, Counter) {
+        let mut apps = self.apps.write();
+        let series = apps.entry(app.to_owned()).or_insert_with(|| AppSeries {
+            latency: self
+                .latency
+                .get_or_create(&AppLabels {
+                    app: app.to_owned(),
+                })
+                .clone(),
+            requests: Vec::new(),
+        });
+        let counter = match series.requests.iter().find(|(s, _)| *s == status) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = self
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        app: app.to_owned(),
+                        status: status.to_string(),
+                    })
+                    .clone();
+                series.requests.push((status, c.clone()));
+                c
+            }
+        };
+        (series.latency.clone(), counter)
     }
 
     pub fn observe_execution(&self, status: &str) {
-        self.executions
+        if let Some((_, runs)) = self
+            .execution_series
+            .read()
+            .iter()
+            .find(|(s, _)| s == status)
+        {
+            runs.inc();
+            return;
+        }
+        let runs = self
+            .executions
             .get_or_create(&StatusLabels {
                 status: status.to_owned(),
             })
-            .inc();
+            .clone();
+        runs.inc();
+        self.execution_series
+            .write()
+            .push((status.to_owned(), runs));
     }
 
     pub fn set_cron_leader(&self, leader: bool) {
@@ -152,5 +209,30 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_into_the_exposed_series() {
+        let m = Metrics::default();
+        for _ in 0..3 {
+            m.observe_request("shop", 200, 0.001);
+        }
+        m.observe_request("shop", 404, 0.001);
+        m.observe_request("blog", 200, 0.001);
+        m.observe_execution("success");
+        m.observe_execution("success");
+        m.observe_execution("error");
+        let text = m.render(0, 0);
+        assert!(text.contains(r#"picloud_http_requests_total{app="shop",status="200"} 3"#));
+        assert!(text.contains(r#"picloud_http_requests_total{app="shop",status="404"} 1"#));
+        assert!(text.contains(r#"picloud_http_requests_total{app="blog",status="200"} 1"#));
+        assert!(text.contains(r#"picloud_http_request_duration_seconds_count{app="shop"} 4"#));
+        assert!(text.contains(r#"picloud_executions_total{status="success"} 2"#));
+        assert!(text.contains(r#"picloud_executions_total{status="error"} 1"#));
     }
 }
