@@ -67,7 +67,12 @@ impl Binary {
             .env("PICLOUD_DATA_DIR", &launch.data_dir)
             .env("PICLOUD_LISTEN", "127.0.0.1:0")
             .env("PICLOUD_METRICS_TOKEN", METRICS_TOKEN)
-            .env("PICLOUD_LOG", "warn");
+            // `PICLOUD_BENCH_SERVER_LOG` (a log filter) shows the server's log, e.g.
+            // `sqlx::query=debug` for every statement with its time.
+            .env(
+                "PICLOUD_LOG",
+                std::env::var("PICLOUD_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         if let Some(url) = &launch.database_url {
             cmd.env("PICLOUD_DATABASE_URL", url);
         }

@@ -178,17 +178,25 @@ impl Dispatcher {
                 }
             };
             if claimed.is_empty() {
-                // Nothing due for an app with room. (An app at its share gets its turn
-                // when one of its runs ends: that frees a slot and wakes this loop.)
                 let wait = self.until_next_due().await;
+                // Something is due but was not claimed: its app is at its share (or
+                // another node holds it this instant). Its turn comes when a slot
+                // frees; claiming again at once would only spin on the database.
+                let blocked = wait.is_zero();
+                let wait = if blocked {
+                    self.config.poll_interval
+                } else {
+                    wait
+                };
                 tokio::select! {
                     () = self.signal.notified() => {}
-                    () = executor.slot_freed(), if !plan.apps.is_empty() => {}
+                    () = executor.slot_freed(), if blocked => {}
                     () = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
+            let filled = claimed.len() >= plan.limit as usize;
             for event in claimed {
                 // Taken here, before the next round's room is read. A request that came
                 // in since the room was read goes first: then the delivery waits for
@@ -200,6 +208,17 @@ impl Dispatcher {
                     me.deliver(event, slot).await;
                     me.in_flight.fetch_sub(1, Ordering::Relaxed);
                 });
+            }
+            if !filled {
+                // Fewer than there was room for: what is due is claimed, or its apps
+                // are at their share. Claiming again before a run ends or a write
+                // queues more would come back empty (one more round trip per round).
+                tokio::select! {
+                    () = self.signal.notified() => {}
+                    () = executor.slot_freed() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
             }
         }
     }
