@@ -6,12 +6,23 @@
 //! Paths use `->` with text keys, never `#>`: `#>` would index into arrays with a
 //! numeric segment, which SQLite's `$."a"."0"` does not, and the two backends must
 //! agree.
+//!
+//! A declared index is a partial B-tree over a field's four typed sort expressions
+//! (type rank, number, string, boolean) and `id`, limited to its app's collection: a
+//! `$sort` on the field walks it in order, and a range (`$gt` …) compiles to "rank =
+//! the operand's type AND value <op> operand", an index range. The expressions are
+//! written by one function each ([`rank_expr`] …), used by the index's DDL and by the
+//! queries alike, so the planner sees the same expression in both.
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
 use picloud_store::docs::{docs_event, find_too_large, CmpOp, FieldPath, Scalar, SortKey};
+use picloud_store::docs_index::{
+    app_index_prefix, checked_index_name, ddl_literal, index_name, too_many_indexes, DocsIndex,
+    IndexDeclared, INDEX_NAME_PREFIX, MAX_INDEXES_PER_COLLECTION,
+};
 use picloud_store::page::Gathered;
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
@@ -83,16 +94,8 @@ impl Sql {
         let _ = self.args.add(n);
     }
 
-    /// `data -> 'a' -> 'b'`. Segments are validated to `[A-Za-z0-9_-]`, so they are
-    /// written as literals (quotes doubled all the same), which lets the planner match
-    /// expression indexes an operator creates on a hot path.
     fn field(&mut self, path: &FieldPath) {
-        self.text.push_str("(data");
-        for s in path.segments() {
-            self.text
-                .push_str(&format!(" -> '{}'", s.replace('\'', "''")));
-        }
-        self.text.push(')');
+        self.text.push_str(&field_expr(path));
     }
 
     fn field_type(&mut self, path: &FieldPath) {
@@ -100,6 +103,49 @@ impl Sql {
         self.field(path);
         self.push(")");
     }
+}
+
+/// `(data -> 'a' -> 'b')`. Segments are validated to `[A-Za-z0-9_-]`, so they are
+/// written as literals (quotes doubled all the same), which lets the planner match
+/// the expression indexes of declared indexes.
+fn field_expr(path: &FieldPath) -> String {
+    let mut out = String::from("(data");
+    for s in path.segments() {
+        out.push_str(&format!(" -> '{}'", s.replace('\'', "''")));
+    }
+    out.push(')');
+    out
+}
+
+/// The type rank `$sort` orders by first: missing and null, numbers, strings,
+/// booleans, objects and arrays — the same order as on SQLite. Never NULL.
+fn rank_expr(path: &FieldPath) -> String {
+    format!(
+        "CASE jsonb_typeof({}) WHEN 'number' THEN 1 WHEN 'string' THEN 2 \
+         WHEN 'boolean' THEN 3 WHEN 'object' THEN 4 WHEN 'array' THEN 4 ELSE 0 END",
+        field_expr(path)
+    )
+}
+
+const RANK_NUMBER: u8 = 1;
+const RANK_STRING: u8 = 2;
+
+/// The field as a number, NULL unless it is one.
+fn number_expr(path: &FieldPath) -> String {
+    let f = field_expr(path);
+    format!("CASE WHEN jsonb_typeof({f}) = 'number' THEN ({f})::numeric END")
+}
+
+/// The field as a string compared byte by byte (`COLLATE "C"`), NULL unless it is one.
+fn string_expr(path: &FieldPath) -> String {
+    let f = field_expr(path);
+    format!("CASE WHEN jsonb_typeof({f}) = 'string' THEN ({f} #>> '{{}}') COLLATE \"C\" END")
+}
+
+/// The field as a boolean, NULL unless it is one.
+fn boolean_expr(path: &FieldPath) -> String {
+    let f = field_expr(path);
+    format!("CASE WHEN jsonb_typeof({f}) = 'boolean' THEN ({f})::boolean END")
 }
 
 /// `{"a": {"b": value}}` for the path `a.b`.
@@ -171,63 +217,73 @@ fn condition(c: &Condition, sql: &mut Sql) {
             sql.arg(json_text(value), "::jsonb");
             sql.push(", FALSE))");
         }
+        // "Of the operand's type, and in range": the planner can serve both terms
+        // from a declared index (rank first, then the typed value). Never NULL: the
+        // value is NULL only where the rank test is already false.
         Condition::Cmp(path, op, operand) => {
-            sql.push("(CASE WHEN ");
-            sql.field_type(path);
+            sql.push("(");
+            sql.push(&rank_expr(path));
             match operand {
                 Scalar::Number(n) => {
-                    sql.push(" = 'number' THEN (");
-                    sql.field(path);
-                    sql.push(&format!(")::numeric {} ", cmp_sql(*op)));
+                    sql.push(&format!(" = {RANK_NUMBER} AND "));
+                    sql.push(&number_expr(path));
+                    sql.push(&format!(" {} ", cmp_sql(*op)));
                     sql.arg(n.to_string(), "::numeric");
                 }
                 Scalar::Text(t) => {
-                    sql.push(" = 'string' THEN (");
-                    sql.field(path);
-                    sql.push(&format!(" #>> '{{}}') COLLATE \"C\" {} ", cmp_sql(*op)));
+                    sql.push(&format!(" = {RANK_STRING} AND "));
+                    sql.push(&string_expr(path));
+                    sql.push(&format!(" {} ", cmp_sql(*op)));
                     sql.text_arg(t);
                 }
             }
-            sql.push(" ELSE FALSE END)");
+            sql.push(")");
         }
     }
 }
 
-/// One `$sort` key as four sort terms: type rank (missing and null, numbers, strings,
-/// booleans, objects and arrays), then the value within its type — the same order as
-/// on SQLite.
+/// One `$sort` key as four sort terms: type rank, then the value within its type.
+/// Ascending, each term is `NULLS FIRST` like a declared index's columns; descending,
+/// `NULLS LAST`, the same index read backwards.
 fn sort_terms(key: &SortKey, sql: &mut Sql) {
     let dir = if key.descending {
-        " DESC NULLS LAST"
+        " DESC NULLS LAST, "
     } else {
-        " ASC NULLS FIRST"
+        " ASC NULLS FIRST, "
     };
-    sql.push("CASE ");
-    sql.field_type(&key.path);
-    sql.push(
-        " WHEN 'number' THEN 1 WHEN 'string' THEN 2 WHEN 'boolean' THEN 3 \
-              WHEN 'object' THEN 4 WHEN 'array' THEN 4 ELSE 0 END",
-    );
-    sql.push(dir);
-    sql.push(", CASE WHEN ");
-    sql.field_type(&key.path);
-    sql.push(" = 'number' THEN (");
-    sql.field(&key.path);
-    sql.push(")::numeric END");
-    sql.push(dir);
-    sql.push(", CASE WHEN ");
-    sql.field_type(&key.path);
-    sql.push(" = 'string' THEN (");
-    sql.field(&key.path);
-    sql.push(" #>> '{}') COLLATE \"C\" END");
-    sql.push(dir);
-    sql.push(", CASE WHEN ");
-    sql.field_type(&key.path);
-    sql.push(" = 'boolean' THEN (");
-    sql.field(&key.path);
-    sql.push(")::boolean END");
-    sql.push(dir);
-    sql.push(", ");
+    for term in sort_exprs(&key.path) {
+        sql.push(&term);
+        sql.push(dir);
+    }
+}
+
+fn sort_exprs(path: &FieldPath) -> [String; 4] {
+    [
+        rank_expr(path),
+        number_expr(path),
+        string_expr(path),
+        boolean_expr(path),
+    ]
+}
+
+/// `find`'s statement.
+fn find_sql(app: &AppId, collection: &str, query: &Query) -> Sql {
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
+    sql.text_arg(app.as_str());
+    sql.push(" AND collection = ");
+    sql.text_arg(collection);
+    sql.push(" AND ");
+    condition(&query.filter, &mut sql);
+    sql.push(" ORDER BY ");
+    for key in &query.sort {
+        sort_terms(key, &mut sql);
+    }
+    sql.push("id ASC LIMIT ");
+    sql.int_arg(query.limit.into());
+    sql.push(" OFFSET ");
+    sql.int_arg(query.skip.into());
+    sql
 }
 
 /// The document's data, row-locked until the transaction ends.
@@ -461,21 +517,7 @@ impl DocsStore for PostgresStore {
         collection: &str,
         query: &Query,
     ) -> StoreResult<Vec<Doc>> {
-        let mut sql = Sql::default();
-        sql.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
-        sql.text_arg(app.as_str());
-        sql.push(" AND collection = ");
-        sql.text_arg(collection);
-        sql.push(" AND ");
-        condition(&query.filter, &mut sql);
-        sql.push(" ORDER BY ");
-        for key in &query.sort {
-            sort_terms(key, &mut sql);
-        }
-        sql.push("id ASC LIMIT ");
-        sql.int_arg(query.limit.into());
-        sql.push(" OFFSET ");
-        sql.int_arg(query.skip.into());
+        let sql = find_sql(app, collection, query);
         let rows = sqlx::query_with(&sql.text, sql.args)
             .persistent(false)
             .fetch(&self.pool)
@@ -512,4 +554,288 @@ impl DocsStore for PostgresStore {
         let items = Gathered::read(rows, |row| stored_len(row, "data"), doc).await?;
         Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
+
+    async fn docs_indexes(&self, app: &AppId, collection: &str) -> StoreResult<Vec<DocsIndex>> {
+        let rows = sqlx::query(
+            "SELECT d.field, d.created_at, COALESCE(i.indisvalid, FALSE) AS ready \
+             FROM docs_indexes d LEFT JOIN pg_index i ON i.indexrelid = to_regclass(d.name)::oid \
+             WHERE d.app_id = $1 AND d.collection = $2 ORDER BY d.field",
+        )
+        .bind(app.as_str())
+        .bind(without_nul(collection).as_ref())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let field: String = col(row, "field")?;
+                Ok(DocsIndex {
+                    collection: collection.to_owned(),
+                    field: FieldPath::parse(&field).map_err(StoreError::other)?,
+                    created_at: col(row, "created_at")?,
+                    ready: col(row, "ready")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn docs_create_index(
+        &self,
+        app: &AppId,
+        collection: &str,
+        field: &FieldPath,
+    ) -> StoreResult<(DocsIndex, IndexDeclared)> {
+        let name = index_name(app, collection, field);
+        let ddl = index_ddl(&name, app, collection, field)?;
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The app's row first (the crate's lock order): declarations racing for a
+        // collection's last slot take turns.
+        let app_exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM apps WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(app.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if app_exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let existing: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT created_at FROM docs_indexes \
+             WHERE app_id = $1 AND collection = $2 AND field = $3",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .bind(field.dotted())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let (created_at, declared) = match existing {
+            Some(at) => (at, IndexDeclared::Existing),
+            None => {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM docs_indexes WHERE app_id = $1 AND collection = $2",
+                )
+                .bind(app.as_str())
+                .bind(collection)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_INDEXES_PER_COLLECTION {
+                    return Err(too_many_indexes(collection));
+                }
+                let now = picloud_core::now();
+                sqlx::query(
+                    "INSERT INTO docs_indexes (app_id, collection, field, name, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(app.as_str())
+                .bind(collection)
+                .bind(field.dotted())
+                .bind(&name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_insert_err(e, "that index is declared already"))?;
+                (now, IndexDeclared::Created)
+            }
+        };
+        // The declaration commits first, so whatever stops the build half way, the
+        // index is still known: listed as not ready, rebuilt by declaring it again,
+        // dropped with its collection or app.
+        tx.commit().await.map_err(db_err)?;
+        if let Err(e) = self.build_index(&name, &ddl).await {
+            if declared == IndexDeclared::Created {
+                self.forget_failed_build(app, collection, field, &name)
+                    .await;
+            }
+            return Err(e);
+        }
+        let ready = index_state(&self.pool, &name).await? == Some(true);
+        let index = DocsIndex {
+            collection: collection.to_owned(),
+            field: field.clone(),
+            created_at,
+            ready,
+        };
+        Ok((index, declared))
+    }
+
+    async fn docs_drop_index(
+        &self,
+        app: &AppId,
+        collection: &str,
+        field: &FieldPath,
+    ) -> StoreResult<()> {
+        let name: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM docs_indexes WHERE app_id = $1 AND collection = $2 AND field = $3",
+        )
+        .bind(app.as_str())
+        .bind(without_nul(collection).as_ref())
+        .bind(field.dotted())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let name = name.ok_or(StoreError::NotFound)?;
+        // The object first: stopped in between, the declaration stays (not ready) and
+        // can be dropped again; the other order could leave an index nothing names.
+        drop_index_objects(&self.pool, &[name]).await?;
+        sqlx::query(
+            "DELETE FROM docs_indexes WHERE app_id = $1 AND collection = $2 AND field = $3",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .bind(field.dotted())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn docs_drop_collection(&self, app: &AppId, collection: &str) -> StoreResult<u64> {
+        let collection = without_nul(collection);
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM docs_indexes WHERE app_id = $1 AND collection = $2",
+        )
+        .bind(app.as_str())
+        .bind(collection.as_ref())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        drop_index_objects(&self.pool, &names).await?;
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("DELETE FROM docs_indexes WHERE app_id = $1 AND collection = $2")
+            .bind(app.as_str())
+            .bind(collection.as_ref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let deleted = sqlx::query("DELETE FROM docs WHERE app_id = $1 AND collection = $2")
+            .bind(app.as_str())
+            .bind(collection.as_ref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok(deleted)
+    }
+
+    async fn docs_index_objects(&self) -> StoreResult<Vec<String>> {
+        index_objects_named(&self.pool, INDEX_NAME_PREFIX).await
+    }
 }
+
+impl PostgresStore {
+    /// Builds a declared index without blocking writes (`CONCURRENTLY`, outside any
+    /// transaction). An invalid index of that name, left by a build that was cut
+    /// short, is dropped and built again.
+    async fn build_index(&self, name: &str, ddl: &str) -> StoreResult<()> {
+        match index_state(&self.pool, name).await? {
+            Some(true) => return Ok(()),
+            Some(false) => drop_index_objects(&self.pool, &[name.to_owned()]).await?,
+            None => {}
+        }
+        sqlx::raw_sql(ddl)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_err)
+    }
+
+    /// After a failed build of a new declaration: takes the declaration back, and
+    /// whatever the build left, so that a failed request leaves nothing behind.
+    async fn forget_failed_build(
+        &self,
+        app: &AppId,
+        collection: &str,
+        field: &FieldPath,
+        name: &str,
+    ) {
+        let dropped = drop_index_objects(&self.pool, &[name.to_owned()]).await;
+        let forgotten = sqlx::query(
+            "DELETE FROM docs_indexes WHERE app_id = $1 AND collection = $2 AND field = $3",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .bind(field.dotted())
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = dropped.and(forgotten.map(drop).map_err(db_err)) {
+            tracing::warn!(error = %e, index = name, "a failed index build left its declaration");
+        }
+    }
+
+    /// Before an app is deleted: drops the objects of its declared indexes.
+    pub(crate) async fn drop_app_indexes(&self, app: &AppId) -> StoreResult<()> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM docs_indexes WHERE app_id = $1")
+                .bind(app.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        drop_index_objects(&self.pool, &names).await
+    }
+
+    /// After an app is deleted: drops any object of its indexes still there (one
+    /// declared while the app was being deleted), found by the app's name prefix.
+    pub(crate) async fn drop_app_index_leftovers(&self, app: &AppId) -> StoreResult<()> {
+        let names = index_objects_named(&self.pool, &app_index_prefix(app)).await?;
+        drop_index_objects(&self.pool, &names).await
+    }
+}
+
+/// `CREATE INDEX CONCURRENTLY IF NOT EXISTS docs_ix_… ON docs ((rank) NULLS FIRST,
+/// (number) NULLS FIRST, (string) NULLS FIRST, (boolean) NULLS FIRST, id) WHERE
+/// app_id = '…' AND collection = '…'`: the sort terms of `find` in their order.
+fn index_ddl(name: &str, app: &AppId, collection: &str, field: &FieldPath) -> StoreResult<String> {
+    let columns: Vec<String> = sort_exprs(field)
+        .into_iter()
+        .map(|e| format!("({e}) NULLS FIRST"))
+        .collect();
+    Ok(format!(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON docs ({}, id) \
+         WHERE app_id = {} AND collection = {}",
+        checked_index_name(name)?,
+        columns.join(", "),
+        ddl_literal(app.as_str())?,
+        ddl_literal(collection)?,
+    ))
+}
+
+/// Whether the index exists, and if so whether it is valid (built to the end).
+async fn index_state(pool: &sqlx::PgPool, name: &str) -> StoreResult<Option<bool>> {
+    sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)::oid")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)
+}
+
+async fn index_objects_named(pool: &sqlx::PgPool, prefix: &str) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
+         AND tablename = 'docs' AND starts_with(indexname, $1) ORDER BY indexname",
+    )
+    .bind(prefix)
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)
+}
+
+/// Drops index objects one by one, `CONCURRENTLY`: reads and writes of `docs` go on.
+async fn drop_index_objects(pool: &sqlx::PgPool, names: &[String]) -> StoreResult<()> {
+    for name in names {
+        sqlx::raw_sql(&format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS {}",
+            checked_index_name(name)?
+        ))
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "docs_tests.rs"]
+mod tests;

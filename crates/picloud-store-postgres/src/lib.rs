@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session epochs",
         include_str!("../migrations/0009_session_epochs.sql"),
     ),
+    (
+        10,
+        "docs indexes",
+        include_str!("../migrations/0010_docs_indexes.sql"),
+    ),
 ];
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -503,6 +508,8 @@ impl Store for PostgresStore {
     }
 }
 
+#[cfg(test)]
+mod scratch;
 #[cfg(test)]
 mod upgrade_tests;
 

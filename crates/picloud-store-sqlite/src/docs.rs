@@ -1,6 +1,17 @@
 //! Documents on SQLite: filters compile to `json_type` / `json_extract` predicates, so
 //! a query never loads a collection into memory; writes lock the database (one writer)
 //! from read to write, so `prev_data` and patches see no interleaving.
+//!
+//! Declared indexes are partial expression indexes, `(json_extract(data, '$."a"'),
+//! json_type(data, '$."a"'), id) WHERE app_id = '…' AND collection = '…'`. An index
+//! serves a term only when the query holds the very same expression as a plain term,
+//! so paths are written into the SQL as literals (segments are validated to
+//! `[A-Za-z0-9_-]`, which cannot close a literal) and equality outside a `NOT` is not
+//! wrapped in `IFNULL`. Without statistics SQLite's planner guesses that any equality
+//! leaves about ten rows, so it took the collection's own index as often as the
+//! declared one: a `find` whose filter has a declared field at its top level names the
+//! index (`INDEXED BY`), with the app and collection written as literals so that the
+//! index's `WHERE` is provably met.
 
 use std::collections::HashMap;
 
@@ -9,6 +20,10 @@ use futures_util::TryStreamExt as _;
 use picloud_core::model::{DocsOp, ExecutionSource};
 use picloud_core::{AppId, DocId};
 use picloud_store::docs::{find_too_large, CmpOp, FieldPath, Scalar, SortKey};
+use picloud_store::docs_index::{
+    checked_index_name, ddl_literal, index_name, too_many_indexes, DocsIndex, IndexDeclared,
+    INDEX_NAME_PREFIX, MAX_INDEXES_PER_COLLECTION,
+};
 use picloud_store::page::Gathered;
 use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
@@ -24,13 +39,28 @@ use crate::{col, col_ts, db_err, stored_len, ts, SqliteStore};
 
 const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
 
-/// `$."a"."b"`: the path as SQLite's JSON functions take it.
+/// `'$."a"."b"'`: the path as a SQL literal of SQLite's JSON path syntax. A
+/// `FieldPath` holds only letters, digits, `_` and `-`, so nothing in it can end the
+/// quotes.
 fn json_path(path: &FieldPath) -> String {
-    let mut out = String::from("$");
+    let mut out = String::from("'$");
     for s in path.segments() {
         out.push_str(&format!(".\"{s}\""));
     }
+    out.push('\'');
     out
+}
+
+/// `json_extract(data, '$."a"')`: the value a declared index is keyed on, and the one
+/// equality and comparisons test, character for character.
+fn extract_expr(path: &FieldPath) -> String {
+    format!("json_extract(data, {})", json_path(path))
+}
+
+/// `json_type(data, '$."a"')`: the type test that follows a value test (`true`
+/// extracts as 1), also kept in a declared index.
+fn type_expr(path: &FieldPath) -> String {
+    format!("json_type(data, {})", json_path(path))
 }
 
 fn cmp_sql(op: CmpOp) -> &'static str {
@@ -78,23 +108,27 @@ impl Sql {
         };
     }
 
-    /// `json_type(data, <path>)`
     fn json_type(&mut self, path: &FieldPath) {
-        self.push("json_type(data, ");
-        self.text_arg(json_path(path));
-        self.push(")");
+        self.push(&type_expr(path));
     }
 
     fn json_extract(&mut self, path: &FieldPath) {
-        self.push("json_extract(data, ");
-        self.text_arg(json_path(path));
-        self.push(")");
+        self.push(&extract_expr(path));
     }
 }
 
-/// Compiles a condition. Every leaf is wrapped in `IFNULL(…, 0)` so that a missing
-/// field yields false, never NULL (`NOT NULL` would drop rows `$ne` must keep).
-fn condition(c: &Condition, sql: &mut Sql) {
+/// Where a condition stands. In a `WHERE` (through `AND` and `OR` only) a NULL drops
+/// the row just as false does, so leaves can be plain terms the planner matches to
+/// an index; under a `NOT` every leaf must be true or false (`NOT NULL` would drop
+/// rows `$ne` must keep).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polarity {
+    Where,
+    UnderNot,
+}
+
+/// Compiles a condition (see [`Polarity`]).
+fn condition(c: &Condition, polarity: Polarity, sql: &mut Sql) {
     match c {
         Condition::All => sql.push("1"),
         Condition::And(parts) | Condition::Or(parts) if parts.is_empty() => {
@@ -115,13 +149,13 @@ fn condition(c: &Condition, sql: &mut Sql) {
                 if i > 0 {
                     sql.push(joiner);
                 }
-                condition(part, sql);
+                condition(part, polarity, sql);
             }
             sql.push(")");
         }
         Condition::Not(inner) => {
             sql.push("NOT (");
-            condition(inner, sql);
+            condition(inner, Polarity::UnderNot, sql);
             sql.push(")");
         }
         Condition::Exists(path, present) => {
@@ -133,10 +167,10 @@ fn condition(c: &Condition, sql: &mut Sql) {
                 " IS NULL)"
             });
         }
-        Condition::Eq(path, value) => equals(path, value, sql),
+        Condition::Eq(path, value) => equals(path, value, polarity, sql),
         Condition::Cmp(path, op, operand) => match operand {
-            Scalar::Number(n) => typed(path, cmp_sql(*op), Operand::Number(n), sql),
-            Scalar::Text(t) => typed(path, cmp_sql(*op), Operand::Text(t), sql),
+            Scalar::Number(n) => typed(path, cmp_sql(*op), Operand::Number(n), polarity, sql),
+            Scalar::Text(t) => typed(path, cmp_sql(*op), Operand::Text(t), polarity, sql),
         },
     }
 }
@@ -144,15 +178,19 @@ fn condition(c: &Condition, sql: &mut Sql) {
 enum Operand<'a> {
     Number(&'a Number),
     Text(&'a str),
+    Bool(bool),
 }
 
-/// `IFNULL(json_extract(data, p) <op> ? AND json_type(data, p) IN (…), 0)`: a typed
-/// comparison. The value test comes first so that most rows fail it after a single
-/// lookup (SQLite's AND stops at the first false); the type test then rejects what
-/// SQLite's loose comparison let through (`true` extracts as 1, text sorts above
-/// numbers).
-fn typed(path: &FieldPath, op: &str, operand: Operand<'_>, sql: &mut Sql) {
-    sql.push("IFNULL(");
+/// `(json_extract(data, p) <op> ? AND json_type(data, p) IN (…))`, inside `IFNULL(…,
+/// 0)` under a `NOT`: a typed comparison. The value test comes first so that most
+/// rows fail it after a single lookup (SQLite's AND stops at the first false), and is
+/// what a declared index serves; the type test then rejects what SQLite's loose
+/// comparison let through (`true` extracts as 1, text sorts above numbers).
+fn typed(path: &FieldPath, op: &str, operand: Operand<'_>, polarity: Polarity, sql: &mut Sql) {
+    sql.push(match polarity {
+        Polarity::Where => "(",
+        Polarity::UnderNot => "IFNULL(",
+    });
     sql.json_extract(path);
     sql.push(&format!(" {op} "));
     let types = match operand {
@@ -164,30 +202,35 @@ fn typed(path: &FieldPath, op: &str, operand: Operand<'_>, sql: &mut Sql) {
             sql.text_arg(t.to_owned());
             "('text')"
         }
+        Operand::Bool(true) => {
+            sql.push("1");
+            "('true')"
+        }
+        Operand::Bool(false) => {
+            sql.push("0");
+            "('false')"
+        }
     };
     sql.push(" AND ");
     sql.json_type(path);
-    sql.push(&format!(" IN {types}, 0)"));
+    sql.push(&format!(" IN {types}"));
+    sql.push(match polarity {
+        Polarity::Where => ")",
+        Polarity::UnderNot => ", 0)",
+    });
 }
 
-fn equals(path: &FieldPath, value: &Value, sql: &mut Sql) {
+fn equals(path: &FieldPath, value: &Value, polarity: Polarity, sql: &mut Sql) {
     match value {
+        // `json_extract` is NULL exactly for a JSON null and a missing field.
         Value::Null => {
-            sql.push("(IFNULL(");
-            sql.json_type(path);
-            sql.push(", 'null') = 'null')");
+            sql.push("(");
+            sql.json_extract(path);
+            sql.push(" IS NULL)");
         }
-        Value::Bool(b) => {
-            sql.push("IFNULL(");
-            sql.json_type(path);
-            sql.push(if *b {
-                " = 'true', 0)"
-            } else {
-                " = 'false', 0)"
-            });
-        }
-        Value::Number(n) => typed(path, "=", Operand::Number(n), sql),
-        Value::String(s) => typed(path, "=", Operand::Text(s), sql),
+        Value::Bool(b) => typed(path, "=", Operand::Bool(*b), polarity, sql),
+        Value::Number(n) => typed(path, "=", Operand::Number(n), polarity, sql),
+        Value::String(s) => typed(path, "=", Operand::Text(s), polarity, sql),
         // Stored data and filter values are both serialised with sorted keys, so
         // their minified texts are equal exactly when the values are. The CASE keeps
         // `json()` away from scalars: SQLite does not promise to stop at a false AND,
@@ -232,6 +275,91 @@ fn sort_terms(key: &SortKey, sql: &mut Sql) {
     sql.push(" WHEN 'true' THEN 1 WHEN 'false' THEN 0 END");
     sql.push(dir);
     sql.push(", ");
+}
+
+/// `find`'s first statement: the ids of the page, sorted. Reads the collection's
+/// declarations (in the caller's read transaction, so they match the schema it sees)
+/// when the filter could use one.
+async fn find_ids_sql(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    query: &Query,
+) -> StoreResult<Sql> {
+    let mut candidates = Vec::new();
+    indexable_fields(&query.filter, &mut candidates);
+    candidates.sort_by_key(|(_, rank)| *rank);
+    let mut index = None;
+    if !candidates.is_empty() {
+        let declared: Vec<String> = sqlx::query_scalar(
+            "SELECT field FROM docs_indexes WHERE app_id = ? AND collection = ?",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        index = candidates
+            .into_iter()
+            .map(|(path, _)| path)
+            .find(|path| declared.contains(&path.dotted()));
+    }
+    let mut sql = Sql::default();
+    match index {
+        Some(path) => {
+            let name = index_name(app, collection, path);
+            sql.push(&format!(
+                "SELECT id FROM docs INDEXED BY {} WHERE {}",
+                checked_index_name(&name)?,
+                collection_literals(app, collection)?
+            ));
+        }
+        None => {
+            sql.push("SELECT id FROM docs WHERE app_id = ");
+            sql.text_arg(app.to_string());
+            sql.push(" AND collection = ");
+            sql.text_arg(collection.to_owned());
+        }
+    }
+    sql.push(" AND ");
+    condition(&query.filter, Polarity::Where, &mut sql);
+    sql.push(" ORDER BY ");
+    for key in &query.sort {
+        sort_terms(key, &mut sql);
+    }
+    sql.push("id ASC LIMIT ");
+    sql.number_arg(&Number::from(query.limit));
+    sql.push(" OFFSET ");
+    sql.number_arg(&Number::from(query.skip));
+    Ok(sql)
+}
+
+/// How well a declared index serves a term: an exact value before a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Served {
+    Equality,
+    Range,
+}
+
+/// The fields of the terms every match must meet (the filter's top-level `AND`) that
+/// an index on them serves: equality with a string, number or boolean, and ranges.
+fn indexable_fields<'a>(c: &'a Condition, out: &mut Vec<(&'a FieldPath, Served)>) {
+    match c {
+        Condition::And(parts) => {
+            for part in parts {
+                indexable_fields(part, out);
+            }
+        }
+        Condition::Eq(path, Value::String(_) | Value::Number(_) | Value::Bool(_)) => {
+            out.push((path, Served::Equality));
+        }
+        Condition::Cmp(path, _, _) => out.push((path, Served::Range)),
+        Condition::All
+        | Condition::Or(_)
+        | Condition::Not(_)
+        | Condition::Eq(_, _)
+        | Condition::Exists(_, _) => {}
+    }
 }
 
 /// Queues, in the write's transaction, one delivery of `payload` per enabled docs
@@ -470,22 +598,8 @@ impl DocsStore for SqliteStore {
         // documents themselves held a collection's bytes to return one of them (150
         // documents of 1 MB sorted for `$limit: 1` kept 170 MB). One read transaction,
         // so both statements see the same snapshot.
-        let mut sql = Sql::default();
-        sql.push("SELECT id FROM docs WHERE app_id = ");
-        sql.text_arg(app.to_string());
-        sql.push(" AND collection = ");
-        sql.text_arg(collection.to_owned());
-        sql.push(" AND ");
-        condition(&query.filter, &mut sql);
-        sql.push(" ORDER BY ");
-        for key in &query.sort {
-            sort_terms(key, &mut sql);
-        }
-        sql.push("id ASC LIMIT ");
-        sql.number_arg(&Number::from(query.limit));
-        sql.push(" OFFSET ");
-        sql.number_arg(&Number::from(query.skip));
         let mut tx = self.reader.begin().await.map_err(db_err)?;
+        let sql = find_ids_sql(&mut tx, app, collection, query).await?;
         let ids: Vec<String> = sqlx::query_scalar_with(&sql.text, sql.args)
             .fetch_all(&mut *tx)
             .await
@@ -539,7 +653,7 @@ impl DocsStore for SqliteStore {
         sql.push(" AND id > ");
         sql.text_arg(page.after.clone().unwrap_or_default());
         sql.push(" AND ");
-        condition(filter.unwrap_or(&Condition::All), &mut sql);
+        condition(filter.unwrap_or(&Condition::All), Polarity::Where, &mut sql);
         sql.push(" ORDER BY id LIMIT ");
         sql.number_arg(&Number::from(page.fetch_limit()));
         let rows = sqlx::query_with(&sql.text, sql.args)
@@ -548,4 +662,210 @@ impl DocsStore for SqliteStore {
         let items = Gathered::read(rows, |row| stored_len(row, "data"), doc).await?;
         Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
+
+    async fn docs_indexes(&self, app: &AppId, collection: &str) -> StoreResult<Vec<DocsIndex>> {
+        let rows = sqlx::query(
+            "SELECT field, created_at, EXISTS (SELECT 1 FROM sqlite_schema s \
+                 WHERE s.type = 'index' AND s.name = d.name) AS ready \
+             FROM docs_indexes d WHERE app_id = ? AND collection = ? ORDER BY field",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DocsIndex {
+                    collection: collection.to_owned(),
+                    field: stored_field(row)?,
+                    created_at: col_ts(row, "created_at")?,
+                    ready: col(row, "ready")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn docs_create_index(
+        &self,
+        app: &AppId,
+        collection: &str,
+        field: &FieldPath,
+    ) -> StoreResult<(DocsIndex, IndexDeclared)> {
+        let name = index_name(app, collection, field);
+        let ddl = index_ddl(&name, app, collection, field)?;
+        // One transaction on the one writer: the declaration and the index commit
+        // together, and the build holds the write lock (readers go on).
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query(
+            "SELECT created_at FROM docs_indexes WHERE app_id = ? AND collection = ? AND field = ?",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .bind(field.dotted())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let (created_at, declared) = match existing {
+            Some(row) => (col_ts(&row, "created_at")?, IndexDeclared::Existing),
+            None => {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM docs_indexes WHERE app_id = ? AND collection = ?",
+                )
+                .bind(app.as_str())
+                .bind(collection)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_INDEXES_PER_COLLECTION {
+                    return Err(too_many_indexes(collection));
+                }
+                let now = picloud_core::now();
+                sqlx::query(
+                    "INSERT INTO docs_indexes (app_id, collection, field, name, created_at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(app.as_str())
+                .bind(collection)
+                .bind(field.dotted())
+                .bind(&name)
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                        StoreError::NotFound
+                    }
+                    _ => db_err(e),
+                })?;
+                (now, IndexDeclared::Created)
+            }
+        };
+        // `IF NOT EXISTS`: declaring again rebuilds nothing, and restores a missing one.
+        sqlx::query(&ddl)
+            .persistent(false)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        crate::write::commit(tx).await?;
+        let index = DocsIndex {
+            collection: collection.to_owned(),
+            field: field.clone(),
+            created_at,
+            ready: true,
+        };
+        Ok((index, declared))
+    }
+
+    async fn docs_drop_index(
+        &self,
+        app: &AppId,
+        collection: &str,
+        field: &FieldPath,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM docs_indexes WHERE app_id = ? AND collection = ? AND field = ? \
+             RETURNING name",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .bind(field.dotted())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if names.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        drop_index_objects(&mut tx, &names).await?;
+        crate::write::commit(tx).await
+    }
+
+    async fn docs_drop_collection(&self, app: &AppId, collection: &str) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM docs_indexes WHERE app_id = ? AND collection = ? RETURNING name",
+        )
+        .bind(app.as_str())
+        .bind(collection)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        // First, so the delete maintains no index of the collection's own.
+        drop_index_objects(&mut tx, &names).await?;
+        let deleted = sqlx::query("DELETE FROM docs WHERE app_id = ? AND collection = ?")
+            .bind(app.as_str())
+            .bind(collection)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        crate::write::commit(tx).await?;
+        Ok(deleted)
+    }
+
+    async fn docs_index_objects(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'docs' \
+             AND substr(name, 1, ?) = ? ORDER BY name",
+        )
+        .bind(i64::try_from(INDEX_NAME_PREFIX.len()).unwrap_or(i64::MAX))
+        .bind(INDEX_NAME_PREFIX)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)
+    }
 }
+
+/// `CREATE INDEX IF NOT EXISTS docs_ix_… ON docs (json_extract(data, '$."a"'),
+/// json_type(data, '$."a"'), id) WHERE` [`collection_literals`]. The type is in the key
+/// so that an equality's type test is answered from the index too; `id` last lets
+/// the matches of one value come out in `find`'s tie-break order, so a page stops
+/// early without sorting.
+fn index_ddl(name: &str, app: &AppId, collection: &str, field: &FieldPath) -> StoreResult<String> {
+    Ok(format!(
+        "CREATE INDEX IF NOT EXISTS {} ON docs ({}, {}, id) WHERE {}",
+        checked_index_name(name)?,
+        extract_expr(field),
+        type_expr(field),
+        collection_literals(app, collection)?,
+    ))
+}
+
+/// `app_id = 'app_…' AND collection = '…'`: a declared index's `WHERE`, and the
+/// same text in a query that names the index.
+fn collection_literals(app: &AppId, collection: &str) -> StoreResult<String> {
+    Ok(format!(
+        "app_id = {} AND collection = {}",
+        ddl_literal(app.as_str())?,
+        ddl_literal(collection)?
+    ))
+}
+
+/// Drops the database objects of declarations being removed, in the caller's
+/// transaction (SQLite's DDL is transactional: they go exactly when the rows do).
+pub(crate) async fn drop_index_objects(
+    conn: &mut SqliteConnection,
+    names: &[String],
+) -> StoreResult<()> {
+    for name in names {
+        sqlx::query(&format!(
+            "DROP INDEX IF EXISTS {}",
+            checked_index_name(name)?
+        ))
+        .persistent(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn stored_field(row: &SqliteRow) -> StoreResult<FieldPath> {
+    let field: String = col(row, "field")?;
+    FieldPath::parse(&field).map_err(StoreError::other)
+}
+
+#[cfg(test)]
+#[path = "docs_tests.rs"]
+mod tests;

@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session epochs",
         include_str!("../migrations/0009_session_epochs.sql"),
     ),
+    (
+        10,
+        "docs indexes",
+        include_str!("../migrations/0010_docs_indexes.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

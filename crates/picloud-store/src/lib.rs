@@ -7,6 +7,7 @@
 pub mod changes;
 pub mod cron;
 pub mod docs;
+pub mod docs_index;
 pub mod events;
 pub mod fanout;
 pub mod identity;
@@ -27,7 +28,8 @@ pub use changes::{Change, ChangeFeed, OnChange};
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
 };
-pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryError};
+pub use docs::{docs_event_for, Condition, Doc, DocsStore, FieldPath, Patch, Query, QueryError};
+pub use docs_index::{DocsIndex, IndexDeclared};
 pub use events::*;
 pub use fanout::{FanOut, Target};
 pub use models::*;

@@ -11,6 +11,7 @@ pub mod app;
 pub mod conformance;
 pub mod conformance_cron;
 pub mod conformance_docs;
+pub mod conformance_docs_index;
 pub mod conformance_events;
 pub mod conformance_identity;
 pub mod conformance_modules;
