@@ -4,7 +4,7 @@
 
 use picloud_core::AppId;
 use picloud_store::docs_index::index_name;
-use picloud_store::{AppStore, DocsStore, FieldPath, NewApp, Query};
+use picloud_store::{AppStore, DocsIndexStore, DocsStore, FieldPath, NewApp, Query};
 use serde_json::{json, Value};
 
 use super::find_sql;

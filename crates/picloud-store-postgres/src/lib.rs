@@ -17,6 +17,7 @@ mod changes;
 mod cron;
 mod dead_letters;
 mod docs;
+mod docs_index;
 mod events;
 mod executions;
 mod keys;

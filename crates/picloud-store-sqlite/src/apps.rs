@@ -102,7 +102,7 @@ impl AppStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
-        crate::docs::drop_index_objects(&mut tx, &indexes).await?;
+        crate::docs_index::drop_index_objects(&mut tx, &indexes).await?;
         let result = sqlx::query("DELETE FROM apps WHERE id = ?")
             .bind(id.as_str())
             .execute(&mut *tx)

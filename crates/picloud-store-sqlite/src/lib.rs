@@ -10,6 +10,7 @@ mod audit;
 mod cron;
 mod dead_letters;
 mod docs;
+mod docs_index;
 mod events;
 mod executions;
 mod keys;

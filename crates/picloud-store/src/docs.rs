@@ -13,7 +13,6 @@ use picloud_core::model::DocsOp;
 use picloud_core::{AppId, DocId};
 use serde_json::{json, Map, Number, Value};
 
-use crate::docs_index::{DocsIndex, IndexDeclared};
 use crate::{EventCause, Page, PageRequest, StoreError, StoreResult, WriteOutcome};
 
 /// Deepest dotted path (`a.b.c.d.e`).
@@ -500,33 +499,6 @@ pub trait DocsStore {
         filter: Option<&Condition>,
         page: &PageRequest,
     ) -> StoreResult<Page<Doc>>;
-    /// The indexes declared on a collection, by field.
-    async fn docs_indexes(&self, app: &AppId, collection: &str) -> StoreResult<Vec<DocsIndex>>;
-    /// Declares an index on `field` and builds it before answering. Declaring one that
-    /// exists changes nothing (and rebuilds an index whose build was cut short).
-    /// `Conflict` when the collection has its `MAX_INDEXES_PER_COLLECTION` already,
-    /// `NotFound` without the app.
-    async fn docs_create_index(
-        &self,
-        app: &AppId,
-        collection: &str,
-        field: &FieldPath,
-    ) -> StoreResult<(DocsIndex, IndexDeclared)>;
-    /// Drops a declared index and its database object; `NotFound` when none is
-    /// declared on that field.
-    async fn docs_drop_index(
-        &self,
-        app: &AppId,
-        collection: &str,
-        field: &FieldPath,
-    ) -> StoreResult<()>;
-    /// Deletes a collection: every document in it and every index declared on it. No
-    /// trigger fires (it is not a delete of each document). Returns how many documents
-    /// were deleted.
-    async fn docs_drop_collection(&self, app: &AppId, collection: &str) -> StoreResult<u64>;
-    /// The names of the database objects built for declared indexes, of every app:
-    /// for checks that none outlives its declaration.
-    async fn docs_index_objects(&self) -> StoreResult<Vec<String>>;
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! consist of letters, digits, `_`, `-` and `.` only before it is written into SQL, and
 //! the index's own name is a hash, never the user's text.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_core::AppId;
 
@@ -108,6 +109,37 @@ pub fn too_many_indexes(collection: &str) -> StoreError {
         "collection {collection:?} already has {MAX_INDEXES_PER_COLLECTION} indexes, the \
          most it may have; drop one first"
     ))
+}
+
+#[async_trait]
+pub trait DocsIndexStore {
+    /// The indexes declared on a collection, by field.
+    async fn docs_indexes(&self, app: &AppId, collection: &str) -> StoreResult<Vec<DocsIndex>>;
+    /// Declares an index on `field` and builds it before answering. Declaring one that
+    /// exists changes nothing (and rebuilds an index whose build was cut short).
+    /// `Conflict` when the collection has its `MAX_INDEXES_PER_COLLECTION` already,
+    /// `NotFound` without the app.
+    async fn docs_create_index(
+        &self,
+        app: &AppId,
+        collection: &str,
+        field: &FieldPath,
+    ) -> StoreResult<(DocsIndex, IndexDeclared)>;
+    /// Drops a declared index and its database object; `NotFound` when none is
+    /// declared on that field.
+    async fn docs_drop_index(
+        &self,
+        app: &AppId,
+        collection: &str,
+        field: &FieldPath,
+    ) -> StoreResult<()>;
+    /// Deletes a collection: every document in it and every index declared on it. No
+    /// trigger fires (it is not a delete of each document). Returns how many documents
+    /// were deleted.
+    async fn docs_drop_collection(&self, app: &AppId, collection: &str) -> StoreResult<u64>;
+    /// The names of the database objects built for declared indexes, of every app:
+    /// for checks that none outlives its declaration.
+    async fn docs_index_objects(&self) -> StoreResult<Vec<String>>;
 }
 
 #[cfg(test)]

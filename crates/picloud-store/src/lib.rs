@@ -29,7 +29,7 @@ pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
 };
 pub use docs::{docs_event_for, Condition, Doc, DocsStore, FieldPath, Patch, Query, QueryError};
-pub use docs_index::{DocsIndex, IndexDeclared};
+pub use docs_index::{DocsIndex, DocsIndexStore, IndexDeclared};
 pub use events::*;
 pub use fanout::{FanOut, Target};
 pub use models::*;
@@ -380,6 +380,7 @@ pub trait Store:
     + AuditStore
     + KvStore
     + DocsStore
+    + DocsIndexStore
     + TriggerStore
     + CronStore
     + EventStore
