@@ -107,7 +107,9 @@ fn api_router() -> OpenApiRouter<AppState> {
             triggers::delete_trigger
         ))
         .routes(routes!(data::browse_kv))
-        .routes(routes!(docs::browse_docs))
+        .routes(routes!(docs::browse_docs, docs::delete_collection))
+        .routes(routes!(docs::list_indexes, docs::create_index))
+        .routes(routes!(docs::drop_index))
         .routes(routes!(data::list_dead_letters))
         .routes(routes!(data::get_dead_letter))
         .routes(routes!(data::replay_dead_letter))

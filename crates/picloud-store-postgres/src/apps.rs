@@ -97,6 +97,10 @@ impl AppStore for PostgresStore {
     }
 
     async fn delete_app(&self, id: &AppId) -> StoreResult<()> {
+        // Declared indexes are objects of the shared `docs` table: dropped
+        // concurrently, outside the delete's transaction (a plain DROP would lock
+        // every app's documents until the delete commits).
+        self.drop_app_indexes(id).await?;
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let result = sqlx::query("DELETE FROM apps WHERE id = $1")
             .bind(id.as_str())
@@ -108,6 +112,6 @@ impl AppStore for PostgresStore {
         announce_in(&mut tx, &changes).await?;
         tx.commit().await.map_err(db_err)?;
         self.changed(&changes);
-        Ok(())
+        self.drop_app_index_leftovers(id).await
     }
 }

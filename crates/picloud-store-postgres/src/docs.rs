@@ -6,6 +6,13 @@
 //! Paths use `->` with text keys, never `#>`: `#>` would index into arrays with a
 //! numeric segment, which SQLite's `$."a"."0"` does not, and the two backends must
 //! agree.
+//!
+//! A declared index is a partial B-tree over a field's four typed sort expressions
+//! (type rank, number, string, boolean) and `id`, limited to its app's collection: a
+//! `$sort` on the field walks it in order, and a range (`$gt` …) compiles to "rank =
+//! the operand's type AND value <op> operand", an index range. The expressions are
+//! written by one function each ([`rank_expr`] …), used by the index's DDL and by the
+//! queries alike, so the planner sees the same expression in both.
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
@@ -83,16 +90,8 @@ impl Sql {
         let _ = self.args.add(n);
     }
 
-    /// `data -> 'a' -> 'b'`. Segments are validated to `[A-Za-z0-9_-]`, so they are
-    /// written as literals (quotes doubled all the same), which lets the planner match
-    /// expression indexes an operator creates on a hot path.
     fn field(&mut self, path: &FieldPath) {
-        self.text.push_str("(data");
-        for s in path.segments() {
-            self.text
-                .push_str(&format!(" -> '{}'", s.replace('\'', "''")));
-        }
-        self.text.push(')');
+        self.text.push_str(&field_expr(path));
     }
 
     fn field_type(&mut self, path: &FieldPath) {
@@ -100,6 +99,49 @@ impl Sql {
         self.field(path);
         self.push(")");
     }
+}
+
+/// `(data -> 'a' -> 'b')`. Segments are validated to `[A-Za-z0-9_-]`, so they are
+/// written as literals (quotes doubled all the same), which lets the planner match
+/// the expression indexes of declared indexes.
+fn field_expr(path: &FieldPath) -> String {
+    let mut out = String::from("(data");
+    for s in path.segments() {
+        out.push_str(&format!(" -> '{}'", s.replace('\'', "''")));
+    }
+    out.push(')');
+    out
+}
+
+/// The type rank `$sort` orders by first: missing and null, numbers, strings,
+/// booleans, objects and arrays — the same order as on SQLite. Never NULL.
+fn rank_expr(path: &FieldPath) -> String {
+    format!(
+        "CASE jsonb_typeof({}) WHEN 'number' THEN 1 WHEN 'string' THEN 2 \
+         WHEN 'boolean' THEN 3 WHEN 'object' THEN 4 WHEN 'array' THEN 4 ELSE 0 END",
+        field_expr(path)
+    )
+}
+
+const RANK_NUMBER: u8 = 1;
+const RANK_STRING: u8 = 2;
+
+/// The field as a number, NULL unless it is one.
+fn number_expr(path: &FieldPath) -> String {
+    let f = field_expr(path);
+    format!("CASE WHEN jsonb_typeof({f}) = 'number' THEN ({f})::numeric END")
+}
+
+/// The field as a string compared byte by byte (`COLLATE "C"`), NULL unless it is one.
+fn string_expr(path: &FieldPath) -> String {
+    let f = field_expr(path);
+    format!("CASE WHEN jsonb_typeof({f}) = 'string' THEN ({f} #>> '{{}}') COLLATE \"C\" END")
+}
+
+/// The field as a boolean, NULL unless it is one.
+fn boolean_expr(path: &FieldPath) -> String {
+    let f = field_expr(path);
+    format!("CASE WHEN jsonb_typeof({f}) = 'boolean' THEN ({f})::boolean END")
 }
 
 /// `{"a": {"b": value}}` for the path `a.b`.
@@ -171,63 +213,73 @@ fn condition(c: &Condition, sql: &mut Sql) {
             sql.arg(json_text(value), "::jsonb");
             sql.push(", FALSE))");
         }
+        // "Of the operand's type, and in range": the planner can serve both terms
+        // from a declared index (rank first, then the typed value). Never NULL: the
+        // value is NULL only where the rank test is already false.
         Condition::Cmp(path, op, operand) => {
-            sql.push("(CASE WHEN ");
-            sql.field_type(path);
+            sql.push("(");
+            sql.push(&rank_expr(path));
             match operand {
                 Scalar::Number(n) => {
-                    sql.push(" = 'number' THEN (");
-                    sql.field(path);
-                    sql.push(&format!(")::numeric {} ", cmp_sql(*op)));
+                    sql.push(&format!(" = {RANK_NUMBER} AND "));
+                    sql.push(&number_expr(path));
+                    sql.push(&format!(" {} ", cmp_sql(*op)));
                     sql.arg(n.to_string(), "::numeric");
                 }
                 Scalar::Text(t) => {
-                    sql.push(" = 'string' THEN (");
-                    sql.field(path);
-                    sql.push(&format!(" #>> '{{}}') COLLATE \"C\" {} ", cmp_sql(*op)));
+                    sql.push(&format!(" = {RANK_STRING} AND "));
+                    sql.push(&string_expr(path));
+                    sql.push(&format!(" {} ", cmp_sql(*op)));
                     sql.text_arg(t);
                 }
             }
-            sql.push(" ELSE FALSE END)");
+            sql.push(")");
         }
     }
 }
 
-/// One `$sort` key as four sort terms: type rank (missing and null, numbers, strings,
-/// booleans, objects and arrays), then the value within its type — the same order as
-/// on SQLite.
+/// One `$sort` key as four sort terms: type rank, then the value within its type.
+/// Ascending, each term is `NULLS FIRST` like a declared index's columns; descending,
+/// `NULLS LAST`, the same index read backwards.
 fn sort_terms(key: &SortKey, sql: &mut Sql) {
     let dir = if key.descending {
-        " DESC NULLS LAST"
+        " DESC NULLS LAST, "
     } else {
-        " ASC NULLS FIRST"
+        " ASC NULLS FIRST, "
     };
-    sql.push("CASE ");
-    sql.field_type(&key.path);
-    sql.push(
-        " WHEN 'number' THEN 1 WHEN 'string' THEN 2 WHEN 'boolean' THEN 3 \
-              WHEN 'object' THEN 4 WHEN 'array' THEN 4 ELSE 0 END",
-    );
-    sql.push(dir);
-    sql.push(", CASE WHEN ");
-    sql.field_type(&key.path);
-    sql.push(" = 'number' THEN (");
-    sql.field(&key.path);
-    sql.push(")::numeric END");
-    sql.push(dir);
-    sql.push(", CASE WHEN ");
-    sql.field_type(&key.path);
-    sql.push(" = 'string' THEN (");
-    sql.field(&key.path);
-    sql.push(" #>> '{}') COLLATE \"C\" END");
-    sql.push(dir);
-    sql.push(", CASE WHEN ");
-    sql.field_type(&key.path);
-    sql.push(" = 'boolean' THEN (");
-    sql.field(&key.path);
-    sql.push(")::boolean END");
-    sql.push(dir);
-    sql.push(", ");
+    for term in sort_exprs(&key.path) {
+        sql.push(&term);
+        sql.push(dir);
+    }
+}
+
+pub(crate) fn sort_exprs(path: &FieldPath) -> [String; 4] {
+    [
+        rank_expr(path),
+        number_expr(path),
+        string_expr(path),
+        boolean_expr(path),
+    ]
+}
+
+/// `find`'s statement.
+fn find_sql(app: &AppId, collection: &str, query: &Query) -> Sql {
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
+    sql.text_arg(app.as_str());
+    sql.push(" AND collection = ");
+    sql.text_arg(collection);
+    sql.push(" AND ");
+    condition(&query.filter, &mut sql);
+    sql.push(" ORDER BY ");
+    for key in &query.sort {
+        sort_terms(key, &mut sql);
+    }
+    sql.push("id ASC LIMIT ");
+    sql.int_arg(query.limit.into());
+    sql.push(" OFFSET ");
+    sql.int_arg(query.skip.into());
+    sql
 }
 
 /// The document's data, row-locked until the transaction ends.
@@ -461,21 +513,7 @@ impl DocsStore for PostgresStore {
         collection: &str,
         query: &Query,
     ) -> StoreResult<Vec<Doc>> {
-        let mut sql = Sql::default();
-        sql.push(&format!("SELECT {COLUMNS} FROM docs WHERE app_id = "));
-        sql.text_arg(app.as_str());
-        sql.push(" AND collection = ");
-        sql.text_arg(collection);
-        sql.push(" AND ");
-        condition(&query.filter, &mut sql);
-        sql.push(" ORDER BY ");
-        for key in &query.sort {
-            sort_terms(key, &mut sql);
-        }
-        sql.push("id ASC LIMIT ");
-        sql.int_arg(query.limit.into());
-        sql.push(" OFFSET ");
-        sql.int_arg(query.skip.into());
+        let sql = find_sql(app, collection, query);
         let rows = sqlx::query_with(&sql.text, sql.args)
             .persistent(false)
             .fetch(&self.pool)
@@ -513,3 +551,7 @@ impl DocsStore for PostgresStore {
         Ok(Page::from_gathered(items, page, |d| d.id.as_str()))
     }
 }
+
+#[cfg(test)]
+#[path = "docs_tests.rs"]
+mod tests;

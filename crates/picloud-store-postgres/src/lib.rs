@@ -17,6 +17,7 @@ mod changes;
 mod cron;
 mod dead_letters;
 mod docs;
+mod docs_index;
 mod events;
 mod executions;
 mod keys;
@@ -77,6 +78,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "outbox by app",
         include_str!("../migrations/0010_outbox_by_app.sql"),
+    ),
+    (
+        11,
+        "docs indexes",
+        include_str!("../migrations/0011_docs_indexes.sql"),
     ),
 ];
 
@@ -520,6 +526,8 @@ impl Store for PostgresStore {
     }
 }
 
+#[cfg(test)]
+mod scratch;
 #[cfg(test)]
 mod upgrade_tests;
 

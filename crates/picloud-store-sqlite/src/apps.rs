@@ -93,12 +93,23 @@ impl AppStore for SqliteStore {
     }
 
     async fn delete_app(&self, id: &AppId) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        // The cascade takes the declarations; their indexes are objects of the shared
+        // `docs` table and go first, in the same transaction.
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM docs_indexes WHERE app_id = ?")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        crate::docs_index::drop_index_objects(&mut tx, &indexes).await?;
         let result = sqlx::query("DELETE FROM apps WHERE id = ?")
             .bind(id.as_str())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
         expect_row(result.rows_affected())?;
+        crate::write::commit(tx).await?;
         self.changed(&[Change::AppDeleted(id.clone())]);
         Ok(())
     }

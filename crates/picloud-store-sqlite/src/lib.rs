@@ -10,6 +10,7 @@ mod audit;
 mod cron;
 mod dead_letters;
 mod docs;
+mod docs_index;
 mod events;
 mod executions;
 mod keys;
@@ -79,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "outbox by app",
         include_str!("../migrations/0010_outbox_by_app.sql"),
+    ),
+    (
+        11,
+        "docs indexes",
+        include_str!("../migrations/0011_docs_indexes.sql"),
     ),
 ];
 

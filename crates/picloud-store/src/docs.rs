@@ -68,6 +68,11 @@ impl FieldPath {
     pub fn segments(&self) -> &[String] {
         &self.0
     }
+
+    /// The path as written: `a.b.c`.
+    pub fn dotted(&self) -> String {
+        self.0.join(".")
+    }
 }
 
 /// An ordering operand: `$gt` and friends compare numbers with numbers and strings

@@ -9,6 +9,7 @@ pub mod changes;
 pub mod claim;
 pub mod cron;
 pub mod docs;
+pub mod docs_index;
 pub mod events;
 pub mod fanout;
 pub mod identity;
@@ -31,7 +32,8 @@ pub use claim::{AppRoom, Candidate, ClaimPlan};
 pub use cron::{
     cron_event, first_window, CronFire, CronState, CronStore, DueCron, Leadership, SoleLeader,
 };
-pub use docs::{docs_event_for, Condition, Doc, DocsStore, Patch, Query, QueryError};
+pub use docs::{docs_event_for, Condition, Doc, DocsStore, FieldPath, Patch, Query, QueryError};
+pub use docs_index::{DocsIndex, DocsIndexStore, IndexDeclared};
 pub use events::*;
 pub use fanout::{FanOut, Target};
 pub use models::*;
@@ -382,6 +384,7 @@ pub trait Store:
     + AuditStore
     + KvStore
     + DocsStore
+    + DocsIndexStore
     + TriggerStore
     + CronStore
     + EventStore

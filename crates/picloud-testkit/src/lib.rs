@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod conformance_claims;
 pub mod conformance_cron;
 pub mod conformance_docs;
+pub mod conformance_docs_index;
 pub mod conformance_events;
 pub mod conformance_identity;
 pub mod conformance_modules;

@@ -31,12 +31,19 @@ picloud_testkit::store_conformance!(
 picloud_testkit::store_conformance!(
     conformance_docs:
     docs_query_semantics_table,
+    docs_query_semantics_with_declared_indexes,
     docs_crud_envelope_and_prev,
     docs_list_pages_with_a_filter,
     docs_apps_are_isolated,
     docs_writes_queue_their_events,
     reads_stop_at_their_byte_budget,
     sorted_finds_do_not_hold_the_collection,
+);
+
+picloud_testkit::store_conformance!(
+    conformance_docs_index:
+    docs_indexes_declare_list_and_drop,
+    dropping_a_collection_or_an_app_drops_its_indexes,
 );
 
 picloud_testkit::store_conformance!(

@@ -64,7 +64,7 @@ fn expected(capability: &str, who: Who) -> Expect {
             }
         }
         "app.read" | "script.read" | "data.read" => app_level(1),
-        "script.write" => app_level(2),
+        "script.write" | "data.write" => app_level(2),
         "app.admin" | "members.manage" | "route.manage" | "audit.read" | "trigger.manage" => {
             app_level(3)
         }
@@ -95,6 +95,7 @@ fn body_for(method: &Method, template: &str, n: usize) -> Option<Value> {
         ("PUT", "/api/v1/admin/apps/{app}/members/{user_id}") => json!({"role": "viewer"}),
         ("POST", "/api/v1/admin/apps/{app}/triggers/{trigger}") => json!({"script_id": "{script}"}),
         ("PATCH", "/api/v1/admin/apps/{app}/triggers/{trigger}") => json!({"enabled": false}),
+        ("POST", "/api/v1/admin/apps/{app}/docs/{collection}/indexes") => json!({"field": "f"}),
         ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/replay")
         | ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/resolve") => return None,
         ("GET", _) | ("DELETE", _) => return None,
@@ -241,6 +242,14 @@ async fn fixture(
         .expect("trigger")
         .to_owned();
     let dead_letter = dead_letter(app, &slug, &script).await;
+    // An index on `c.f`, for the route that drops one.
+    app.admin_ok(
+        Method::POST,
+        &format!("/api/v1/admin/apps/{slug}/docs/c/indexes"),
+        Some(json!({"field": "f"})),
+        201,
+    )
+    .await;
     vec![
         ("{app}", slug),
         ("trigger", trigger),
@@ -321,7 +330,8 @@ fn fill(template: &str, values: &[(&'static str, String)]) -> String {
     let mut path = template
         .replace("{app}", &get("{app}"))
         .replace("{user_id}", &get("{user_id}"))
-        .replace("{collection}", "c");
+        .replace("{collection}", "c")
+        .replace("{field}", "f");
     if path.contains("{id}") {
         path = path.replace("{id}", &get(id_kind));
     }

@@ -175,7 +175,54 @@ export interface paths {
         get: operations["browse_docs"];
         put?: never;
         post?: never;
+        /**
+         * Delete a collection: every document in it and every index declared on it. No
+         *     trigger fires (documents are not deleted one by one). Deleting a collection that
+         *     holds nothing succeeds too.
+         */
+        delete: operations["delete_collection"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/apps/{app}/docs/{collection}/indexes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The indexes declared on a collection, by field (at most ten: one page). */
+        get: operations["list_indexes"];
+        put?: never;
+        /**
+         * Declare an index on a field of a collection, so that `find` by equality on it (on
+         *     SQLite and PostgreSQL), ranges and `$sort` on it (PostgreSQL) use an index. The
+         *     answer comes once the index is built: on SQLite the build holds the write lock (a
+         *     large collection delays other writes meanwhile; reads go on), on PostgreSQL it
+         *     runs `CONCURRENTLY`. Declaring an index that exists answers 200 with it; 409 when
+         *     the collection has ten already.
+         */
+        post: operations["create_index"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/apps/{app}/docs/{collection}/indexes/{field}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Drop the index declared on a field; queries on it go on, without the index. */
+        delete: operations["drop_index"];
         options?: never;
         head?: never;
         patch?: never;
@@ -717,6 +764,13 @@ export interface components {
             /** @description `^[a-z][a-z0-9-]{1,62}$`; the app answers on `{slug}.{base_domain}`. */
             slug: string;
         };
+        CreateDocsIndex: {
+            /**
+             * @description The field to index, as `find` names it: 1 to 5 dotted segments of letters,
+             *     digits, `_` and `-`.
+             */
+            field: string;
+        };
         CreateRoute: {
             auth?: null | components["schemas"]["RouteAuth"];
             dispatch_mode?: null | components["schemas"]["DispatchMode"];
@@ -780,6 +834,20 @@ export interface components {
             id: string;
             /** Format: date-time */
             updated_at: string;
+        };
+        /** @description An index declared on one field of a collection. */
+        DocsIndexDto: {
+            collection: string;
+            /** Format: date-time */
+            created_at: string;
+            /** @description The dotted field path, as declared (`user.email`). */
+            field: string;
+            /**
+             * @description The index is built and serves queries. False only on PostgreSQL after a build
+             *     was cut short (the server stopped during it): declaring the index again
+             *     rebuilds it.
+             */
+            ready: boolean;
         };
         ErrorBody: {
             code: components["schemas"]["ErrorCode"];
@@ -925,6 +993,23 @@ export interface components {
                 id: string;
                 /** Format: date-time */
                 updated_at: string;
+            }[];
+            next_cursor?: string | null;
+        };
+        /** @description `{"items": [...], "next_cursor": "…" | null}` */
+        List_DocsIndexDto: {
+            items: {
+                collection: string;
+                /** Format: date-time */
+                created_at: string;
+                /** @description The dotted field path, as declared (`user.email`). */
+                field: string;
+                /**
+                 * @description The index is built and serves queries. False only on PostgreSQL after a build
+                 *     was cut short (the server stopped during it): declaring the index again
+                 *     rebuilds it.
+                 */
+                ready: boolean;
             }[];
             next_cursor?: string | null;
         };
@@ -1699,6 +1784,184 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["List_DocDto"];
                 };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    delete_collection: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_indexes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_DocsIndexDto"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    create_index: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateDocsIndex"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DocsIndexDto"];
+                };
+            };
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DocsIndexDto"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    drop_index: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+                /** @description the indexed field path (`user.email`) */
+                field: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             404: {
                 headers: {
