@@ -158,15 +158,21 @@ impl PostgresStore {
             .close()
             .await
             .map_err(StoreError::other)?;
+        // No ping before handing out a pooled connection: it was a round trip in front
+        // of every statement (sqlx already pings each connection when it is returned,
+        // off the caller's path), and a connection the server dropped fails its next
+        // statement as an outage like any other.
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(StoreError::other)?;
         let relaxed = PgPoolOptions::new()
             .max_connections(RELAXED_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let announcements = std::sync::Arc::new(tokio::sync::Notify::new());
         let announcer = tokio::spawn(announce_loop(pool.clone(), announcements.clone()));
