@@ -13,6 +13,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod batch;
 mod changes;
 mod cron;
 mod dead_letters;
@@ -123,6 +124,8 @@ pub struct PostgresStore {
     /// Told after every commit that changed cached rows, here or on another node.
     changes: std::sync::Arc<ChangeFeed>,
     announcer: tokio::task::JoinHandle<()>,
+    /// Group commit of the service calls' writes (`batch.rs`).
+    batch: batch::Writer,
 }
 
 impl PostgresStore {
@@ -156,7 +159,16 @@ impl PostgresStore {
             .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let announcements = std::sync::Arc::new(tokio::sync::Notify::new());
         let announcer = tokio::spawn(announce_loop(pool.clone(), announcements.clone()));
+        let signal: std::sync::Arc<EventSignal> = std::sync::Arc::default();
+        let batch = batch::Writer::start(
+            pool.clone(),
+            batch::Wake {
+                signal: signal.clone(),
+                announcements: announcements.clone(),
+            },
+        );
         Ok(Self {
+            batch,
             pool,
             relaxed,
             options,
@@ -164,7 +176,7 @@ impl PostgresStore {
             change_listener: parking_lot::Mutex::new(None),
             announcements,
             announcer,
-            signal: std::sync::Arc::default(),
+            signal,
             changes: std::sync::Arc::default(),
         })
     }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 
 use picloud_core::model::{DocsOp, ExecutionSource, KvOp};
-use picloud_core::{AppId, DocId};
+use picloud_core::AppId;
 use picloud_core::{ScriptId, TriggerId};
 use picloud_store::{
     docs_event_for, kv_event, Doc, EventCause, EventSignal, FanOut, NewEvent, RetryPolicy,
@@ -32,11 +32,13 @@ use crate::{db_err, ts};
 const MAX_BATCH: usize = 128;
 
 pub(crate) enum WriteOp {
+    /// `text` is the value's JSON, written by the caller: the one writer thread does
+    /// no more than the SQL.
     KvSet {
         app: AppId,
         collection: String,
         key: String,
-        value: Value,
+        text: String,
         cause: EventCause,
     },
     KvDelete {
@@ -45,22 +47,19 @@ pub(crate) enum WriteOp {
         key: String,
         cause: EventCause,
     },
+    /// The caller's document, `text` its data's JSON.
     DocCreate {
+        doc: Doc,
         app: AppId,
-        collection: String,
-        data: Value,
+        text: String,
         cause: EventCause,
     },
 }
 
-pub(crate) enum Written {
-    Kv(WriteOutcome),
-    Doc(Doc, WriteOutcome),
-}
-
 struct Item {
     op: WriteOp,
-    reply: oneshot::Sender<StoreResult<Written>>,
+    /// The op goes back with its result: a created document is not copied.
+    reply: oneshot::Sender<(WriteOp, StoreResult<WriteOutcome>)>,
 }
 
 /// The group-commit writer's queue.
@@ -92,7 +91,21 @@ impl Writer {
         })
     }
 
-    pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<Written> {
+    pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<WriteOutcome> {
+        self.write_back(op).await.map(|(_, outcome)| outcome)
+    }
+
+    /// Creates a document: the `DocCreate` op's document, with its outcome.
+    pub(crate) async fn write_doc(&self, op: WriteOp) -> StoreResult<(Doc, WriteOutcome)> {
+        match self.write_back(op).await? {
+            (WriteOp::DocCreate { doc, .. }, outcome) => Ok((doc, outcome)),
+            _ => Err(StoreError::other(std::io::Error::other(
+                "the writer was handed a document create of another kind",
+            ))),
+        }
+    }
+
+    async fn write_back(&self, op: WriteOp) -> StoreResult<(WriteOp, WriteOutcome)> {
         let (reply, answer) = oneshot::channel();
         let sent = self
             .queue
@@ -102,7 +115,8 @@ impl Writer {
         if sent != Some(true) {
             return Err(closed());
         }
-        answer.await.map_err(|_| closed())?
+        let (op, result) = answer.await.map_err(|_| closed())?;
+        result.map(|outcome| (op, outcome))
     }
 
     /// Stops taking writes; the thread finishes what it has and closes its connection.
@@ -143,12 +157,12 @@ fn run(parts: &WriterParts, handle: &tokio::runtime::Handle, items: &mpsc::Recei
         });
         let queued = results
             .iter()
-            .any(|r| matches!(r, Ok(Written::Kv(o) | Written::Doc(_, o)) if !o.events.is_empty()));
+            .any(|r| r.as_ref().is_ok_and(|o| !o.events.is_empty()));
         if queued {
             parts.signal.notify();
         }
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
+        for ((reply, op), result) in replies.into_iter().zip(ops).zip(results) {
+            let _ = reply.send((op, result));
         }
     }
 }
@@ -175,7 +189,7 @@ fn with_connection<T>(
     Ok(out)
 }
 
-fn fail_all(n: usize, e: &StoreError) -> Vec<StoreResult<Written>> {
+fn fail_all(n: usize, e: &StoreError) -> Vec<StoreResult<WriteOutcome>> {
     (0..n).map(|_| Err(shared_failure(e))).collect()
 }
 
@@ -195,7 +209,7 @@ fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
 }
 
 /// One transaction for the batch, a savepoint for each item.
-fn commit_batch(conn: &Connection, ops: &[WriteOp]) -> Vec<StoreResult<Written>> {
+fn commit_batch(conn: &Connection, ops: &[WriteOp]) -> Vec<StoreResult<WriteOutcome>> {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         return fail_all(ops.len(), &e);
     }
@@ -205,18 +219,23 @@ fn commit_batch(conn: &Connection, ops: &[WriteOp]) -> Vec<StoreResult<Written>>
             return lost(results, ops.len(), e);
         }
         match apply(conn, op) {
-            Ok(written) => {
+            Ok(outcome) => {
                 if let Err(e) = exec(conn, "RELEASE item") {
                     return lost(results, ops.len(), e);
                 }
-                results.push(Ok(written));
+                results.push(Ok(outcome));
             }
             // SQLite may have rolled the whole transaction back (a full disk): then
             // the items before this one are gone too.
             Err(e) if conn.is_autocommit() => return lost(results, ops.len(), e),
             Err(e) => {
-                if let Err(undo) = exec(conn, "ROLLBACK TO item").and(exec(conn, "RELEASE item")) {
-                    return lost(results, ops.len(), undo);
+                // Past saving (the connection is broken): the item keeps its own
+                // error, the others fail with it.
+                if exec(conn, "ROLLBACK TO item")
+                    .and_then(|()| exec(conn, "RELEASE item"))
+                    .is_err()
+                {
+                    return lost(results, ops.len(), e);
                 }
                 results.push(Err(e));
             }
@@ -234,10 +253,10 @@ fn commit_batch(conn: &Connection, ops: &[WriteOp]) -> Vec<StoreResult<Written>>
 /// The transaction is gone: the item that found out gets `e`, every other item of the
 /// batch (done or not) fails with it.
 fn lost(
-    mut results: Vec<StoreResult<Written>>,
+    mut results: Vec<StoreResult<WriteOutcome>>,
     total: usize,
     e: StoreError,
-) -> Vec<StoreResult<Written>> {
+) -> Vec<StoreResult<WriteOutcome>> {
     for r in &mut results {
         if r.is_ok() {
             *r = Err(shared_failure(&e));
@@ -251,27 +270,27 @@ fn lost(
     results
 }
 
-fn apply(conn: &Connection, op: &WriteOp) -> StoreResult<Written> {
+fn apply(conn: &Connection, op: &WriteOp) -> StoreResult<WriteOutcome> {
     match op {
         WriteOp::KvSet {
             app,
             collection,
             key,
-            value,
+            text,
             cause,
-        } => kv_set(conn, app, collection, key, value, cause).map(Written::Kv),
+        } => kv_set(conn, app, collection, key, text, cause),
         WriteOp::KvDelete {
             app,
             collection,
             key,
             cause,
-        } => kv_delete(conn, app, collection, key, cause).map(Written::Kv),
+        } => kv_delete(conn, app, collection, key, cause),
         WriteOp::DocCreate {
+            doc,
             app,
-            collection,
-            data,
+            text,
             cause,
-        } => doc_create(conn, app, collection, data, cause).map(|(d, o)| Written::Doc(d, o)),
+        } => doc_create(conn, app, doc, text, cause),
     }
 }
 
@@ -299,7 +318,7 @@ fn kv_set(
     app: &AppId,
     collection: &str,
     key: &str,
-    value: &Value,
+    text: &str,
     cause: &EventCause,
 ) -> StoreResult<WriteOutcome> {
     let prev = previous(conn, app, collection, key)?;
@@ -309,19 +328,12 @@ fn kv_set(
          VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (app_id, collection, key) \
          DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            app.as_str(),
-            collection,
-            key,
-            value.to_string(),
-            now
-        ])
-    })
+    .and_then(|mut s| s.execute(params![app.as_str(), collection, key, text, now]))
     .map_err(direct_err)?;
     let targets = kv_targets(conn, app, collection, KvOp::Set, cause.default_retry)?;
     let mut outcome = emit(conn, app, targets, ExecutionSource::Kv, cause, || {
-        kv_event(KvOp::Set, collection, key, Some(value), prev.as_ref())
+        let value = serde_json::from_str(text).ok();
+        kv_event(KvOp::Set, collection, key, value.as_ref(), prev.as_ref())
     })?;
     outcome.prev = prev;
     Ok(outcome)
@@ -353,13 +365,10 @@ fn kv_delete(
 fn doc_create(
     conn: &Connection,
     app: &AppId,
-    collection: &str,
-    data: &Value,
+    doc: &Doc,
+    text: &str,
     cause: &EventCause,
-) -> StoreResult<(Doc, WriteOutcome)> {
-    let now = picloud_core::now();
-    let stamp = ts(now);
-    let id = DocId::new();
+) -> StoreResult<WriteOutcome> {
     conn.prepare_cached(
         "INSERT INTO docs (app_id, id, collection, data, created_at, updated_at) \
          VALUES (?1, ?2, ?3, jsonb(?4), ?5, ?5)",
@@ -367,25 +376,17 @@ fn doc_create(
     .and_then(|mut s| {
         s.execute(params![
             app.as_str(),
-            id.as_str(),
-            collection,
-            data.to_string(),
-            stamp
+            doc.id.as_str(),
+            doc.collection,
+            text,
+            ts(doc.created_at)
         ])
     })
     .map_err(direct_err)?;
-    let saved = Doc {
-        id,
-        collection: collection.to_owned(),
-        data: data.clone(),
-        created_at: now,
-        updated_at: now,
-    };
-    let targets = docs_targets(conn, app, collection, DocsOp::Create, cause.default_retry)?;
-    let outcome = emit(conn, app, targets, ExecutionSource::Docs, cause, || {
-        docs_event_for(DocsOp::Create, &saved, None)
-    })?;
-    Ok((saved, outcome))
+    let targets = docs_targets(conn, app, &doc.collection, cause.default_retry)?;
+    emit(conn, app, targets, ExecutionSource::Docs, cause, || {
+        docs_event_for(DocsOp::Create, doc, None)
+    })
 }
 
 fn targets(
@@ -447,7 +448,6 @@ fn docs_targets(
     conn: &Connection,
     app: &AppId,
     collection: &str,
-    _op: DocsOp,
     default_retry: RetryPolicy,
 ) -> StoreResult<Vec<Target>> {
     targets(

@@ -19,7 +19,7 @@ use serde_json::{Number, Value};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::Arguments;
 
-use crate::batch::{WriteOp, Written};
+use crate::batch::WriteOp;
 use crate::direct::direct_err;
 use crate::outbox::emit;
 use crate::triggers::docs_targets;
@@ -324,18 +324,23 @@ impl DocsStore for SqliteStore {
         data: &Value,
         cause: &EventCause,
     ) -> StoreResult<(Doc, WriteOutcome)> {
-        let op = WriteOp::DocCreate {
-            app: app.clone(),
+        let now = picloud_core::now();
+        let doc = Doc {
+            id: DocId::new(),
             collection: collection.to_owned(),
             data: data.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        let op = WriteOp::DocCreate {
+            doc,
+            app: app.clone(),
+            text: data.to_string(),
             cause: *cause,
         };
-        match self.batch.write(op).await? {
-            Written::Doc(doc, outcome) => Ok((doc, outcome)),
-            Written::Kv(_) => Err(StoreError::other(std::io::Error::other(
-                "the writer answered a document create with a KV outcome",
-            ))),
-        }
+        // The document travels to the writer and back, not copied again.
+        let outcome = self.batch.write_doc(op).await?;
+        Ok(outcome)
     }
 
     async fn docs_get(

@@ -10,7 +10,7 @@ use rusqlite::OptionalExtension as _;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 
-use crate::batch::{WriteOp, Written};
+use crate::batch::WriteOp;
 use crate::direct::direct_err;
 use crate::{col, col_ts, db_err, parse_ts, stored_len, SqliteStore};
 
@@ -84,12 +84,10 @@ impl KvStore for SqliteStore {
             app: app.clone(),
             collection: collection.to_owned(),
             key: key.to_owned(),
-            value: value.clone(),
+            text: value.to_string(),
             cause: *cause,
         };
-        match self.batch.write(op).await? {
-            Written::Kv(outcome) | Written::Doc(_, outcome) => Ok(outcome),
-        }
+        self.batch.write(op).await
     }
 
     async fn kv_delete(
@@ -105,9 +103,7 @@ impl KvStore for SqliteStore {
             key: key.to_owned(),
             cause: *cause,
         };
-        match self.batch.write(op).await? {
-            Written::Kv(outcome) | Written::Doc(_, outcome) => Ok(outcome),
-        }
+        self.batch.write(op).await
     }
 
     async fn kv_list(

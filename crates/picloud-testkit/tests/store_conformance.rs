@@ -69,3 +69,10 @@ picloud_testkit::store_conformance!(
     queuing_writes_wake_the_dispatcher,
     writes_to_cached_rows_announce_their_changes,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_batch:
+    concurrent_writers_each_hear_their_own_result,
+    a_failing_write_fails_alone,
+    shared_commits_queue_each_writes_events,
+);
