@@ -2,9 +2,9 @@
 //! concurrent runs that arrive while a commit is under way share the next one, so a
 //! burst of writes waits for one flush of the write-ahead log instead of one each.
 //!
-//! One task runs the batches, one after another: a batch is one transaction with a
-//! savepoint around each item, so an item that fails (a missing app, a bad value) is
-//! rolled back alone and its neighbours commit. Each item is the same code as a write
+//! One task runs the batches, one after another: a batch is one transaction; when one
+//! of its items fails (a missing app, a bad value), it runs again with a savepoint
+//! around each item, so that item is rolled back alone and its neighbours commit. Each item is the same code as a write
 //! on its own (`kv::set_in`, `kv::delete_in`, `docs::create_in`): the same locks in the
 //! same order, the outbox rows in the write's transaction. Each caller hears its own
 //! result after the commit, so a write is durable before its script goes on; the
@@ -115,7 +115,10 @@ async fn run(pool: PgPool, wake: Wake, mut items: mpsc::UnboundedReceiver<Item>)
         }
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.into_iter().map(|i| (i.op, i.reply)).unzip();
-        let results = commit_batch(&pool, &ops).await;
+        let results = match fast_batch(&pool, &ops).await {
+            Some(results) => results,
+            None => commit_batch(&pool, &ops).await,
+        };
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(Written::queued))
@@ -143,6 +146,40 @@ async fn exec(conn: &mut PgConnection, sql: &str) -> StoreResult<()> {
         .await
         .map(drop)
         .map_err(db_err)
+}
+
+/// The batch as one transaction without savepoints: two round trips fewer per write.
+/// `None` when a write of a batch of several failed: the transaction is rolled back
+/// (PostgreSQL aborts it at the first error) and the batch runs again with a savepoint
+/// per write, so the failure stays with its write.
+async fn fast_batch(pool: &PgPool, ops: &[WriteOp]) -> Option<Vec<StoreResult<Written>>> {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = db_err(e);
+            return Some(ops.iter().map(|_| Err(shared_failure(&e))).collect());
+        }
+    };
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        match apply(&mut tx, op).await {
+            Ok(written) => results.push(Ok(written)),
+            Err(e) if ops.len() == 1 => return Some(vec![Err(e)]),
+            Err(_) => {
+                let _ = tx.rollback().await;
+                return None;
+            }
+        }
+    }
+    if let Err(e) = tx.commit().await.map_err(db_err) {
+        return Some(
+            results
+                .into_iter()
+                .map(|r| r.and(Err(shared_failure(&e))))
+                .collect(),
+        );
+    }
+    Some(results)
 }
 
 /// One transaction for the batch, a savepoint for each item.
