@@ -2,7 +2,8 @@
 //! concurrent runs that arrive while a commit is under way share the next one, so a
 //! burst of writes waits for one flush of the write-ahead log instead of one each.
 //!
-//! One task runs the batches, one after another: a batch is one transaction; when one
+//! A few lanes (tasks) run batches side by side, each lane one batch after another (see
+//! [`LANES`]): a batch is one transaction; when one
 //! of its items fails (a missing app, a bad value), it runs again with a savepoint
 //! around each item, so that item is rolled back alone and its neighbours commit. Each item is the same code as a write
 //! on its own (`kv::set_in`, `kv::delete_in`, `docs::create_in`): the same locks in the
@@ -10,6 +11,9 @@
 //! result after the commit, so a write is durable before its script goes on; the
 //! dispatchers are woken after the commit, as for every other write.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use picloud_core::AppId;
@@ -66,12 +70,21 @@ struct Item {
 
 /// The group-commit writer's queue.
 pub(crate) struct Writer {
-    queue: mpsc::UnboundedSender<Item>,
-    task: tokio::task::JoinHandle<()>,
+    lanes: Vec<(mpsc::UnboundedSender<Item>, tokio::task::JoinHandle<()>)>,
+    /// Spreads document creates (new rows: they never contend) over the lanes.
+    next: AtomicUsize,
 }
+
+/// Batches committing at once, each on its own connection. Writes to one KV key always
+/// take the same lane, so two batches never wait for each other's row locks (a batch
+/// holding key A and wanting key B while another holds B and wants A would deadlock);
+/// the other locks a write takes (`FOR KEY SHARE` of its app, scripts and triggers)
+/// never conflict with one another.
+const LANES: usize = 4;
 
 /// Who hears of a commit that queued deliveries: this node's dispatcher and, through
 /// the announcer, the other nodes'.
+#[derive(Clone)]
 pub(crate) struct Wake {
     pub signal: Arc<EventSignal>,
     pub announcements: Arc<Notify>,
@@ -79,21 +92,54 @@ pub(crate) struct Wake {
 
 impl Writer {
     pub(crate) fn start(pool: PgPool, wake: Wake) -> Self {
-        let (queue, items) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(pool, wake, items));
-        Self { queue, task }
+        let lanes = (0..LANES)
+            .map(|_| {
+                let (queue, items) = mpsc::unbounded_channel();
+                let task = tokio::spawn(run(pool.clone(), wake.clone(), items));
+                (queue, task)
+            })
+            .collect();
+        Self {
+            lanes,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn lane(&self, op: &WriteOp) -> usize {
+        match op {
+            WriteOp::KvSet {
+                app,
+                collection,
+                key,
+                ..
+            }
+            | WriteOp::KvDelete {
+                app,
+                collection,
+                key,
+                ..
+            } => {
+                let mut hasher = DefaultHasher::new();
+                (app.as_str(), collection, key).hash(&mut hasher);
+                usize::try_from(hasher.finish() % LANES as u64).unwrap_or(0)
+            }
+            WriteOp::DocCreate { .. } => self.next.fetch_add(1, Ordering::Relaxed) % LANES,
+        }
     }
 
     pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<Written> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Item { op, reply }).map_err(|_| closed())?;
+        let (queue, _) = &self.lanes[self.lane(&op)];
+        queue.send(Item { op, reply }).map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.task.abort();
+        for (_, task) in &self.lanes {
+            task.abort();
+        }
     }
 }
 
