@@ -5,11 +5,12 @@ use std::time::Duration;
 use anyhow::Result;
 use tempfile::TempDir;
 
+use crate::calls::{self, CallsRun};
 use crate::docs::{self, DocsRun};
 use crate::events::{self, EventsRun};
 use crate::pg::ScratchDatabase;
 use crate::server::{Binary, Launch};
-use crate::session::{Options, RecordCheck, Row, Session};
+use crate::session::{Calls, Options, RecordCheck, Row, Session};
 use crate::values::{self, ValuesRun};
 
 #[derive(Clone, Copy)]
@@ -37,6 +38,8 @@ pub struct Results {
     pub events: Vec<EventsRun>,
     /// SQLite, then PostgreSQL when asked for; empty with `--docs 0`.
     pub docs: Vec<DocsRun>,
+    /// SQLite, then PostgreSQL when asked for; empty with `--calls false`.
+    pub calls: Vec<CallsRun>,
     /// With `--values true` (the default).
     pub values: Option<ValuesRun>,
     pub loadavg_before: String,
@@ -87,6 +90,11 @@ pub async fn run(opts: &Options) -> Result<Results> {
     } else {
         Vec::new()
     };
+    let calls = if opts.calls == Calls::Skip {
+        Vec::new()
+    } else {
+        calls_runs(&bin, opts).await?
+    };
     let docs = if opts.docs > 0 {
         docs_runs(&bin, opts).await?
     } else {
@@ -100,6 +108,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
     };
     Ok(Results {
         values,
+        calls,
         baseline,
         host,
         path,
@@ -177,6 +186,20 @@ async fn events_runs(bin: &Binary, opts: &Options) -> Result<Vec<EventsRun>> {
         let db = ScratchDatabase::create(url).await?;
         eprintln!("events, PostgreSQL ({})", db.name);
         let outcome = events::run(bin, opts, "PostgreSQL", Some(db.url.clone())).await;
+        db.drop_database().await?;
+        runs.push(outcome?);
+    }
+    Ok(runs)
+}
+
+/// The service-calls scenario on SQLite, then PostgreSQL when asked for.
+pub async fn calls_runs(bin: &Binary, opts: &Options) -> Result<Vec<CallsRun>> {
+    eprintln!("service calls, SQLite");
+    let mut runs = vec![calls::run(bin, opts, "SQLite", None).await?];
+    if let Some(url) = &opts.postgres_url {
+        let db = ScratchDatabase::create(url).await?;
+        eprintln!("service calls, PostgreSQL ({})", db.name);
+        let outcome = calls::run(bin, opts, "PostgreSQL", Some(db.url.clone())).await;
         db.drop_database().await?;
         runs.push(outcome?);
     }

@@ -6,6 +6,7 @@
 
 mod api;
 mod bench;
+mod calls;
 mod docs;
 mod events;
 mod events_report;
@@ -23,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Arg, ArgMatches, Command};
 
 use crate::load::LoadConfig;
-use crate::session::Options;
+use crate::session::{Calls, Options};
 
 /// (flag, environment variable, default, help)
 const SETTINGS: &[(&str, &str, &str, &str)] = &[
@@ -80,6 +81,18 @@ const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "PICLOUD_BENCH_EVENTS_DURATION",
         "5",
         "measured seconds of the async and sync event-route loads",
+    ),
+    (
+        "calls",
+        "PICLOUD_BENCH_CALLS",
+        "true",
+        "the service-calls scenario: kv/docs routes' CPU per request (true/false/only: skip every other scenario)",
+    ),
+    (
+        "calls-duration",
+        "PICLOUD_BENCH_CALLS_DURATION",
+        "5",
+        "measured seconds of each service-calls route",
     ),
     (
         "docs",
@@ -158,6 +171,17 @@ fn boolean(m: &ArgMatches, flag: &str) -> Result<bool> {
     }
 }
 
+fn calls_mode(m: &ArgMatches) -> Result<Calls> {
+    if setting(m, "calls").trim().eq_ignore_ascii_case("only") {
+        return Ok(Calls::Only);
+    }
+    Ok(if boolean(m, "calls")? {
+        Calls::Run
+    } else {
+        Calls::Skip
+    })
+}
+
 fn options(m: &ArgMatches) -> Result<Options> {
     let threads = setting(m, "threads")
         .split(',')
@@ -178,6 +202,11 @@ fn options(m: &ArgMatches) -> Result<Options> {
             duration: seconds(m, "events-duration")?.max(Duration::from_millis(100)),
             ..load
         },
+        calls_load: LoadConfig {
+            duration: seconds(m, "calls-duration")?.max(Duration::from_millis(100)),
+            ..load
+        },
+        calls: calls_mode(m)?,
         threads,
         startup_runs: number::<usize>(m, "startup-runs")?.max(1),
         idle: Duration::from_secs(2),
@@ -195,6 +224,24 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if opts.calls == Calls::Only {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let runs = runtime.block_on(async {
+            let bin = server::Binary::new(&opts.picloud).await?;
+            bench::calls_runs(&bin, &opts).await
+        })?;
+        let after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let mut out = format!(
+            "Load average before: {}; after: {}.\n\n",
+            load.trim(),
+            after.trim()
+        );
+        calls::table(&mut out, &runs);
+        out.push_str("### Targets\n\n");
+        calls::targets(&mut out, &runs);
+        print!("{out}");
+        return Ok(());
+    }
     let results = runtime.block_on(bench::run(&opts))?;
     print!("{}", report::markdown(&results, &opts));
     Ok(())

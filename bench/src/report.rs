@@ -19,6 +19,7 @@ pub fn markdown(r: &Results, opts: &Options) -> String {
     sweep_table(&mut out, r);
     records_table(&mut out, r);
     events_report::tables(&mut out, r, opts);
+    crate::calls::table(&mut out, &r.calls);
     crate::docs::table(&mut out, &r.docs);
     crate::values::table(&mut out, r.values.as_ref());
     memory(&mut out, r);
@@ -248,6 +249,7 @@ fn targets(out: &mut String, r: &Results) {
         mark(start < TARGET_START_MS),
     );
     events_report::targets(out, r);
+    crate::calls::targets(out, &r.calls);
     crate::docs::target(out, &r.docs);
     crate::values::target(out, r.values.as_ref());
 }

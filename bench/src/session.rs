@@ -32,6 +32,10 @@ pub struct Options {
     pub event_load: LoadConfig,
     /// Sequential writes of the trigger-latency scenario.
     pub event_requests: usize,
+    /// The service-calls scenario, and whether it runs alone.
+    pub calls: Calls,
+    /// Each service-calls route's load: `load` with its own window.
+    pub calls_load: LoadConfig,
     /// Documents of the docs scenario; 0 skips it.
     pub docs: usize,
     /// The script-values scenario.
@@ -39,6 +43,14 @@ pub struct Options {
     /// Page through the first server's execution records to check their count (takes
     /// minutes after a default run; A/B comparisons skip it).
     pub count_records: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    Skip,
+    Run,
+    /// Only the service-calls scenario (quick A/B runs of it).
+    Only,
 }
 
 /// One load run, and for script routes how the execution records kept up.

@@ -119,9 +119,7 @@ impl KvService {
         ctx.require(Capability::DataWrite)?;
         validate_collection(collection)?;
         validate_key(key)?;
-        let size = serde_json::to_vec(value)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = crate::json_len(value);
         if size > self.max_value_bytes {
             return Err(ServiceError::Invalid(format!(
                 "value is {size} bytes as JSON; the limit is {} (PICLOUD_KV_MAX_VALUE_BYTES)",

@@ -58,3 +58,23 @@ pub fn default_retry(config: &EventsConfig) -> RetryPolicy {
         max_delay_ms: ms(config.retry_max_delay),
     }
 }
+
+/// The length of `value`'s JSON text, counted as it is written: no buffer for a check
+/// that throws the text away.
+pub(crate) fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}

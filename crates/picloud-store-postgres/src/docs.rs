@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::Arguments;
 
+use crate::batch::{WriteOp, Written};
 use crate::outbox::emit;
 use crate::triggers::docs_targets;
 use crate::{
@@ -363,6 +364,51 @@ impl PostgresStore {
     }
 }
 
+/// Creates the document inside the caller's transaction (a batch of the group-commit
+/// writer, `batch.rs`); the caller commits and announces.
+pub(crate) async fn create_in(
+    tx: &mut PgConnection,
+    app: &AppId,
+    collection: &str,
+    data: &Value,
+    cause: &EventCause,
+) -> StoreResult<(Doc, WriteOutcome)> {
+    let collection = without_nul(collection);
+    let targets = docs_targets(
+        &mut *tx,
+        app,
+        &collection,
+        DocsOp::Create,
+        cause.default_retry,
+    )
+    .await?;
+    let now = picloud_core::now();
+    let row = sqlx::query(&format!(
+        "INSERT INTO docs (id, app_id, collection, data, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4::jsonb, $5, $5) RETURNING {COLUMNS}"
+    ))
+    .bind(DocId::new().as_str())
+    .bind(app.as_str())
+    .bind(collection.as_ref())
+    .bind(json_text(data))
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| map_insert_err(e, "that document already exists"))?;
+    let saved = doc(&row)?;
+    let payload = docs_event_for(DocsOp::Create, &saved, None);
+    let outcome = emit(
+        &mut *tx,
+        app,
+        targets,
+        ExecutionSource::Docs,
+        payload,
+        cause,
+    )
+    .await?;
+    Ok((saved, outcome))
+}
+
 #[async_trait]
 impl DocsStore for PostgresStore {
     async fn docs_create(
@@ -372,37 +418,18 @@ impl DocsStore for PostgresStore {
         data: &Value,
         cause: &EventCause,
     ) -> StoreResult<(Doc, WriteOutcome)> {
-        let collection = without_nul(collection);
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let targets = docs_targets(
-            &mut tx,
-            app,
-            &collection,
-            DocsOp::Create,
-            cause.default_retry,
-        )
-        .await?;
-        let now = picloud_core::now();
-        let row = sqlx::query(&format!(
-            "INSERT INTO docs (id, app_id, collection, data, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4::jsonb, $5, $5) RETURNING {COLUMNS}"
-        ))
-        .bind(DocId::new().as_str())
-        .bind(app.as_str())
-        .bind(collection.as_ref())
-        .bind(json_text(data))
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| map_insert_err(e, "that document already exists"))?;
-        let saved = doc(&row)?;
-        let payload = docs_event_for(DocsOp::Create, &saved, None);
-        let outcome = emit(&mut tx, app, targets, ExecutionSource::Docs, payload, cause).await?;
-        tx.commit().await.map_err(db_err)?;
-        if !outcome.events.is_empty() {
-            self.announce();
+        let op = WriteOp::DocCreate {
+            app: app.clone(),
+            collection: collection.to_owned(),
+            data: data.clone(),
+            cause: *cause,
+        };
+        match self.batch.write(op).await? {
+            Written::Doc(doc, outcome) => Ok((doc, outcome)),
+            Written::Kv(_) => Err(StoreError::other(std::io::Error::other(
+                "the writer answered a document create with a KV outcome",
+            ))),
         }
-        Ok((saved, outcome))
     }
 
     async fn docs_get(

@@ -10,6 +10,7 @@ use picloud_store::{
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 
+use crate::batch::{WriteOp, Written};
 use crate::outbox::emit;
 use crate::triggers::kv_targets;
 use crate::{
@@ -78,6 +79,90 @@ async fn upsert(
     Ok(result.rows_affected() == 1)
 }
 
+/// Sets the entry inside the caller's transaction (a batch of the group-commit
+/// writer, `batch.rs`); the caller commits and announces.
+pub(crate) async fn set_in(
+    tx: &mut PgConnection,
+    app: &AppId,
+    collection: &str,
+    key: &str,
+    value: &Value,
+    cause: &EventCause,
+) -> StoreResult<WriteOutcome> {
+    let (collection, key) = (without_nul(collection), without_nul(key));
+    let text = json_text(value);
+    // Locks the app, scripts and triggers before the entry: the crate's lock order.
+    let targets = kv_targets(&mut *tx, app, &collection, KvOp::Set, cause.default_retry).await?;
+    // `prev` must be the value this write replaces, even against writers on other
+    // nodes. An existing row is locked by the read, so it stays `prev` until we
+    // commit. A missing one cannot be locked: another transaction may insert the key
+    // between our read and our insert, and then both would report "no previous
+    // value". So the first upsert does not overwrite — it inserts, or finds the
+    // other writer's row (waiting for it to commit) and locks it without writing;
+    // we then read that row as `prev` and overwrite it. The second round cannot lose
+    // again: the row is ours until commit. (Chosen over an advisory lock on a hash
+    // of the key: no extra statement on the common path, no second lock space.)
+    let mut prev = locked_value(&mut *tx, app, &collection, &key).await?;
+    if !upsert(&mut *tx, app, &collection, &key, &text, prev.is_some()).await? {
+        prev = locked_value(&mut *tx, app, &collection, &key).await?;
+        if prev.is_none() || !upsert(&mut *tx, app, &collection, &key, &text, true).await? {
+            return Err(StoreError::other(std::io::Error::other(
+                "a KV entry locked by this transaction changed under it",
+            )));
+        }
+    }
+    // (The outbox stores the payload with NUL replaced, so it shows the value as
+    // stored, like `prev`.)
+    let payload = kv_event(KvOp::Set, &collection, &key, Some(value), prev.as_ref());
+    let mut outcome = emit(&mut *tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
+    outcome.prev = prev;
+    Ok(outcome)
+}
+
+/// Deletes the entry inside the caller's transaction (see [`set_in`]).
+pub(crate) async fn delete_in(
+    tx: &mut PgConnection,
+    app: &AppId,
+    collection: &str,
+    key: &str,
+    cause: &EventCause,
+) -> StoreResult<WriteOutcome> {
+    let (collection, key) = (without_nul(collection), without_nul(key));
+    let targets = kv_targets(
+        &mut *tx,
+        app,
+        &collection,
+        KvOp::Delete,
+        cause.default_retry,
+    )
+    .await?;
+    // The delete locks the row and returns the value it removes: `prev` is read by
+    // the write itself. A key inserted concurrently and not yet committed is simply
+    // not there yet (this delete is ordered before that insert).
+    let prev: Option<String> = sqlx::query_scalar(
+        "DELETE FROM kv_entries WHERE app_id = $1 AND collection = $2 AND key = $3 \
+         RETURNING value::text",
+    )
+    .bind(app.as_str())
+    .bind(collection.as_ref())
+    .bind(key.as_ref())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let prev: Option<Value> = prev
+        .map(|p| serde_json::from_str(&p).map_err(StoreError::other))
+        .transpose()?;
+    let mut outcome = match &prev {
+        Some(prev) => {
+            let payload = kv_event(KvOp::Delete, &collection, &key, None, Some(prev));
+            emit(&mut *tx, app, targets, ExecutionSource::Kv, payload, cause).await?
+        }
+        None => WriteOutcome::default(),
+    };
+    outcome.prev = prev;
+    Ok(outcome)
+}
+
 #[async_trait]
 impl KvStore for PostgresStore {
     async fn kv_get(
@@ -106,39 +191,16 @@ impl KvStore for PostgresStore {
         value: &Value,
         cause: &EventCause,
     ) -> StoreResult<WriteOutcome> {
-        let (collection, key) = (without_nul(collection), without_nul(key));
-        let text = json_text(value);
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        // Locks the app, scripts and triggers before the entry: the crate's lock order.
-        let targets = kv_targets(&mut tx, app, &collection, KvOp::Set, cause.default_retry).await?;
-        // `prev` must be the value this write replaces, even against writers on other
-        // nodes. An existing row is locked by the read, so it stays `prev` until we
-        // commit. A missing one cannot be locked: another transaction may insert the key
-        // between our read and our insert, and then both would report "no previous
-        // value". So the first upsert does not overwrite — it inserts, or finds the
-        // other writer's row (waiting for it to commit) and locks it without writing;
-        // we then read that row as `prev` and overwrite it. The second round cannot lose
-        // again: the row is ours until commit. (Chosen over an advisory lock on a hash
-        // of the key: no extra statement on the common path, no second lock space.)
-        let mut prev = locked_value(&mut tx, app, &collection, &key).await?;
-        if !upsert(&mut tx, app, &collection, &key, &text, prev.is_some()).await? {
-            prev = locked_value(&mut tx, app, &collection, &key).await?;
-            if prev.is_none() || !upsert(&mut tx, app, &collection, &key, &text, true).await? {
-                return Err(StoreError::other(std::io::Error::other(
-                    "a KV entry locked by this transaction changed under it",
-                )));
-            }
+        let op = WriteOp::KvSet {
+            app: app.clone(),
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            value: value.clone(),
+            cause: *cause,
+        };
+        match self.batch.write(op).await? {
+            Written::Kv(outcome) | Written::Doc(_, outcome) => Ok(outcome),
         }
-        // (The outbox stores the payload with NUL replaced, so it shows the value as
-        // stored, like `prev`.)
-        let payload = kv_event(KvOp::Set, &collection, &key, Some(value), prev.as_ref());
-        let mut outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
-        tx.commit().await.map_err(db_err)?;
-        if !outcome.events.is_empty() {
-            self.announce();
-        }
-        outcome.prev = prev;
-        Ok(outcome)
     }
 
     async fn kv_delete(
@@ -148,39 +210,15 @@ impl KvStore for PostgresStore {
         key: &str,
         cause: &EventCause,
     ) -> StoreResult<WriteOutcome> {
-        let (collection, key) = (without_nul(collection), without_nul(key));
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let targets =
-            kv_targets(&mut tx, app, &collection, KvOp::Delete, cause.default_retry).await?;
-        // The delete locks the row and returns the value it removes: `prev` is read by
-        // the write itself. A key inserted concurrently and not yet committed is simply
-        // not there yet (this delete is ordered before that insert).
-        let prev: Option<String> = sqlx::query_scalar(
-            "DELETE FROM kv_entries WHERE app_id = $1 AND collection = $2 AND key = $3 \
-             RETURNING value::text",
-        )
-        .bind(app.as_str())
-        .bind(collection.as_ref())
-        .bind(key.as_ref())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let prev: Option<Value> = prev
-            .map(|p| serde_json::from_str(&p).map_err(StoreError::other))
-            .transpose()?;
-        let mut outcome = match &prev {
-            Some(prev) => {
-                let payload = kv_event(KvOp::Delete, &collection, &key, None, Some(prev));
-                emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?
-            }
-            None => WriteOutcome::default(),
+        let op = WriteOp::KvDelete {
+            app: app.clone(),
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            cause: *cause,
         };
-        tx.commit().await.map_err(db_err)?;
-        if !outcome.events.is_empty() {
-            self.announce();
+        match self.batch.write(op).await? {
+            Written::Kv(outcome) | Written::Doc(_, outcome) => Ok(outcome),
         }
-        outcome.prev = prev;
-        Ok(outcome)
     }
 
     async fn kv_list(

@@ -13,6 +13,7 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod batch;
 mod changes;
 mod cron;
 mod dead_letters;
@@ -137,6 +138,8 @@ pub struct PostgresStore {
     announcer: tokio::task::JoinHandle<()>,
     /// Group commit of queuing and completing deliveries.
     outbox: outbox_batch::OutboxBatches,
+    /// Group commit of the service calls' writes (`batch.rs`).
+    batch: batch::Writer,
 }
 
 impl PostgresStore {
@@ -184,7 +187,15 @@ impl PostgresStore {
                 announcements.notify_one();
             })
         };
+        let batch = batch::Writer::start(
+            pool.clone(),
+            batch::Wake {
+                signal: signal.clone(),
+                announcements: announcements.clone(),
+            },
+        );
         Ok(Self {
+            batch,
             pool,
             relaxed,
             options,

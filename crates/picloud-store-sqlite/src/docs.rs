@@ -26,14 +26,17 @@ use picloud_store::{
     docs_event_for, Condition, Doc, DocsStore, EventCause, Page, PageRequest, Patch, Query,
     StoreError, StoreResult, WriteOutcome,
 };
+use rusqlite::OptionalExtension as _;
 use serde_json::{Number, Value};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::Arguments;
 
 use crate::docs_index::{collection_literals, declared_index_for};
+use crate::batch::WriteOp;
+use crate::direct::direct_err;
 use crate::outbox::emit;
 use crate::triggers::docs_targets;
-use crate::{col, col_ts, db_err, stored_len, ts, SqliteStore};
+use crate::{col, col_ts, db_err, parse_ts, stored_len, ts, SqliteStore};
 
 const COLUMNS: &str = "id, collection, json(data) AS data, created_at, updated_at";
 
@@ -401,45 +404,23 @@ impl DocsStore for SqliteStore {
         data: &Value,
         cause: &EventCause,
     ) -> StoreResult<(Doc, WriteOutcome)> {
-        let mut tx = self.begin_write().await?;
         let now = picloud_core::now();
-        let saved = Doc {
+        let doc = Doc {
             id: DocId::new(),
             collection: collection.to_owned(),
             data: data.clone(),
             created_at: now,
             updated_at: now,
         };
-        sqlx::query(
-            "INSERT INTO docs (app_id, id, collection, data, created_at, updated_at) \
-             VALUES (?, ?, ?, jsonb(?), ?, ?)",
-        )
-        .bind(app.as_str())
-        .bind(saved.id.as_str())
-        .bind(collection)
-        .bind(data.to_string())
-        .bind(ts(now))
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-            _ => db_err(e),
-        })?;
-        let payload = docs_event_for(DocsOp::Create, &saved, None);
-        let mut outcome = WriteOutcome::default();
-        queue_events(
-            &mut tx,
-            app,
-            collection,
-            DocsOp::Create,
-            payload,
-            cause,
-            &mut outcome,
-        )
-        .await?;
-        self.commit_queued(tx, !outcome.events.is_empty()).await?;
-        Ok((saved, outcome))
+        let op = WriteOp::DocCreate {
+            doc,
+            app: app.clone(),
+            text: data.to_string(),
+            cause: *cause,
+        };
+        // The document travels to the writer and back, not copied again.
+        let outcome = self.batch.write_doc(op).await?;
+        Ok(outcome)
     }
 
     async fn docs_get(
@@ -448,16 +429,37 @@ impl DocsStore for SqliteStore {
         collection: &str,
         id: &DocId,
     ) -> StoreResult<Option<Doc>> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM docs WHERE id = ? AND app_id = ? AND collection = ?"
-        ))
-        .bind(id.as_str())
-        .bind(app.as_str())
-        .bind(collection)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_err)?;
-        row.as_ref().map(doc).transpose()
+        let row = self.direct.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM docs WHERE id = ?1 AND app_id = ?2 AND collection = ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_row(
+                    rusqlite::params![id.as_str(), app.as_str(), collection],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+            })
+            .map_err(direct_err)
+        })?;
+        let Some((id, collection, data, created_at, updated_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Doc {
+            id: DocId::from_trusted(id),
+            collection,
+            data: serde_json::from_str(&data).map_err(StoreError::other)?,
+            created_at: parse_ts(&created_at)?,
+            updated_at: parse_ts(&updated_at)?,
+        }))
     }
 
     async fn docs_update(

@@ -1,18 +1,18 @@
 use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
-use picloud_core::model::{ExecutionSource, KvOp};
 use picloud_core::AppId;
 use picloud_store::page::Gathered;
 use picloud_store::{
-    kv_event, prefix_end, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
+    prefix_end, EventCause, KvEntry, KvStore, Page, PageRequest, StoreError, StoreResult,
     WriteOutcome,
 };
+use rusqlite::OptionalExtension as _;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::SqliteRow;
 
-use crate::outbox::emit;
-use crate::triggers::kv_targets;
-use crate::{col, col_ts, db_err, stored_len, ts, SqliteStore};
+use crate::batch::WriteOp;
+use crate::direct::direct_err;
+use crate::{col, col_ts, db_err, parse_ts, stored_len, SqliteStore};
 
 fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
     let value: String = col(row, "value")?;
@@ -25,23 +25,17 @@ fn entry(row: &SqliteRow) -> StoreResult<KvEntry> {
     })
 }
 
-async fn previous(
-    conn: &mut SqliteConnection,
-    app: &AppId,
-    collection: &str,
-    key: &str,
-) -> StoreResult<Option<Value>> {
-    let prev: Option<String> = sqlx::query_scalar(
-        "SELECT value FROM kv_entries WHERE app_id = ? AND collection = ? AND key = ?",
-    )
-    .bind(app.as_str())
-    .bind(collection)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    prev.map(|p| serde_json::from_str(&p).map_err(StoreError::other))
-        .transpose()
+/// A KV entry on a direct connection (`direct.rs`).
+fn direct_entry(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, String, String, String)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 #[async_trait]
@@ -52,15 +46,30 @@ impl KvStore for SqliteStore {
         collection: &str,
         key: &str,
     ) -> StoreResult<Option<KvEntry>> {
-        let row =
-            sqlx::query("SELECT * FROM kv_entries WHERE app_id = ? AND collection = ? AND key = ?")
-                .bind(app.as_str())
-                .bind(collection)
-                .bind(key)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db_err)?;
-        row.as_ref().map(entry).transpose()
+        let row = self.direct.read(|conn| {
+            conn.prepare_cached(
+                "SELECT collection, key, value, created_at, updated_at FROM kv_entries \
+                 WHERE app_id = ?1 AND collection = ?2 AND key = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    rusqlite::params![app.as_str(), collection, key],
+                    direct_entry,
+                )
+                .optional()
+            })
+            .map_err(direct_err)
+        })?;
+        let Some((collection, key, value, created_at, updated_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(KvEntry {
+            collection,
+            key,
+            value: serde_json::from_str(&value).map_err(StoreError::other)?,
+            created_at: parse_ts(&created_at)?,
+            updated_at: parse_ts(&updated_at)?,
+        }))
     }
 
     async fn kv_set(
@@ -71,32 +80,14 @@ impl KvStore for SqliteStore {
         value: &Value,
         cause: &EventCause,
     ) -> StoreResult<WriteOutcome> {
-        let mut tx = self.begin_write().await?;
-        let prev = previous(&mut tx, app, collection, key).await?;
-        let now = ts(picloud_core::now());
-        sqlx::query(
-            "INSERT INTO kv_entries (app_id, collection, key, value, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, collection, key) \
-             DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(app.as_str())
-        .bind(collection)
-        .bind(key)
-        .bind(value.to_string())
-        .bind(&now)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-            _ => db_err(e),
-        })?;
-        let payload = kv_event(KvOp::Set, collection, key, Some(value), prev.as_ref());
-        let targets = kv_targets(&mut tx, app, collection, KvOp::Set, cause.default_retry).await?;
-        let mut outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
-        self.commit_queued(tx, !outcome.events.is_empty()).await?;
-        outcome.prev = prev;
-        Ok(outcome)
+        let op = WriteOp::KvSet {
+            app: app.clone(),
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            text: value.to_string(),
+            cause: *cause,
+        };
+        self.batch.write(op).await
     }
 
     async fn kv_delete(
@@ -106,25 +97,13 @@ impl KvStore for SqliteStore {
         key: &str,
         cause: &EventCause,
     ) -> StoreResult<WriteOutcome> {
-        let mut tx = self.begin_write().await?;
-        let prev = previous(&mut tx, app, collection, key).await?;
-        let mut outcome = WriteOutcome::default();
-        if let Some(prev) = &prev {
-            sqlx::query("DELETE FROM kv_entries WHERE app_id = ? AND collection = ? AND key = ?")
-                .bind(app.as_str())
-                .bind(collection)
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let payload = kv_event(KvOp::Delete, collection, key, None, Some(prev));
-            let targets =
-                kv_targets(&mut tx, app, collection, KvOp::Delete, cause.default_retry).await?;
-            outcome = emit(&mut tx, app, targets, ExecutionSource::Kv, payload, cause).await?;
-        }
-        self.commit_queued(tx, !outcome.events.is_empty()).await?;
-        outcome.prev = prev;
-        Ok(outcome)
+        let op = WriteOp::KvDelete {
+            app: app.clone(),
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            cause: *cause,
+        };
+        self.batch.write(op).await
     }
 
     async fn kv_list(

@@ -7,8 +7,10 @@
 mod abandoned;
 mod apps;
 mod audit;
+mod batch;
 mod cron;
 mod dead_letters;
+mod direct;
 mod docs;
 mod docs_index;
 mod events;
@@ -122,6 +124,10 @@ pub struct SqliteStore {
     changes: ChangeFeed,
     /// Group commit of queuing and completing deliveries.
     outbox: outbox_batch::OutboxBatches,
+    /// Point reads of the service calls, on the caller's thread (`direct.rs`).
+    direct: direct::Readers,
+    /// Group commit of the service calls' writes (`batch.rs`).
+    batch: batch::Writer,
 }
 
 impl SqliteStore {
@@ -142,6 +148,9 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            // A local file's connection has nothing to test: the check cost every
+            // write a round trip to the connection's thread.
+            .test_before_acquire(false)
             .after_release(|conn, _| Box::pin(write::fit_for_reuse(conn)))
             .connect_with(options.clone())
             .await
@@ -150,17 +159,31 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(u32::try_from(readers).unwrap_or(4).max(2))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
+            .test_before_acquire(false)
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(StoreError::other)?;
-        let signal = Arc::default();
+        let max_page_count: i64 = sqlx::query_scalar("PRAGMA max_page_count")
+            .fetch_one(&writer)
+            .await
+            .map_err(db_err)?;
+        let path = options.get_filename().to_owned();
+        let signal: Arc<EventSignal> = Arc::default();
         let outbox = outbox_batch::OutboxBatches::start(&writer, &signal);
+        let batch = batch::Writer::start(batch::WriterParts {
+            path: path.clone(),
+            lock: writer.clone(),
+            signal: signal.clone(),
+            max_page_count,
+        })?;
         Ok(Self {
             writer,
             reader,
             signal,
             changes: ChangeFeed::default(),
             outbox,
+            direct: direct::Readers::new(&path),
+            batch,
         })
     }
 
@@ -221,7 +244,11 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
 
 pub(crate) fn col_ts(row: &SqliteRow, col: &str) -> StoreResult<DateTime<Utc>> {
     let text: String = row.try_get(col).map_err(StoreError::other)?;
-    DateTime::parse_from_rfc3339(&text)
+    parse_ts(&text)
+}
+
+pub(crate) fn parse_ts(text: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(StoreError::other)
 }
@@ -363,6 +390,8 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.batch.close();
+        self.direct.close();
         self.reader.close().await;
         self.writer.close().await;
     }

@@ -71,32 +71,6 @@ fn target(row: &SqliteRow, default_retry: RetryPolicy) -> StoreResult<Target> {
     })
 }
 
-/// Enabled KV triggers of the app listening to `op` on `collection`.
-pub(crate) async fn kv_targets(
-    conn: &mut SqliteConnection,
-    app: &AppId,
-    collection: &str,
-    op: KvOp,
-    default_retry: RetryPolicy,
-) -> StoreResult<Vec<Target>> {
-    let op_column = match op {
-        KvOp::Set => "k.on_set",
-        KvOp::Delete => "k.on_delete",
-    };
-    let rows = sqlx::query(&format!(
-        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
-         t.retry_max_delay_ms FROM triggers t JOIN kv_trigger_details k ON k.trigger_id = t.id \
-         WHERE t.app_id = ? AND t.kind = 'kv' AND t.enabled = 1 AND k.collection = ? \
-         AND {op_column} = 1 ORDER BY t.id"
-    ))
-    .bind(app.as_str())
-    .bind(collection)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    rows.iter().map(|r| target(r, default_retry)).collect()
-}
-
 /// Enabled docs triggers of the app listening to `op` on `collection`.
 pub(crate) async fn docs_targets(
     conn: &mut SqliteConnection,

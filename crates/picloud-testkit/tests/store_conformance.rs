@@ -84,3 +84,10 @@ picloud_testkit::store_conformance!(
     apps_running_fewer_go_first,
     concurrent_writes_get_their_own_answers,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_batch:
+    concurrent_writers_each_hear_their_own_result,
+    a_failing_write_fails_alone,
+    shared_commits_queue_each_writes_events,
+);
