@@ -59,6 +59,7 @@ settings! {
     "PICLOUD_FILES_ROOT" => "blob directory [default: {data dir}/files]",
     "PICLOUD_EXECUTOR_THREADS" => "script threads [default: 4 x CPUs]",
     "PICLOUD_APP_MAX_CONCURRENCY" => "runs one app may hold at once [default: half the executor threads]",
+    "PICLOUD_BACKGROUND_SHARE" => "share of the script threads and of each app's slots background runs (triggers, async routes, cron) may hold; the rest is kept for requests [default: 0.75]",
     "PICLOUD_EXECUTOR_QUEUE_TIMEOUT_MS" => "longest wait for a script slot before 503 [default: 2000]",
     "PICLOUD_SCRIPT_MAX_OPERATIONS" => "operations per run [default: 10000000]",
     "PICLOUD_SCRIPT_TIMEOUT_MS" => "wall-clock limit of route runs [default: 5000]",

@@ -31,9 +31,9 @@ use serde_json::{Number, Value};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::Arguments;
 
-use crate::docs_index::{collection_literals, declared_index_for};
 use crate::batch::WriteOp;
 use crate::direct::direct_err;
+use crate::docs_index::{collection_literals, declared_index_for};
 use crate::outbox::emit;
 use crate::triggers::docs_targets;
 use crate::{col, col_ts, db_err, parse_ts, stored_len, ts, SqliteStore};

@@ -9,8 +9,8 @@
 
 pub mod app;
 pub mod conformance;
-pub mod conformance_claims;
 pub mod conformance_batch;
+pub mod conformance_claims;
 pub mod conformance_cron;
 pub mod conformance_docs;
 pub mod conformance_docs_index;

@@ -31,6 +31,7 @@ async fn admin_routes(app: &TestApp) -> Vec<(Method, String)> {
                 .replace("{app}", "shop")
                 .replace("{user_id}", "usr_01m8dm7ykee6t6nacm7pa7s3t7")
                 .replace("{collection}", "c")
+                .replace("{field}", "email")
                 .replace("{trigger}", "kv")
                 .replace("{id}", "scr_01m8dm7ykee6t6nacm7pa7s3t7");
             assert!(!filled.contains('{'), "unfilled parameter in {path}");
