@@ -3,10 +3,8 @@
 //! Concurrent callers share one statement; each gets its own answer (see
 //! `picloud_store::Batcher`).
 
-use std::collections::HashSet;
-
 use picloud_core::{EventId, TriggerId};
-use picloud_store::{Batcher, NewEvent, StoreError, StoreResult};
+use picloud_store::{deleted, inserted_once, Batcher, NewEvent, StoreResult};
 use sqlx::PgPool;
 
 use crate::outbox::insert_event;
@@ -58,20 +56,11 @@ impl OutboxBatches {
 
 async fn enqueue(pool: &PgPool, items: Vec<NewEvent>) -> Vec<StoreResult<()>> {
     match insert_all(pool, &items).await {
-        Ok(inserted) => {
-            let mut seen = HashSet::new();
-            items
-                .iter()
-                .map(|e| {
-                    // A second item with the same id in one batch lost to the first.
-                    if inserted.contains(e.id.as_str()) && seen.insert(e.id.as_str()) {
-                        Ok(())
-                    } else {
-                        Err(StoreError::Conflict("that event is already queued".into()))
-                    }
-                })
-                .collect()
-        }
+        Ok(inserted) => inserted_once(
+            items.iter().map(|e| e.id.as_str()),
+            inserted,
+            "that event is already queued",
+        ),
         // The statement failed as a whole (an app deleted meanwhile, say): each item
         // on its own, so only the bad one fails.
         Err(_) => {
@@ -91,7 +80,7 @@ async fn insert_one(pool: &PgPool, e: &NewEvent) -> StoreResult<()> {
 
 /// One multi-row insert from arrays; the ids it inserted (a queued id is skipped, not
 /// an error).
-async fn insert_all(pool: &PgPool, items: &[NewEvent]) -> StoreResult<HashSet<String>> {
+async fn insert_all(pool: &PgPool, items: &[NewEvent]) -> StoreResult<Vec<String>> {
     let ids: Vec<&str> = items.iter().map(|e| e.id.as_str()).collect();
     let apps: Vec<&str> = items.iter().map(|e| e.app_id.as_str()).collect();
     let triggers: Vec<Option<&str>> = items
@@ -132,7 +121,7 @@ async fn insert_all(pool: &PgPool, items: &[NewEvent]) -> StoreResult<HashSet<St
     .fetch_all(pool)
     .await
     .map_err(db_err)?;
-    Ok(inserted.into_iter().collect())
+    Ok(inserted)
 }
 
 async fn complete(pool: &PgPool, items: Vec<(EventId, i64)>) -> Vec<StoreResult<bool>> {
@@ -147,13 +136,7 @@ async fn complete(pool: &PgPool, items: Vec<(EventId, i64)>) -> Vec<StoreResult<
     .fetch_all(pool)
     .await;
     match done {
-        Ok(done) => {
-            let done: HashSet<String> = done.into_iter().collect();
-            items
-                .iter()
-                .map(|(id, _)| Ok(done.contains(id.as_str())))
-                .collect()
-        }
+        Ok(done) => deleted(items.iter().map(|(id, _)| id.as_str()), done),
         // Each on its own, so every caller gets its own error.
         Err(_) => {
             let mut out = Vec::with_capacity(items.len());

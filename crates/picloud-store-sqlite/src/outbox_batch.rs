@@ -2,11 +2,10 @@
 //! completing a delivery. Concurrent callers share one statement on the writer; each
 //! gets its own answer (see `picloud_store::Batcher`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use picloud_core::{EventId, TriggerId};
-use picloud_store::{Batcher, EventSignal, NewEvent, StoreError, StoreResult};
+use picloud_store::{deleted, inserted_once, Batcher, EventSignal, NewEvent, StoreResult};
 use sqlx::SqlitePool;
 
 use crate::outbox::insert_event;
@@ -50,20 +49,11 @@ async fn enqueue(
     items: Vec<NewEvent>,
 ) -> Vec<StoreResult<()>> {
     let results = match insert_all(writer, &items).await {
-        Ok(inserted) => {
-            let mut seen = HashSet::new();
-            items
-                .iter()
-                .map(|e| {
-                    // A second item with the same id in one batch lost to the first.
-                    if inserted.contains(e.id.as_str()) && seen.insert(e.id.as_str()) {
-                        Ok(())
-                    } else {
-                        Err(StoreError::Conflict("that event is already queued".into()))
-                    }
-                })
-                .collect()
-        }
+        Ok(inserted) => inserted_once(
+            items.iter().map(|e| e.id.as_str()),
+            inserted,
+            "that event is already queued",
+        ),
         // The statement failed as a whole (an app deleted meanwhile, say): each item
         // on its own, so only the bad one fails.
         Err(_) => {
@@ -86,7 +76,7 @@ async fn insert_one(writer: &SqlitePool, e: &NewEvent) -> StoreResult<()> {
 }
 
 /// One multi-row insert; the ids it inserted (a queued id is skipped, not an error).
-async fn insert_all(writer: &SqlitePool, items: &[NewEvent]) -> StoreResult<HashSet<String>> {
+async fn insert_all(writer: &SqlitePool, items: &[NewEvent]) -> StoreResult<Vec<String>> {
     let row = "(?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?)";
     let sql = format!(
         "INSERT INTO outbox (id, app_id, trigger_id, script_id, source, payload, attempt, \
@@ -111,8 +101,7 @@ async fn insert_all(writer: &SqlitePool, items: &[NewEvent]) -> StoreResult<Hash
             .bind(ts(e.due_at))
             .bind(now.clone());
     }
-    let ids = q.fetch_all(writer).await.map_err(db_err)?;
-    Ok(ids.into_iter().collect())
+    q.fetch_all(writer).await.map_err(db_err)
 }
 
 async fn complete(writer: &SqlitePool, items: Vec<(EventId, i64)>) -> Vec<StoreResult<bool>> {
@@ -125,13 +114,7 @@ async fn complete(writer: &SqlitePool, items: Vec<(EventId, i64)>) -> Vec<StoreR
         q = q.bind(id.as_str()).bind(*version);
     }
     match q.fetch_all(writer).await {
-        Ok(done) => {
-            let done: HashSet<String> = done.into_iter().collect();
-            items
-                .iter()
-                .map(|(id, _)| Ok(done.contains(id.as_str())))
-                .collect()
-        }
+        Ok(done) => deleted(items.iter().map(|(id, _)| id.as_str()), done),
         // Each on its own, so every caller gets its own error (a full disk is
         // `Unavailable`, not a generic failure).
         Err(_) => {

@@ -71,6 +71,37 @@ impl<I: Send + 'static, R: Send + 'static> Batcher<I, R> {
     }
 }
 
+/// The answers to a batch of inserts written as one statement that skipped ids
+/// already present (`ON CONFLICT DO NOTHING RETURNING id`): an id the statement
+/// returned is done, once (a second item with the same id in one batch lost to the
+/// first); every other item is a `Conflict` with `message`.
+pub fn inserted_once<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    inserted: Vec<String>,
+    message: &str,
+) -> Vec<StoreResult<()>> {
+    let mut fresh: std::collections::HashSet<String> = inserted.into_iter().collect();
+    ids.into_iter()
+        .map(|id| {
+            if fresh.remove(id) {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(message.to_owned()))
+            }
+        })
+        .collect()
+}
+
+/// The answers to a batch of deletes written as one statement (`RETURNING id`):
+/// whether each item's row was there to delete.
+pub fn deleted<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    done: Vec<String>,
+) -> Vec<StoreResult<bool>> {
+    let done: std::collections::HashSet<String> = done.into_iter().collect();
+    ids.into_iter().map(|id| Ok(done.contains(id))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +144,15 @@ mod tests {
             flushes.load(Ordering::Relaxed) < 200,
             "items shared flushes"
         );
+    }
+
+    #[test]
+    fn an_id_twice_in_a_batch_is_done_once() {
+        let answers = inserted_once(["a", "b", "a", "c"], vec!["a".into(), "c".into()], "queued");
+        assert!(answers[0].is_ok() && answers[3].is_ok());
+        assert!(matches!(&answers[1], Err(StoreError::Conflict(m)) if m == "queued"));
+        assert!(matches!(&answers[2], Err(StoreError::Conflict(_))));
+        let gone = deleted(["x", "y"], vec!["y".into()]);
+        assert!(matches!(gone[..], [Ok(false), Ok(true)]));
     }
 }

@@ -26,7 +26,7 @@ use picloud_core::{
     ApiKeyId, AppId, AuditId, ErrorCode, ExecutionId, RouteId, ScriptId, SessionId, UserId,
 };
 
-pub use batch::{Batcher, Flushed};
+pub use batch::{deleted, inserted_once, Batcher, Flushed};
 pub use changes::{Change, ChangeFeed, OnChange};
 pub use claim::{AppRoom, Candidate, ClaimPlan};
 pub use cron::{
