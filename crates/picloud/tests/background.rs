@@ -20,18 +20,20 @@ async fn server(backend: Backend, app_slots: usize) -> TestApp {
     .expect("server")
 }
 
-/// An app whose KV writes to `jobs` each queue a delivery that sleeps `seconds`, then
-/// notes its run in `runs` under `<event id>:<execution id>`.
-async fn app_with_slow_trigger(app: &TestApp, slug: &str, seconds: f64) {
+/// The handler of [`app_with_slow_trigger`]: sleeps `seconds`, then notes its run in
+/// `runs` under `<event id>:<execution id>`.
+fn slow_handler(seconds: f64) -> String {
+    format!(
+        r#"sleep({seconds}); kv::collection("runs").set(ctx.event.id + ":" + ctx.execution.id, 1); ()"#
+    )
+}
+
+/// An app whose KV writes to `jobs` each queue a delivery to [`slow_handler`]; returns
+/// the handler's id.
+async fn app_with_slow_trigger(app: &TestApp, slug: &str, seconds: f64) -> String {
     app.create_app(slug).await;
     let handler = app
-        .create_script(
-            slug,
-            "slow",
-            &format!(
-                r#"sleep({seconds}); kv::collection("runs").set(ctx.event.id + ":" + ctx.execution.id, 1); ()"#
-            ),
-        )
+        .create_script(slug, "slow", &slow_handler(seconds))
         .await;
     app.admin_ok(
         Method::POST,
@@ -53,6 +55,7 @@ async fn app_with_slow_trigger(app: &TestApp, slug: &str, seconds: f64) {
         "#,
     )
     .await;
+    handler["id"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Queues `n` deliveries for the app, `chunk` per request.
@@ -163,7 +166,9 @@ async fn own_backlog(backend: Backend) {
 
 async fn noisy_neighbour(backend: Backend) {
     let app = server(backend, 8).await;
-    app_with_slow_trigger(&app, "noisy", 0.02).await;
+    // Slow deliveries hold every background slot while using little CPU: the quiet
+    // app's requests compete for slots, not for the machine's two cores.
+    let noisy_handler = app_with_slow_trigger(&app, "noisy", 0.2).await;
     app_with_slow_trigger(&app, "quiet", 0.0).await;
     app.deploy("quiet", "GET", "/hi", THREADED_ROUTE).await;
     latencies(&app, "quiet", "/hi", 3).await;
@@ -196,6 +201,15 @@ async fn noisy_neighbour(backend: Backend) {
         noisy_left < 3000,
         "the quiet run came before the backlog ended"
     );
+
+    // Then the backlog drains quickly: queued deliveries run the script as it is now.
+    app.admin_ok(
+        Method::PUT,
+        &format!("/api/v1/admin/scripts/{noisy_handler}"),
+        Some(json!({"source": slow_handler(0.0)})),
+        200,
+    )
+    .await;
 
     drained(&app, "noisy", 3000, Duration::from_secs(300)).await;
     drained(&app, "quiet", 1, Duration::from_secs(10)).await;
