@@ -76,6 +76,9 @@ enum Outcome<'a> {
 /// Most deliveries claimed in one statement.
 const CLAIM_BATCH: usize = 64;
 
+/// Longest wait for more runs to end before a claim while deliveries are running.
+const CLAIM_LINGER: Duration = Duration::from_millis(2);
+
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub lease: Duration,
@@ -141,7 +144,23 @@ impl Dispatcher {
             if *shutdown.borrow() {
                 return;
             }
-            let room = executor.background_room();
+            let mut room = executor.background_room();
+            let full = executor.limits().background;
+            if self.in_flight() > 0 && room.total > 0 && room.total < full {
+                // Linger a moment for more runs to end, so that one claim (a round
+                // trip) starts several: short deliveries otherwise came back one claim
+                // per delivery, bounded by the database's round trip.
+                let until = tokio::time::Instant::now() + CLAIM_LINGER;
+                while self.in_flight() > 0 && executor.background_room().total < full {
+                    if tokio::time::timeout_at(until, executor.slot_freed())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                room = executor.background_room();
+            }
             // Claim in batches: waiting until a quarter of the background slots are
             // free turns one claim round trip per delivery into one per several, under
             // load.
