@@ -7,8 +7,8 @@ use crate::bench::{Results, StartSample};
 use crate::events_report;
 use crate::session::{mark, Options, Row};
 
-const TARGET_RATIO: f64 = 0.5;
-const TARGET_P99_MS: f64 = 10.0;
+const TARGET_RATIO: f64 = 0.7;
+const TARGET_P99_MS: f64 = 2.0;
 const TARGET_RSS_MIB: f64 = 40.0;
 const TARGET_START_MS: f64 = 300.0;
 
