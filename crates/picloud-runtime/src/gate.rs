@@ -116,18 +116,23 @@ impl State {
         self.apps.get(app)
     }
 
-    fn fits(&self, limits: &Limits, app: &str, class: Class) -> bool {
+    /// Whether a run of `class` for `app` may start now, a waiting request permitting.
+    fn has_room(&self, limits: &Limits, app: &str, class: Class) -> bool {
         let (busy, background) = self.load(app).map_or((0, 0), |l| (l.busy, l.background));
         let thread = self.busy < limits.threads && busy < limits.app;
         match class {
             Class::Interactive => thread,
             Class::Background => {
-                thread
-                    && self.background < limits.background
-                    && background < limits.app_background
-                    && !self.request_waits_for_a_thread(limits)
+                thread && self.background < limits.background && background < limits.app_background
             }
         }
+    }
+
+    /// Whether a run of `class` for `app` may start now: a background run never
+    /// before a request that waits for a thread.
+    fn fits(&self, limits: &Limits, app: &str, class: Class) -> bool {
+        self.has_room(limits, app, class)
+            && (class == Class::Interactive || !self.request_waits_for_a_thread(limits))
     }
 
     /// Whether a request waits for a thread (not for its app's share): it goes
@@ -305,7 +310,9 @@ impl Gate {
                 let Some(app) = queue.get(i).map(|w| w.app.clone()) else {
                     break;
                 };
-                if !st.fits(&self.limits, &app, class) {
+                // (No request waiting for a thread is left once the requests' pass
+                // ends with threads free: each was granted or waits for its app.)
+                if !st.has_room(&self.limits, &app, class) {
                     i += 1;
                     continue;
                 }
