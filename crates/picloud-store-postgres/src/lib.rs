@@ -273,6 +273,15 @@ pub(crate) fn map_err(e: sqlx::Error, conflict: &str) -> StoreError {
                 db.message()
             ))
         }
+        // 54000, program_limit_exceeded: a value too large for a B-tree index row (a
+        // declared document index holds at most ~2,700 bytes of a value). The request's
+        // value, not an outage.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("54000") => StoreError::Invalid(
+            "a value is too large for a declared index on its field (PostgreSQL \
+                 indexes hold at most about 2,700 bytes of a value): store a shorter \
+                 value or drop the index"
+                .to_owned(),
+        ),
         _ => match outage(&e) {
             Some(outage) => StoreError::unavailable(outage, e),
             None => StoreError::other(e),
@@ -291,7 +300,9 @@ fn outage(e: &sqlx::Error) -> Option<Outage> {
             match code.as_ref() {
                 "53100" => Some(Outage::DiskFull),
                 "57P01" | "57P02" | "57P03" => Some(Outage::ConnectionLost),
-                "57014" | "55P03" => Some(Outage::Busy),
+                // A lock timeout, a cancelled statement, or a deadlock / serialisation
+                // failure (concurrent index changes): retrying later may succeed.
+                "57014" | "55P03" | "40P01" | "40001" => Some(Outage::Busy),
                 c if c.starts_with("08") => Some(Outage::ConnectionLost),
                 c if c.starts_with("53") => Some(Outage::Busy),
                 _ => None,

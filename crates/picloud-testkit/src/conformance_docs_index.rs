@@ -269,3 +269,32 @@ pub async fn dropping_a_collection_or_an_app_drops_its_indexes(store: Arc<dyn St
         .expect("find");
     assert_eq!(found.len(), 1);
 }
+
+/// A value too long for a backend's index row (PostgreSQL's B-tree holds ~2,700 bytes)
+/// is refused as the request's mistake, never a storage error; a neighbouring
+/// short value still goes in.
+pub async fn long_values_on_an_indexed_field_fail_cleanly(store: Arc<dyn Store>) {
+    let shop = app(&store, "shop").await;
+    store
+        .docs_create_index(&shop, "notes", &path("s"))
+        .await
+        .expect("declare");
+    // Hex of a counter's hash-like spread: text PostgreSQL cannot compress below the
+    // limit.
+    let long: String = (0..1200u32)
+        .map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761)))
+        .collect();
+    assert!(long.len() > 4_000);
+    match store
+        .docs_create(&shop, "notes", &json!({"s": long}), &CAUSE)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Invalid(message)) => assert!(message.contains("index"), "{message}"),
+        Err(e) => panic!("a long value must not be a storage error: {e:?}"),
+    }
+    store
+        .docs_create(&shop, "notes", &json!({"s": "short"}), &CAUSE)
+        .await
+        .expect("a short value");
+}

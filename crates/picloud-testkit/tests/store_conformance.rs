@@ -44,6 +44,7 @@ picloud_testkit::store_conformance!(
     conformance_docs_index:
     docs_indexes_declare_list_and_drop,
     dropping_a_collection_or_an_app_drops_its_indexes,
+    long_values_on_an_indexed_field_fail_cleanly,
 );
 
 picloud_testkit::store_conformance!(
