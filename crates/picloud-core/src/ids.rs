@@ -171,6 +171,7 @@ define_id!(TriggerId, "trg", "trigger");
 define_id!(DeadLetterId, "dlq", "dead letter");
 define_id!(AbandonedId, "abn", "abandoned execution");
 define_id!(DocId, "doc", "document");
+define_id!(FileId, "fil", "file");
 
 #[cfg(test)]
 mod tests {

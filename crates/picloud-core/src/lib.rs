@@ -13,8 +13,8 @@ pub mod route_trie;
 
 pub use error::ErrorCode;
 pub use ids::{
-    AbandonedId, ApiKeyId, AppId, AuditId, DeadLetterId, DocId, EventId, ExecutionId, RouteId,
-    ScriptId, SessionId, TriggerId, UserId,
+    AbandonedId, ApiKeyId, AppId, AuditId, DeadLetterId, DocId, EventId, ExecutionId, FileId,
+    RouteId, ScriptId, SessionId, TriggerId, UserId,
 };
 
 /// The current time, truncated to microseconds: the precision both databases keep, so

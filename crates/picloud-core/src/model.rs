@@ -142,7 +142,14 @@ string_enum!(
 string_enum!(
     /// What a trigger listens to. Adding a kind: a variant here, a detail table, an
     /// event shape and a matcher.
-    TriggerKind { Kv = "kv", Docs = "docs", Cron = "cron", DeadLetter = "dead_letter" }
+    TriggerKind {
+        Kv = "kv",
+        Docs = "docs",
+        Files = "files",
+        Pubsub = "pubsub",
+        Cron = "cron",
+        DeadLetter = "dead_letter",
+    }
 );
 
 impl TriggerKind {
@@ -151,6 +158,8 @@ impl TriggerKind {
         match self {
             TriggerKind::Kv => ExecutionSource::Kv,
             TriggerKind::Docs => ExecutionSource::Docs,
+            TriggerKind::Files => ExecutionSource::Files,
+            TriggerKind::Pubsub => ExecutionSource::Pubsub,
             TriggerKind::Cron => ExecutionSource::Cron,
             TriggerKind::DeadLetter => ExecutionSource::DeadLetter,
         }
@@ -165,6 +174,11 @@ string_enum!(
 string_enum!(
     /// A change to a document.
     DocsOp { Create = "create", Update = "update", Delete = "delete" }
+);
+
+string_enum!(
+    /// A change to a stored file.
+    FilesOp { Create = "create", Update = "update", Delete = "delete" }
 );
 
 string_enum!(

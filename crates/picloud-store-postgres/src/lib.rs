@@ -21,6 +21,7 @@ mod docs;
 mod docs_index;
 mod events;
 mod executions;
+mod files;
 mod keys;
 mod kv;
 mod members;
@@ -84,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "docs indexes",
         include_str!("../migrations/0011_docs_indexes.sql"),
+    ),
+    (
+        12,
+        "files and pubsub",
+        include_str!("../migrations/0012_files_pubsub.sql"),
     ),
 ];
 

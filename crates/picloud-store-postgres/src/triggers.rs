@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_core::model::{DocsOp, KvOp, TriggerKind};
+use picloud_core::model::{DocsOp, FilesOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
     first_window, trigger_config, Change, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
@@ -18,11 +18,15 @@ const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_m
      k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete, \
      d.collection AS docs_collection, d.on_create AS docs_on_create, \
      d.on_update AS docs_on_update, d.on_delete AS docs_on_delete, \
+     f.collection AS files_collection, f.on_create AS files_on_create, \
+     f.on_update AS files_on_update, f.on_delete AS files_on_delete, p.topic AS pubsub_topic, \
      c.schedule AS cron_schedule, c.timezone AS cron_timezone, \
      c.next_fire_at AS cron_next_fire_at, c.last_fired_at AS cron_last_fired_at";
 /// The details tables of every kind, joined to a `triggers` relation named `t`.
 const DETAILS: &str = "LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id \
      LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id \
+     LEFT JOIN files_trigger_details f ON f.trigger_id = t.id \
+     LEFT JOIN pubsub_trigger_details p ON p.trigger_id = t.id \
      LEFT JOIN cron_trigger_details c ON c.trigger_id = t.id";
 
 pub(crate) fn retry(row: &PgRow) -> StoreResult<Option<RetryPolicy>> {
@@ -135,6 +139,65 @@ pub(crate) async fn docs_targets(
     rows.iter().map(|r| target(r, default_retry)).collect()
 }
 
+/// Enabled files triggers of the app listening to `op` on `collection`, locked like
+/// [`kv_targets`].
+pub(crate) async fn files_targets(
+    conn: &mut PgConnection,
+    app: &AppId,
+    collection: &str,
+    op: FilesOp,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let op_column = match op {
+        FilesOp::Create => "f.on_create",
+        FilesOp::Update => "f.on_update",
+        FilesOp::Delete => "f.on_delete",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM apps a JOIN triggers t ON t.app_id = a.id \
+         JOIN files_trigger_details f ON f.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
+         WHERE a.id = $1 AND t.kind = 'files' AND t.enabled AND f.collection = $2 \
+         AND {op_column} ORDER BY t.id FOR KEY SHARE OF a, s, t"
+    ))
+    .bind(app.as_str())
+    .bind(without_nul(collection).as_ref())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, default_retry)).collect()
+}
+
+/// Enabled pubsub triggers of the app whose pattern matches `topic`, locked like
+/// [`kv_targets`] (every pubsub trigger of the app is read and locked; the patterns
+/// are matched here, by the one rule in `picloud_store::pubsub`).
+pub(crate) async fn pubsub_targets(
+    conn: &mut PgConnection,
+    app: &AppId,
+    topic: &str,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let rows = sqlx::query(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms, p.topic FROM apps a JOIN triggers t ON t.app_id = a.id \
+         JOIN pubsub_trigger_details p ON p.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
+         WHERE a.id = $1 AND t.kind = 'pubsub' AND t.enabled ORDER BY t.id \
+         FOR KEY SHARE OF a, s, t",
+    )
+    .bind(app.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let mut targets = Vec::new();
+    for row in &rows {
+        let pattern: String = col(row, "topic")?;
+        if picloud_store::pubsub::matches_stored(&pattern, topic) {
+            targets.push(target(row, default_retry)?);
+        }
+    }
+    Ok(targets)
+}
+
 /// Enabled dead-letter triggers of the app, key-share locked like [`kv_targets`]
 /// (the caller has locked the app).
 pub(crate) async fn dead_letter_targets(
@@ -184,6 +247,7 @@ async fn restart_cron(
 #[async_trait]
 impl TriggerStore for PostgresStore {
     async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger> {
+        new.config.check()?;
         let id = TriggerId::new();
         let now = picloud_core::now();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
@@ -231,6 +295,30 @@ impl TriggerStore for PostgresStore {
                 .bind(ops.contains(&DocsOp::Create))
                 .bind(ops.contains(&DocsOp::Update))
                 .bind(ops.contains(&DocsOp::Delete))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            TriggerConfig::Files { collection, ops } => {
+                sqlx::query(
+                    "INSERT INTO files_trigger_details (trigger_id, collection, on_create, \
+                     on_update, on_delete) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id.as_str())
+                .bind(without_nul(collection).as_ref())
+                .bind(ops.contains(&FilesOp::Create))
+                .bind(ops.contains(&FilesOp::Update))
+                .bind(ops.contains(&FilesOp::Delete))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            TriggerConfig::Pubsub { topic } => {
+                sqlx::query(
+                    "INSERT INTO pubsub_trigger_details (trigger_id, topic) VALUES ($1, $2)",
+                )
+                .bind(id.as_str())
+                .bind(without_nul(topic).as_ref())
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;

@@ -15,6 +15,7 @@ mod docs;
 mod docs_index;
 mod events;
 mod executions;
+mod files;
 mod keys;
 mod kv;
 mod members;
@@ -87,6 +88,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "docs indexes",
         include_str!("../migrations/0011_docs_indexes.sql"),
+    ),
+    (
+        12,
+        "files and pubsub",
+        include_str!("../migrations/0012_files_pubsub.sql"),
     ),
 ];
 

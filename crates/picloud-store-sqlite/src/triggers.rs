@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_core::model::{DocsOp, KvOp, TriggerKind};
+use picloud_core::model::{DocsOp, FilesOp, KvOp, TriggerKind};
 use picloud_core::{AppId, ScriptId, TriggerId};
 use picloud_store::{
     first_window, trigger_config, Change, NewTrigger, Page, PageRequest, RetryPolicy, StoreError,
@@ -17,10 +17,14 @@ const COLUMNS: &str = "t.id, t.app_id, t.script_id, t.kind, t.enabled, t.retry_m
      k.collection AS kv_collection, k.on_set AS kv_on_set, k.on_delete AS kv_on_delete, \
      d.collection AS docs_collection, d.on_create AS docs_on_create, \
      d.on_update AS docs_on_update, d.on_delete AS docs_on_delete, \
+     f.collection AS files_collection, f.on_create AS files_on_create, \
+     f.on_update AS files_on_update, f.on_delete AS files_on_delete, p.topic AS pubsub_topic, \
      c.schedule AS cron_schedule, c.timezone AS cron_timezone, \
      c.next_fire_at AS cron_next_fire_at, c.last_fired_at AS cron_last_fired_at";
 const FROM: &str = "triggers t LEFT JOIN kv_trigger_details k ON k.trigger_id = t.id \
      LEFT JOIN docs_trigger_details d ON d.trigger_id = t.id \
+     LEFT JOIN files_trigger_details f ON f.trigger_id = t.id \
+     LEFT JOIN pubsub_trigger_details p ON p.trigger_id = t.id \
      LEFT JOIN cron_trigger_details c ON c.trigger_id = t.id";
 
 pub(crate) fn retry(row: &SqliteRow) -> StoreResult<Option<RetryPolicy>> {
@@ -98,6 +102,60 @@ pub(crate) async fn docs_targets(
     rows.iter().map(|r| target(r, default_retry)).collect()
 }
 
+/// Enabled files triggers of the app listening to `op` on `collection`.
+pub(crate) async fn files_targets(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    collection: &str,
+    op: FilesOp,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let op_column = match op {
+        FilesOp::Create => "f.on_create",
+        FilesOp::Update => "f.on_update",
+        FilesOp::Delete => "f.on_delete",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM triggers t JOIN files_trigger_details f ON f.trigger_id = t.id \
+         WHERE t.app_id = ? AND t.kind = 'files' AND t.enabled = 1 AND f.collection = ? \
+         AND {op_column} = 1 ORDER BY t.id"
+    ))
+    .bind(app.as_str())
+    .bind(collection)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, default_retry)).collect()
+}
+
+/// Enabled pubsub triggers of the app whose pattern matches `topic`.
+pub(crate) async fn pubsub_targets(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    topic: &str,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let rows = sqlx::query(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms, p.topic FROM triggers t \
+         JOIN pubsub_trigger_details p ON p.trigger_id = t.id \
+         WHERE t.app_id = ? AND t.kind = 'pubsub' AND t.enabled = 1 ORDER BY t.id",
+    )
+    .bind(app.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let mut targets = Vec::new();
+    for row in &rows {
+        let pattern: String = col(row, "topic")?;
+        if picloud_store::pubsub::matches_stored(&pattern, topic) {
+            targets.push(target(row, default_retry)?);
+        }
+    }
+    Ok(targets)
+}
+
 /// Enabled dead-letter triggers of the app.
 pub(crate) async fn dead_letter_targets(
     conn: &mut SqliteConnection,
@@ -144,6 +202,7 @@ async fn restart_cron(
 #[async_trait]
 impl TriggerStore for SqliteStore {
     async fn create_trigger(&self, new: NewTrigger) -> StoreResult<Trigger> {
+        new.config.check()?;
         let id = TriggerId::new();
         let now = picloud_core::now();
         let mut tx = self.begin_write().await?;
@@ -200,6 +259,28 @@ impl TriggerStore for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+            }
+            TriggerConfig::Files { collection, ops } => {
+                sqlx::query(
+                    "INSERT INTO files_trigger_details (trigger_id, collection, on_create, \
+                     on_update, on_delete) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(id.as_str())
+                .bind(collection)
+                .bind(ops.contains(&FilesOp::Create))
+                .bind(ops.contains(&FilesOp::Update))
+                .bind(ops.contains(&FilesOp::Delete))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            TriggerConfig::Pubsub { topic } => {
+                sqlx::query("INSERT INTO pubsub_trigger_details (trigger_id, topic) VALUES (?, ?)")
+                    .bind(id.as_str())
+                    .bind(topic)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
             }
             TriggerConfig::Cron { schedule, timezone } => {
                 let next = first_window(schedule, timezone, now)?;

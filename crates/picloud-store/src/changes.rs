@@ -41,7 +41,11 @@ impl Change {
     pub fn trigger(kind: TriggerKind) -> Option<Change> {
         match kind {
             TriggerKind::Cron => Some(Change::CronSchedules),
-            TriggerKind::Kv | TriggerKind::Docs | TriggerKind::DeadLetter => None,
+            TriggerKind::Kv
+            | TriggerKind::Docs
+            | TriggerKind::Files
+            | TriggerKind::Pubsub
+            | TriggerKind::DeadLetter => None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_core::model::{DocsOp, ExecutionSource, KvOp, Resolution, TriggerKind};
+use picloud_core::model::{DocsOp, ExecutionSource, FilesOp, KvOp, Resolution, TriggerKind};
 use picloud_core::{AbandonedId, AppId, DeadLetterId, EventId, ExecutionId, ScriptId, TriggerId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -102,6 +102,14 @@ pub enum TriggerConfig {
         collection: String,
         ops: Vec<DocsOp>,
     },
+    Files {
+        collection: String,
+        ops: Vec<FilesOp>,
+    },
+    /// A topic pattern as [`crate::pubsub::TopicPattern`] parses it.
+    Pubsub {
+        topic: String,
+    },
     /// Six fields with seconds, evaluated in `timezone` (an IANA name).
     Cron {
         schedule: String,
@@ -111,10 +119,21 @@ pub enum TriggerConfig {
 }
 
 impl TriggerConfig {
+    /// Refuses what no trigger of this kind can be stored with (`Invalid`): the admin
+    /// API explains each field first; this keeps the rows sound whoever writes them.
+    pub fn check(&self) -> crate::StoreResult<()> {
+        if let TriggerConfig::Pubsub { topic } = self {
+            crate::TopicPattern::parse(topic).map_err(|e| crate::StoreError::Invalid(e.0))?;
+        }
+        Ok(())
+    }
+
     pub fn kind(&self) -> TriggerKind {
         match self {
             TriggerConfig::Kv { .. } => TriggerKind::Kv,
             TriggerConfig::Docs { .. } => TriggerKind::Docs,
+            TriggerConfig::Files { .. } => TriggerKind::Files,
+            TriggerConfig::Pubsub { .. } => TriggerKind::Pubsub,
             TriggerConfig::Cron { .. } => TriggerKind::Cron,
             TriggerConfig::DeadLetter => TriggerKind::DeadLetter,
         }

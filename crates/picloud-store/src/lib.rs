@@ -12,9 +12,11 @@ pub mod docs;
 pub mod docs_index;
 pub mod events;
 pub mod fanout;
+pub mod files;
 pub mod identity;
 pub mod models;
 pub mod page;
+pub mod pubsub;
 pub mod range;
 pub mod signal;
 pub mod trigger_row;
@@ -36,8 +38,10 @@ pub use docs::{docs_event_for, Condition, Doc, DocsStore, FieldPath, Patch, Quer
 pub use docs_index::{DocsIndex, DocsIndexStore, IndexDeclared};
 pub use events::*;
 pub use fanout::{FanOut, Target};
+pub use files::{files_event, FileMeta, FileUpdate, FilesStore, NewBytes, NewFile};
 pub use models::*;
 pub use page::{Cursor, Page, PageError, PageRequest};
+pub use pubsub::{pubsub_event, validate_topic, PubsubStore, TopicError, TopicPattern};
 pub use range::prefix_end;
 pub use signal::EventSignal;
 pub use trigger_row::{trigger_config, TriggerColumns};
@@ -385,6 +389,8 @@ pub trait Store:
     + KvStore
     + DocsStore
     + DocsIndexStore
+    + FilesStore
+    + PubsubStore
     + TriggerStore
     + CronStore
     + EventStore

@@ -3,7 +3,7 @@
 //! over through [`TriggerColumns`] (the row mapping, which differs by driver).
 
 use chrono::{DateTime, Utc};
-use picloud_core::model::{DocsOp, KvOp, TriggerKind};
+use picloud_core::model::{DocsOp, FilesOp, KvOp, TriggerKind};
 
 use crate::{CronState, StoreResult, TriggerConfig};
 
@@ -39,6 +39,20 @@ pub fn trigger_config(
                 ],
             )?,
         },
+        TriggerKind::Files => TriggerConfig::Files {
+            collection: row.text("files_collection")?,
+            ops: ops(
+                row,
+                &[
+                    ("files_on_create", FilesOp::Create),
+                    ("files_on_update", FilesOp::Update),
+                    ("files_on_delete", FilesOp::Delete),
+                ],
+            )?,
+        },
+        TriggerKind::Pubsub => TriggerConfig::Pubsub {
+            topic: row.text("pubsub_topic")?,
+        },
         TriggerKind::Cron => TriggerConfig::Cron {
             schedule: row.text("cron_schedule")?,
             timezone: row.text("cron_timezone")?,
@@ -50,7 +64,11 @@ pub fn trigger_config(
             next_fire_at: row.time("cron_next_fire_at")?,
             last_fired_at: row.time("cron_last_fired_at")?,
         }),
-        TriggerKind::Kv | TriggerKind::Docs | TriggerKind::DeadLetter => None,
+        TriggerKind::Kv
+        | TriggerKind::Docs
+        | TriggerKind::Files
+        | TriggerKind::Pubsub
+        | TriggerKind::DeadLetter => None,
     };
     Ok((config, cron))
 }

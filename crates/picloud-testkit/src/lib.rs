@@ -15,6 +15,7 @@ pub mod conformance_cron;
 pub mod conformance_docs;
 pub mod conformance_docs_index;
 pub mod conformance_events;
+pub mod conformance_files;
 pub mod conformance_identity;
 pub mod conformance_modules;
 pub mod conformance_signals;

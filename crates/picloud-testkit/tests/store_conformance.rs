@@ -92,3 +92,10 @@ picloud_testkit::store_conformance!(
     a_failing_write_fails_alone,
     shared_commits_queue_each_writes_events,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_files:
+    files_crud_and_events,
+    files_list_page_isolate_and_known_blobs,
+    pubsub_fans_out_by_pattern,
+);

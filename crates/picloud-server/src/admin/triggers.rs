@@ -6,9 +6,9 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use picloud_core::access::Capability;
 use picloud_core::cron::{CronError, CronSchedule};
-use picloud_core::model::{DocsOp, KvOp, TriggerKind};
+use picloud_core::model::{DocsOp, FilesOp, KvOp, TriggerKind};
 use picloud_core::{ScriptId, TriggerId};
-use picloud_store::{NewTrigger, RetryPolicy, StoreError, Trigger, TriggerConfig};
+use picloud_store::{NewTrigger, RetryPolicy, StoreError, TopicPattern, Trigger, TriggerConfig};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -40,6 +40,9 @@ pub struct TriggerDto {
     pub collection: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops: Option<Vec<String>>,
+    /// `pubsub`: the topic pattern (exact, `prefix.*` or `*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
     /// `cron`: six fields, with seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
@@ -62,6 +65,7 @@ impl From<Trigger> for TriggerDto {
     fn from(t: Trigger) -> Self {
         let kind = t.config.kind();
         let (mut collection, mut ops, mut schedule, mut timezone) = (None, None, None, None);
+        let mut topic = None;
         match t.config {
             TriggerConfig::Kv {
                 collection: c,
@@ -77,6 +81,14 @@ impl From<Trigger> for TriggerDto {
                 collection = Some(c);
                 ops = Some(o.iter().map(|o| o.as_str().to_owned()).collect());
             }
+            TriggerConfig::Files {
+                collection: c,
+                ops: o,
+            } => {
+                collection = Some(c);
+                ops = Some(o.iter().map(|o| o.as_str().to_owned()).collect());
+            }
+            TriggerConfig::Pubsub { topic: t } => topic = Some(t),
             TriggerConfig::Cron {
                 schedule: s,
                 timezone: z,
@@ -99,6 +111,7 @@ impl From<Trigger> for TriggerDto {
             }),
             collection,
             ops,
+            topic,
             schedule,
             timezone,
             next_fire_at: t.cron.map(|c| c.next_fire_at),
@@ -116,11 +129,14 @@ pub struct CreateTrigger {
     /// An endpoint script of this app.
     pub script_id: String,
     pub retry: Option<RetryDto>,
-    /// `kv`, `docs`: the collection to watch.
+    /// `kv`, `docs`, `files`: the collection to watch.
     pub collection: Option<String>,
-    /// `kv`: some of `["set", "delete"]`; `docs`: some of `["create", "update",
-    /// "delete"]`. All of them when left out.
+    /// `kv`: some of `["set", "delete"]`; `docs`, `files`: some of `["create",
+    /// "update", "delete"]`. All of them when left out.
     pub ops: Option<Vec<String>>,
+    /// `pubsub`: a topic (`orders`), every topic under a prefix (`orders.*`: also
+    /// `orders.eu.new`, not `orders`), or `*` for all.
+    pub topic: Option<String>,
     /// `cron`: six fields with seconds (`second minute hour day-of-month month
     /// day-of-week`), like `"0 */5 * * * *"`.
     pub schedule: Option<String>,
@@ -224,6 +240,12 @@ fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig
             format!("schedule and timezone belong to cron triggers, not {kind}"),
         ));
     }
+    if kind != TriggerKind::Pubsub && req.topic.is_some() {
+        return Err(ApiError::invalid(
+            "topic",
+            format!("topic belongs to pubsub triggers, not {kind}"),
+        ));
+    }
     match kind {
         TriggerKind::Cron => cron_config(req),
         TriggerKind::Kv => {
@@ -233,6 +255,26 @@ fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig
         TriggerKind::Docs => {
             let (collection, ops) = collection_and_ops(kind, req, DocsOp::ALL)?;
             Ok(TriggerConfig::Docs { collection, ops })
+        }
+        TriggerKind::Files => {
+            let (collection, ops) = collection_and_ops(kind, req, FilesOp::ALL)?;
+            Ok(TriggerConfig::Files { collection, ops })
+        }
+        TriggerKind::Pubsub => {
+            if req.collection.is_some() || req.ops.is_some() {
+                return Err(ApiError::invalid(
+                    "collection",
+                    "pubsub triggers take script_id, topic and retry",
+                ));
+            }
+            let topic = req
+                .topic
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("topic", "a pubsub trigger needs a topic"))?;
+            TopicPattern::parse(topic).map_err(|e| ApiError::invalid("topic", e.0))?;
+            Ok(TriggerConfig::Pubsub {
+                topic: topic.to_owned(),
+            })
         }
         TriggerKind::DeadLetter => {
             if req.retry.is_some() {
@@ -252,7 +294,8 @@ fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig
     }
 }
 
-/// Create a trigger of `kind` (`kv`, `docs`, `cron` or `dead_letter`). The script must be
+/// Create a trigger of `kind` (`kv`, `docs`, `files`, `pubsub`, `cron` or
+/// `dead_letter`). The script must be
 /// an endpoint of this app.
 ///
 /// (The path segment is named `{trigger}` because the same position holds the trigger
@@ -260,7 +303,7 @@ fn config_for(kind: TriggerKind, req: &CreateTrigger) -> ApiResult<TriggerConfig
 #[utoipa::path(post, path = "/api/v1/admin/apps/{app}/triggers/{trigger}", tag = "triggers",
     request_body = CreateTrigger,
     params(("app" = String, Path, description = "app id or slug"),
-        ("trigger" = String, Path, description = "the kind to create: kv, docs, cron or dead_letter")),
+        ("trigger" = String, Path, description = "the kind to create: kv, docs, files, pubsub, cron or dead_letter")),
     responses((status = 201, body = TriggerDto), (status = 404, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])), extensions(("x-capability" = json!("trigger.manage"))))]
