@@ -13,6 +13,7 @@ mod error;
 pub mod http;
 mod kv;
 mod modules;
+mod pubsub;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use http::HttpService;
 pub use kv::{KvPage, KvService};
 pub use modules::ModuleService;
+pub use pubsub::{Published, PubsubService};
 
 /// Everything scripts can call, bundled.
 pub struct Services {
@@ -33,6 +35,7 @@ pub struct Services {
     pub docs: DocsService,
     pub dead_letters: DeadLetterService,
     pub modules: ModuleService,
+    pub pubsub: PubsubService,
     pub http: HttpService,
 }
 
@@ -43,6 +46,7 @@ impl Services {
             kv: KvService::new(store.clone(), config),
             docs: DocsService::new(store.clone(), config),
             modules: ModuleService::new(store.clone()),
+            pubsub: PubsubService::new(store.clone(), config),
             dead_letters: DeadLetterService::new(store, defaults),
             http,
         }

@@ -6,6 +6,7 @@ mod dead_letters;
 mod docs;
 mod http;
 mod kv;
+mod pubsub;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_static_module("docs", docs::module().into());
     engine.register_static_module("dead_letters", dead_letters::module().into());
     engine.register_static_module("http", http::module().into());
+    engine.register_static_module("pubsub", pubsub::module().into());
 }
 
 /// A namespaced script error: `"kv: …"`.
