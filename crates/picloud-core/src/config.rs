@@ -13,7 +13,9 @@ use crate::crypto::SecretKey;
 use crate::net::IpNet;
 
 mod edge;
+mod files;
 pub use edge::MetricsConfig;
+pub use files::{FilesConfig, S3Config};
 
 /// One configurable value.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +59,15 @@ settings! {
     "PICLOUD_LOG" => "log filter, e.g. info or picloud_server=debug [default: info]",
     "PICLOUD_MAX_REQUEST_BODY_BYTES" => "larger request bodies get 413 [default: 10485760]",
     "PICLOUD_FILES_ROOT" => "blob directory [default: {data dir}/files]",
+    "PICLOUD_FILES_MAX_FILE_SIZE_BYTES" => "largest file, refused while it streams in [default: 104857600]",
+    "PICLOUD_FILES_ORPHAN_SWEEP_INTERVAL_SEC" => "how often partial uploads and blobs without a file row are removed [default: 21600]",
+    "PICLOUD_FILES_TMP_TTL_SEC" => "age past which the sweeper removes them; must exceed the longest upload [default: 3600]",
+    "PICLOUD_FILES_ORPHAN_TMP_TTL_SEC" => "older name of PICLOUD_FILES_TMP_TTL_SEC",
+    "PICLOUD_FILES_S3_BUCKET" => "keep file bytes in this S3-compatible bucket instead of the blob directory [default: none]",
+    "PICLOUD_FILES_S3_ENDPOINT" => "S3 endpoint URL, e.g. http://minio:9000 [default: AWS]",
+    "PICLOUD_FILES_S3_REGION" => "S3 region [default: us-east-1]",
+    "PICLOUD_FILES_S3_ACCESS_KEY_ID" => "S3 access key id; required with a bucket",
+    "PICLOUD_FILES_S3_SECRET_ACCESS_KEY" secret true => "S3 secret key; required with a bucket",
     "PICLOUD_EXECUTOR_THREADS" => "script threads [default: 4 x CPUs]",
     "PICLOUD_APP_MAX_CONCURRENCY" => "runs one app may hold at once [default: half the executor threads]",
     "PICLOUD_BACKGROUND_SHARE" => "share of the script threads and of each app's slots background runs (triggers, async routes, cron) may hold; the rest is kept for requests [default: 0.75]",
@@ -226,6 +237,7 @@ pub struct Config {
     pub log_filter: String,
     pub max_request_body_bytes: usize,
     pub files_root: PathBuf,
+    pub files: FilesConfig,
     pub executor: ExecutorConfig,
     pub limits: ScriptLimits,
     pub session_ttl: Duration,
@@ -252,6 +264,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("max_request_body_bytes", &self.max_request_body_bytes)
             .field("files_root", &self.files_root)
+            .field("files", &self.files)
             .field("executor", &self.executor)
             .field("limits", &self.limits)
             .field("session_ttl", &self.session_ttl)
@@ -413,6 +426,7 @@ impl Config {
         let files_root = src.parse("PICLOUD_FILES_ROOT", data_dir.join("files"), |s| {
             Ok(PathBuf::from(s))
         })?;
+        let files = files::load(&src)?;
 
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = src.number("PICLOUD_EXECUTOR_THREADS", 4 * cpus, 1)?;
@@ -564,6 +578,7 @@ impl Config {
             log_filter,
             max_request_body_bytes,
             files_root,
+            files,
             executor,
             limits,
             session_ttl,

@@ -159,3 +159,70 @@ fn trusted_proxies_and_metrics_access() {
         );
     }
 }
+
+#[test]
+fn files_settings() {
+    let c = load(&[]).expect("defaults");
+    assert_eq!(c.files.max_file_size_bytes, 104_857_600);
+    assert_eq!(c.files.orphan_sweep_interval, Duration::from_secs(21_600));
+    assert_eq!(c.files.tmp_ttl, Duration::from_secs(3_600));
+    assert!(c.files.s3.is_none());
+    let c = load(&[("PICLOUD_FILES_ORPHAN_TMP_TTL_SEC", "60")]).expect("alias");
+    assert_eq!(c.files.tmp_ttl, Duration::from_secs(60));
+    let c = load(&[
+        ("PICLOUD_FILES_ORPHAN_TMP_TTL_SEC", "60"),
+        ("PICLOUD_FILES_TMP_TTL_SEC", "90"),
+    ])
+    .expect("current name wins");
+    assert_eq!(c.files.tmp_ttl, Duration::from_secs(90));
+    for (var, bad) in [
+        ("PICLOUD_FILES_MAX_FILE_SIZE_BYTES", "big"),
+        ("PICLOUD_FILES_MAX_FILE_SIZE_BYTES", "0"),
+        ("PICLOUD_FILES_ORPHAN_SWEEP_INTERVAL_SEC", "-1"),
+        ("PICLOUD_FILES_TMP_TTL_SEC", "0"),
+        ("PICLOUD_FILES_ORPHAN_TMP_TTL_SEC", "soon"),
+    ] {
+        let e = load(&[(var, bad)]).expect_err(bad);
+        assert_eq!(e.var, var);
+        assert!(!e.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn s3_settings_are_all_or_nothing_and_the_secret_is_redacted() {
+    let full = [
+        ("PICLOUD_FILES_S3_BUCKET", "picloud-files"),
+        ("PICLOUD_FILES_S3_ENDPOINT", "http://127.0.0.1:9000/"),
+        ("PICLOUD_FILES_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("PICLOUD_FILES_S3_SECRET_ACCESS_KEY", "hunter2-s3-secret"),
+    ];
+    let c = load(&full).expect("valid");
+    let s3 = c.files.s3.as_ref().expect("S3 mode");
+    assert_eq!(s3.bucket, "picloud-files");
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(s3.region, "us-east-1");
+    assert_eq!(s3.secret_access_key, "hunter2-s3-secret");
+    assert!(!format!("{c:?}").contains("hunter2"));
+    // Each required value missing is named.
+    for missing in [
+        "PICLOUD_FILES_S3_ACCESS_KEY_ID",
+        "PICLOUD_FILES_S3_SECRET_ACCESS_KEY",
+    ] {
+        let vars: Vec<_> = full
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != missing)
+            .collect();
+        let e = load(&vars).expect_err(missing);
+        assert_eq!(e.var, missing);
+        assert!(!e.to_string().contains('\n'));
+    }
+    let e = load(&full[1..]).expect_err("no bucket");
+    assert_eq!(e.var, "PICLOUD_FILES_S3_BUCKET");
+    let e = load(&[("PICLOUD_FILES_S3_BUCKET", "Bad_Bucket")]).expect_err("bad name");
+    assert_eq!(e.var, "PICLOUD_FILES_S3_BUCKET");
+    let mut bad_endpoint = full.to_vec();
+    bad_endpoint[1] = ("PICLOUD_FILES_S3_ENDPOINT", "minio:9000");
+    let e = load(&bad_endpoint).expect_err("bad endpoint");
+    assert_eq!(e.var, "PICLOUD_FILES_S3_ENDPOINT");
+}

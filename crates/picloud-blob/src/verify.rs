@@ -1,0 +1,136 @@
+//! Counting and hashing in the one pass over the bytes: the size cap and digest of a
+//! write, the check of a read.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::{BlobError, BlobKey, ByteStream, Expected, Written};
+
+/// The running size and digest of a body being written.
+pub(crate) struct Meter {
+    max: u64,
+    size: u64,
+    hasher: Sha256,
+}
+
+impl Meter {
+    pub(crate) fn new(max: u64) -> Self {
+        Self {
+            max,
+            size: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Counts `chunk` in, refusing it when it takes the body past the cap: the caller
+    /// stops before writing a byte of it.
+    pub(crate) fn take(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        let size = self.size.saturating_add(chunk.len() as u64);
+        if size > self.max {
+            return Err(BlobError::TooLarge { limit: self.max });
+        }
+        self.size = size;
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Written {
+        Written {
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        }
+    }
+}
+
+/// A read stream that checks the bytes against what was recorded.
+struct Verified {
+    inner: ByteStream,
+    key: BlobKey,
+    expect: Expected,
+    seen: u64,
+    hasher: Option<Sha256>,
+}
+
+/// Wraps a store's raw read stream in the size and digest check.
+pub(crate) fn verified(inner: ByteStream, key: &BlobKey, expect: &Expected) -> ByteStream {
+    Box::pin(Verified {
+        inner,
+        key: key.clone(),
+        expect: expect.clone(),
+        seen: 0,
+        hasher: Some(Sha256::new()),
+    })
+}
+
+impl Verified {
+    fn corrupted(&mut self, why: &str) -> std::io::Error {
+        // The one place a mismatch is logged: the key is what an operator needs to find
+        // the bytes; they are kept for that.
+        tracing::error!(
+            key = %self.key,
+            expected_size = self.expect.size,
+            read_size = self.seen,
+            "blob corrupted: {why}"
+        );
+        self.hasher = None;
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            BlobError::Corrupted {
+                key: self.key.to_string(),
+            },
+        )
+    }
+}
+
+impl Stream for Verified {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(hasher) = this.hasher.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.seen = this.seen.saturating_add(chunk.len() as u64);
+                if this.seen > this.expect.size {
+                    return Poll::Ready(Some(Err(this.corrupted("longer than recorded"))));
+                }
+                hasher.update(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // A storage failure ends the stream; it says nothing of the bytes.
+                this.hasher = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                let Some(hasher) = this.hasher.take() else {
+                    return Poll::Ready(None);
+                };
+                if this.seen != this.expect.size {
+                    return Poll::Ready(Some(Err(this.corrupted("shorter than recorded"))));
+                }
+                let digest = hex::encode(hasher.finalize());
+                if !digest.eq_ignore_ascii_case(&this.expect.sha256) {
+                    return Poll::Ready(Some(Err(this.corrupted("SHA-256 differs"))));
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+/// A verified stream read whole; `size` is what it should hold (capacity up front).
+pub(crate) async fn collect(mut stream: ByteStream, size: u64) -> Result<Bytes, BlobError> {
+    let mut out = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.map_err(BlobError::from_stream)?);
+    }
+    Ok(out.freeze())
+}
