@@ -15,6 +15,13 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A body or file past a size limit; nothing was written.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Stored bytes no longer match the checksum recorded when they were written (or
+    /// are missing): logged with the blob key, left in place, never served.
+    #[error("corrupted: the stored bytes do not match their checksum")]
+    Corrupted,
     /// Something outside PiCloud failed (an outbound request's network error or
     /// timeout); the message is safe to show the script.
     #[error("{0}")]
@@ -42,6 +49,8 @@ impl ServiceError {
             ServiceError::Invalid(_) => ErrorCode::Invalid,
             ServiceError::NotFound(_) => ErrorCode::NotFound,
             ServiceError::Conflict(_) => ErrorCode::Conflict,
+            ServiceError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            ServiceError::Corrupted => ErrorCode::Internal,
             // A failure outside PiCloud is not the caller's mistake.
             ServiceError::Upstream(_) => ErrorCode::Internal,
             ServiceError::Store(e) => e.code(),

@@ -10,6 +10,7 @@ mod context;
 mod dead_letters;
 mod docs;
 mod error;
+mod files;
 pub mod http;
 mod kv;
 mod modules;
@@ -24,6 +25,7 @@ pub use context::CallContext;
 pub use dead_letters::DeadLetterService;
 pub use docs::{DocWrite, DocsPage, DocsService};
 pub use error::{ServiceError, ServiceResult};
+pub use files::{FileChanges, FileWrite, FilesPage, FilesService};
 pub use http::HttpService;
 pub use kv::{KvPage, KvService};
 pub use modules::ModuleService;
@@ -33,6 +35,7 @@ pub use pubsub::{Published, PubsubService};
 pub struct Services {
     pub kv: KvService,
     pub docs: DocsService,
+    pub files: FilesService,
     pub dead_letters: DeadLetterService,
     pub modules: ModuleService,
     pub pubsub: PubsubService,
@@ -40,11 +43,17 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(store: Arc<dyn Store>, config: &EventsConfig, http: HttpService) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: &EventsConfig,
+        http: HttpService,
+        files: FilesService,
+    ) -> Self {
         let defaults = default_retry(config);
         Self {
             kv: KvService::new(store.clone(), config),
             docs: DocsService::new(store.clone(), config),
+            files,
             modules: ModuleService::new(store.clone()),
             pubsub: PubsubService::new(store.clone(), config),
             dead_letters: DeadLetterService::new(store, defaults),

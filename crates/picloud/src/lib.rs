@@ -18,7 +18,7 @@ use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
 use picloud_server::{AppState, SetupToken, Shared};
 use picloud_services::http::TestHosts;
-use picloud_services::{HttpService, Services};
+use picloud_services::{FilesService, HttpService, Services};
 use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
@@ -45,6 +45,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The blob store (`PICLOUD_FILES_ROOT`, or the `PICLOUD_FILES_S3_*` bucket) cannot
+    /// be opened; the operator sees the cause, which API answers never carry.
+    #[error("files store: {0}")]
+    Files(String),
     #[error("PICLOUD_METRICS_LISTEN: cannot bind {addr}: {source}")]
     MetricsBind {
         addr: SocketAddr,
@@ -232,7 +236,17 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         );
     }
     let http = HttpService::new(&config.http, hosts);
-    let services = Arc::new(Services::new(store.clone(), &config.events, http));
+    let blobs = picloud_blob::from_config(&config).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
+        StartError::Files(format!("{e}{}", cause.unwrap_or_default()))
+    })?;
+    let files = FilesService::new(
+        store.clone(),
+        blobs.clone(),
+        &config.events,
+        config.files.max_file_size_bytes,
+    );
+    let services = Arc::new(Services::new(store.clone(), &config.events, http, files));
     let runner = Runner::new(RunnerParts {
         store: store.clone(),
         services: services.clone(),

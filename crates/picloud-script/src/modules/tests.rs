@@ -52,7 +52,14 @@ impl TestApp {
             .id;
         let config = Config::defaults();
         let http = HttpService::new(&config.http, TestHosts::default());
-        let services = Arc::new(Services::new(store.clone(), &config.events, http));
+        let blobs = picloud_blob::FsStore::open(&dir.path().join("files")).expect("blobs");
+        let files = picloud_services::FilesService::new(
+            store.clone(),
+            Arc::new(blobs),
+            &config.events,
+            config.files.max_file_size_bytes,
+        );
+        let services = Arc::new(Services::new(store.clone(), &config.events, http, files));
         Self {
             rt,
             _dir: dir,

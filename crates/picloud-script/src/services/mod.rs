@@ -4,6 +4,7 @@
 
 mod dead_letters;
 mod docs;
+mod files;
 mod http;
 mod kv;
 mod pubsub;
@@ -24,6 +25,8 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_static_module("kv", kv::module().into());
     engine.register_type_with_name::<docs::DocsCollection>("DocsCollection");
     engine.register_static_module("docs", docs::module().into());
+    engine.register_type_with_name::<files::FilesCollection>("FilesCollection");
+    engine.register_static_module("files", files::module().into());
     engine.register_static_module("dead_letters", dead_letters::module().into());
     engine.register_static_module("http", http::module().into());
     engine.register_static_module("pubsub", pubsub::module().into());

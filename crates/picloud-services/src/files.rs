@@ -1,0 +1,439 @@
+//! `files::collection(name).{create,head,get,update,delete,list}` and the admin files
+//! API: the bytes in the blob store, the metadata row in the database.
+//!
+//! The service owns a file write end to end, so no caller has a follow-up to
+//! remember: bytes first (durable when `put` returns), then the row with its trigger
+//! events in one transaction; bytes the row no longer names are removed after the
+//! commit. A crash between the steps leaves only bytes without a row, which the orphan
+//! sweeper removes once older than the upload TTL; never a row without bytes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use picloud_blob::{BlobError, BlobKey, BlobStore, ByteStream, Expected};
+use picloud_core::access::Capability;
+use picloud_core::config::EventsConfig;
+use picloud_core::FileId;
+use picloud_store::{
+    EventCause, FileMeta, FileUpdate, NewBytes, NewFile, Outage, PageRequest, RetryPolicy, Store,
+    StoreError,
+};
+
+use crate::kv::validate_collection;
+use crate::{default_retry, CallContext, ServiceError, ServiceResult};
+
+/// Longest file name and content type, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct FilesPage {
+    pub items: Vec<FileMeta>,
+    pub cursor: Option<String>,
+}
+
+/// A file written: its metadata, and trigger events skipped at the depth limit.
+#[derive(Debug, Clone)]
+pub struct FileWrite {
+    pub file: FileMeta,
+    pub skipped_for_depth: usize,
+}
+
+/// What an update changes; `None` keeps the stored value.
+#[derive(Default)]
+pub struct FileChanges {
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Option<ByteStream>,
+}
+
+pub struct FilesService {
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    max_file_bytes: u64,
+    max_depth: u32,
+    default_retry: RetryPolicy,
+}
+
+/// A file's display name: 1 to 255 bytes, no control characters. It is metadata only:
+/// never a path (blob keys are generated).
+pub fn validate_name(name: &str) -> ServiceResult<()> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(ServiceError::Invalid(format!(
+            "a file name is 1 to {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ServiceError::Invalid(
+            "a file name cannot hold control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A media type like `image/png` or `text/plain; charset=utf-8`: visible ASCII and
+/// spaces, a `/` in the type, at most 255 bytes.
+pub fn validate_content_type(content_type: &str) -> ServiceResult<()> {
+    let (kind, rest) = content_type.split_once('/').unwrap_or(("", ""));
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let subtype = rest.split(';').next().unwrap_or("").trim_end();
+    let ok = content_type.len() <= MAX_NAME_BYTES
+        && token(kind)
+        && token(subtype)
+        && content_type.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "content_type must be a media type like \"image/png\" (at most {MAX_NAME_BYTES} bytes)"
+        )))
+    }
+}
+
+impl FilesService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
+        config: &EventsConfig,
+        max_file_bytes: u64,
+    ) -> Self {
+        Self {
+            store,
+            blobs,
+            max_file_bytes,
+            max_depth: config.max_trigger_depth,
+            default_retry: default_retry(config),
+        }
+    }
+
+    /// The largest file (`PICLOUD_FILES_MAX_FILE_SIZE_BYTES`).
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    fn cause(&self, ctx: &CallContext) -> EventCause {
+        EventCause {
+            depth: ctx.depth,
+            max_depth: self.max_depth,
+            default_retry: self.default_retry,
+        }
+    }
+
+    /// Stores a new file. The bytes stream in under the size cap, then the row
+    /// commits with the collection's `files` trigger events.
+    pub async fn create(
+        &self,
+        ctx: &CallContext,
+        collection: &str,
+        name: &str,
+        content_type: &str,
+        body: ByteStream,
+    ) -> ServiceResult<FileWrite> {
+        ctx.require(Capability::DataWrite)?;
+        validate_collection(collection)?;
+        validate_name(name)?;
+        validate_content_type(content_type)?;
+        let (key, written) = self.put(ctx, body).await?;
+        let new = NewFile {
+            id: FileId::new(),
+            collection: collection.to_owned(),
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            size: written.size,
+            checksum: written.sha256,
+            blob_key: key.as_str().to_owned(),
+        };
+        match self
+            .store
+            .files_create(&ctx.app_id, new, &self.cause(ctx))
+            .await
+        {
+            Ok((file, outcome)) => Ok(FileWrite {
+                file,
+                skipped_for_depth: outcome.skipped_for_depth,
+            }),
+            Err(e) => {
+                self.discard(&key).await;
+                Err(ServiceError::store(e, "app"))
+            }
+        }
+    }
+
+    pub async fn head(
+        &self,
+        ctx: &CallContext,
+        collection: &str,
+        id: &str,
+    ) -> ServiceResult<Option<FileMeta>> {
+        ctx.require(Capability::DataRead)?;
+        validate_collection(collection)?;
+        // An id that cannot be one names no file.
+        let Ok(id) = FileId::parse(id) else {
+            return Ok(None);
+        };
+        self.store
+            .files_head(&ctx.app_id, collection, &id)
+            .await
+            .map_err(|e| ServiceError::store(e, "app"))
+    }
+
+    /// The whole file, verified against its checksum; `max` bounds what the caller can
+    /// hold (a script's Blob limit).
+    pub async fn read(
+        &self,
+        ctx: &CallContext,
+        collection: &str,
+        id: &str,
+        max: u64,
+    ) -> ServiceResult<Option<(FileMeta, Bytes)>> {
+        let Some(file) = self.head(ctx, collection, id).await? else {
+            return Ok(None);
+        };
+        if file.size > max {
+            return Err(ServiceError::TooLarge(format!(
+                "the file is {} bytes; this caller can read at most {max}",
+                file.size
+            )));
+        }
+        let bytes = self
+            .blobs
+            .read_all(&key_of(&file)?, &expected(&file), max)
+            .await
+            .map_err(|e| blob_error(e, &file))?;
+        Ok(Some((file, bytes)))
+    }
+
+    /// The file's bytes as a stream that checks the checksum as it goes (a mismatch
+    /// ends it with an error: a download is cut off, never completed).
+    pub async fn open(
+        &self,
+        ctx: &CallContext,
+        collection: &str,
+        id: &str,
+    ) -> ServiceResult<Option<(FileMeta, ByteStream)>> {
+        let Some(file) = self.head(ctx, collection, id).await? else {
+            return Ok(None);
+        };
+        let stream = self
+            .blobs
+            .get(&key_of(&file)?, &expected(&file))
+            .await
+            .map_err(|e| blob_error(e, &file))?;
+        Ok(Some((file, stream)))
+    }
+
+    /// Changes a file's name, content type or bytes. New bytes go under a new key;
+    /// the old bytes are removed once the row names the new ones.
+    pub async fn update(
+        &self,
+        ctx: &CallContext,
+        collection: &str,
+        id: &str,
+        changes: FileChanges,
+    ) -> ServiceResult<FileWrite> {
+        ctx.require(Capability::DataWrite)?;
+        validate_collection(collection)?;
+        if let Some(name) = &changes.name {
+            validate_name(name)?;
+        }
+        if let Some(content_type) = &changes.content_type {
+            validate_content_type(content_type)?;
+        }
+        let id = FileId::parse(id).map_err(|_| ServiceError::NotFound("file".into()))?;
+        // Refuse a missing file before taking any bytes.
+        if self
+            .store
+            .files_head(&ctx.app_id, collection, &id)
+            .await
+            .map_err(|e| ServiceError::store(e, "file"))?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound("file".into()));
+        }
+        let mut update = FileUpdate {
+            name: changes.name,
+            content_type: changes.content_type,
+            bytes: None,
+        };
+        let mut new_key = None;
+        if let Some(body) = changes.body {
+            let (key, written) = self.put(ctx, body).await?;
+            update.bytes = Some(NewBytes {
+                size: written.size,
+                checksum: written.sha256,
+                blob_key: key.as_str().to_owned(),
+            });
+            new_key = Some(key);
+        }
+        match self
+            .store
+            .files_update(&ctx.app_id, collection, &id, &update, &self.cause(ctx))
+            .await
+        {
+            Ok((file, prev, outcome)) => {
+                if prev.blob_key != file.blob_key {
+                    self.discard_stored(&prev.blob_key).await;
+                }
+                Ok(FileWrite {
+                    file,
+                    skipped_for_depth: outcome.skipped_for_depth,
+                })
+            }
+            Err(e) => {
+                if let Some(key) = &new_key {
+                    self.discard(key).await;
+                }
+                Err(ServiceError::store(e, "file"))
+            }
+        }
+    }
+
+    /// Deletes a file: the row (with its events), then the bytes. Whether it existed,
+    /// and events skipped at the depth limit.
+    pub async fn delete(
+        &self,
+        ctx: &CallContext,
+        collection: &str,
+        id: &str,
+    ) -> ServiceResult<(bool, usize)> {
+        ctx.require(Capability::DataWrite)?;
+        validate_collection(collection)?;
+        let Ok(id) = FileId::parse(id) else {
+            return Ok((false, 0));
+        };
+        let (gone, outcome) = self
+            .store
+            .files_delete(&ctx.app_id, collection, &id, &self.cause(ctx))
+            .await
+            .map_err(|e| ServiceError::store(e, "app"))?;
+        if let Some(file) = &gone {
+            self.discard_stored(&file.blob_key).await;
+        }
+        Ok((gone.is_some(), outcome.skipped_for_depth))
+    }
+
+    /// The app's files in creation order, of one collection or (`None`) all.
+    pub async fn list(
+        &self,
+        ctx: &CallContext,
+        collection: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<FilesPage> {
+        ctx.require(Capability::DataRead)?;
+        if let Some(collection) = collection {
+            validate_collection(collection)?;
+        }
+        let page =
+            PageRequest::parse(cursor, limit).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let page = self
+            .store
+            .files_list(&ctx.app_id, collection, &page)
+            .await
+            .map_err(|e| ServiceError::store(e, "app"))?;
+        Ok(FilesPage {
+            cursor: page.next_cursor.map(|c| c.as_str().to_owned()),
+            items: page.items,
+        })
+    }
+
+    /// Streams a body into a fresh blob of the app.
+    async fn put(
+        &self,
+        ctx: &CallContext,
+        body: ByteStream,
+    ) -> ServiceResult<(BlobKey, picloud_blob::Written)> {
+        let key = BlobKey::generate(&ctx.app_id);
+        let written = self
+            .blobs
+            .put(&key, body, self.max_file_bytes)
+            .await
+            .map_err(|e| match e {
+                BlobError::TooLarge { limit } => ServiceError::TooLarge(format!(
+                    "the file is larger than the limit of {limit} bytes \
+                     (PICLOUD_FILES_MAX_FILE_SIZE_BYTES)"
+                )),
+                BlobError::Body(_) => {
+                    ServiceError::Invalid("the upload ended before the file was complete".into())
+                }
+                other => storage(other, key.as_str()),
+            })?;
+        Ok((key, written))
+    }
+
+    /// Removes bytes no row names (a write that failed after them). A failure only
+    /// leaves an orphan for the sweeper.
+    async fn discard(&self, key: &BlobKey) {
+        if let Err(e) = self.blobs.delete(key).await {
+            tracing::warn!(key = key.as_str(), error = %e, "could not remove unreferenced bytes; the orphan sweeper will");
+        }
+    }
+
+    async fn discard_stored(&self, key: &str) {
+        match BlobKey::parse(key) {
+            Ok(key) => self.discard(&key).await,
+            Err(_) => tracing::error!(key, "a file row names an invalid blob key"),
+        }
+    }
+}
+
+fn key_of(file: &FileMeta) -> ServiceResult<BlobKey> {
+    BlobKey::parse(&file.blob_key).map_err(|e| {
+        tracing::error!(file = file.id.as_str(), "a file row names an invalid blob key");
+        ServiceError::Store(StoreError::other(e))
+    })
+}
+
+fn expected(file: &FileMeta) -> Expected {
+    Expected {
+        size: file.size,
+        sha256: file.checksum.clone(),
+    }
+}
+
+/// A failed read of a file's bytes.
+fn blob_error(e: BlobError, file: &FileMeta) -> ServiceError {
+    match e {
+        BlobError::Corrupted { .. } => {
+            tracing::error!(
+                file = file.id.as_str(),
+                key = file.blob_key.as_str(),
+                "stored bytes do not match their checksum; left in place"
+            );
+            ServiceError::Corrupted
+        }
+        BlobError::NotFound => {
+            tracing::error!(
+                file = file.id.as_str(),
+                key = file.blob_key.as_str(),
+                "a file row names bytes that are missing"
+            );
+            ServiceError::Corrupted
+        }
+        BlobError::TooLarge { limit } => {
+            ServiceError::TooLarge(format!("the file is larger than {limit} bytes"))
+        }
+        other => storage(other, &file.blob_key),
+    }
+}
+
+/// A storage failure of the blob store: a full disk is an outage (503, retry later);
+/// anything else is logged and reported opaquely.
+fn storage(e: BlobError, key: &str) -> ServiceError {
+    let disk_full =
+        matches!(&e, BlobError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
+    tracing::error!(key, error = %e, source = ?std::error::Error::source(&e), "blob store failure");
+    if disk_full {
+        ServiceError::Store(StoreError::unavailable(Outage::DiskFull, e))
+    } else {
+        ServiceError::Store(StoreError::other(e))
+    }
+}
