@@ -86,14 +86,15 @@ impl BlobError {
     /// The error behind a read stream's `io::Error`: a verification failure comes back
     /// as itself ([`BlobError::Corrupted`]), anything else is a storage failure.
     pub fn from_stream(e: std::io::Error) -> Self {
-        if e.get_ref().is_some_and(|inner| inner.is::<BlobError>()) {
-            match e.into_inner().map(|inner| inner.downcast::<BlobError>()) {
-                Some(Ok(blob)) => return *blob,
-                Some(Err(other)) => return Self::Io(std::io::Error::other(other)),
-                None => unreachable!("checked: the error has an inner error"),
-            }
+        if !e.get_ref().is_some_and(|inner| inner.is::<BlobError>()) {
+            return Self::Io(e);
         }
-        Self::Io(e)
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<BlobError>()) {
+            Some(Ok(blob)) => *blob,
+            Some(Err(other)) => Self::Io(std::io::Error::new(kind, other)),
+            None => Self::Io(kind.into()),
+        }
     }
 
     /// Whether a read stream's error is a verification failure.

@@ -168,11 +168,19 @@ impl S3Store {
             meter.take(&chunk)?;
             writer.put(chunk);
         }
+        // Every full part sent while the guard still aborts on failure; `finish` aborts
+        // by itself only when the completion fails, not when the last part does (that
+        // one is left to the bucket's lifecycle rule).
+        guard
+            .writer()?
+            .wait_for_capacity(0)
+            .await
+            .map_err(|e| os_error("uploading a part", key.as_str(), e))?;
         let writer = guard.disarm()?;
-        if let Err(e) = writer.finish().await {
-            // `finish` aborts the upload itself when a part failed.
-            return Err(os_error("completing an upload", key.as_str(), e));
-        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| os_error("completing an upload", key.as_str(), e))?;
         Ok(meter.finish())
     }
 }

@@ -150,7 +150,10 @@ async fn s3_store_behaves_like_every_store() {
     assert_eq!(backend("kind").await.store.kind(), "s3");
     // 6 MiB goes through a multipart upload (parts of 5 MiB), the rest in one PUT.
     suite::roundtrip(&backend("roundtrip").await, &[0, 1, 100_000, 6 << 20]).await;
-    suite::max_size_is_enforced_while_streaming(&backend("max-size").await).await;
+    suite::max_size_is_enforced_while_streaming(&backend("max-size").await, 1 << 20).await;
+    // Refused in the middle of a multipart upload.
+    suite::max_size_is_enforced_while_streaming(&backend("max-size-multipart").await, 6 << 20)
+        .await;
     // Broken before the first part, and in the middle of a multipart upload.
     suite::a_failing_body_leaves_nothing(&backend("broken-small").await, 300_000).await;
     suite::a_failing_body_leaves_nothing(&backend("broken-multipart").await, 7 << 20).await;
