@@ -93,13 +93,16 @@ impl S3Store {
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(600)),
             );
-        if let Some(endpoint) = &config.endpoint {
+        builder = match &config.endpoint {
             // Custom endpoints (MinIO, Garage, …) mostly lack per-bucket host names.
-            builder = builder
+            Some(endpoint) => builder
                 .with_endpoint(endpoint)
                 .with_virtual_hosted_style_request(false)
-                .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://"));
-        }
+                .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://")),
+            // AWS itself: `{bucket}.s3.{region}.amazonaws.com`, the style AWS keeps for
+            // every bucket, except that a dotted name would not match its certificate.
+            None => builder.with_virtual_hosted_style_request(!config.bucket.contains('.')),
+        };
         let store = builder.build().map_err(|e| {
             // object_store's message names settings, never the secret.
             BlobError::Config(format!("PICLOUD_FILES_S3_*: {e}"))

@@ -160,3 +160,23 @@ async fn s3_store_behaves_like_every_store() {
     suite::corruption_is_detected_and_kept(&backend("corrupted").await).await;
     suite::listing_and_the_orphan_sweep(&backend("sweep").await).await;
 }
+
+#[test]
+fn configurations_build_without_a_server() {
+    let config = |bucket: &str, endpoint: Option<&str>| S3Config {
+        bucket: bucket.to_owned(),
+        endpoint: endpoint.map(str::to_owned),
+        region: "eu-west-1".to_owned(),
+        access_key_id: "id".to_owned(),
+        secret_access_key: "secret".to_owned(),
+    };
+    for (bucket, endpoint) in [
+        ("files", None),
+        ("files.example.com", None),
+        ("files", Some("https://minio.example.com:9000")),
+        ("files", Some("http://127.0.0.1:9000")),
+    ] {
+        let store = S3Store::new(&config(bucket, endpoint)).expect("valid configuration");
+        assert_eq!(store.bucket(), bucket);
+    }
+}
