@@ -111,8 +111,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Streams `body` into the blob `key` (a freshly generated key, never one in use),
     /// refusing with [`BlobError::TooLarge`] at the first byte past `max_size`, without
     /// buffering the whole body, and computing SHA-256 in the same pass. The blob is
-    /// durable when this returns `Ok`. On any `Err` (and when the future is dropped)
-    /// nothing readable is left under `key`.
+    /// durable when this returns `Ok`. On any `Err` nothing readable is left under
+    /// `key`. A future dropped half-way leaves nothing either, except when dropped
+    /// after the bytes were in place: then they are a blob without a row, which
+    /// [`sweep::sweep_once`] removes.
     async fn put(
         &self,
         key: &BlobKey,
