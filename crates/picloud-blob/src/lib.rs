@@ -86,14 +86,15 @@ impl BlobError {
     /// The error behind a read stream's `io::Error`: a verification failure comes back
     /// as itself ([`BlobError::Corrupted`]), anything else is a storage failure.
     pub fn from_stream(e: std::io::Error) -> Self {
-        if e.get_ref().is_some_and(|inner| inner.is::<BlobError>()) {
-            match e.into_inner().map(|inner| inner.downcast::<BlobError>()) {
-                Some(Ok(blob)) => return *blob,
-                Some(Err(other)) => return Self::Io(std::io::Error::other(other)),
-                None => unreachable!("checked: the error has an inner error"),
-            }
+        if !e.get_ref().is_some_and(|inner| inner.is::<BlobError>()) {
+            return Self::Io(e);
         }
-        Self::Io(e)
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<BlobError>()) {
+            Some(Ok(blob)) => *blob,
+            Some(Err(other)) => Self::Io(std::io::Error::new(kind, other)),
+            None => Self::Io(kind.into()),
+        }
     }
 
     /// Whether a read stream's error is a verification failure.
@@ -110,8 +111,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Streams `body` into the blob `key` (a freshly generated key, never one in use),
     /// refusing with [`BlobError::TooLarge`] at the first byte past `max_size`, without
     /// buffering the whole body, and computing SHA-256 in the same pass. The blob is
-    /// durable when this returns `Ok`. On any `Err` (and when the future is dropped)
-    /// nothing readable is left under `key`.
+    /// durable when this returns `Ok`. On any `Err` nothing readable is left under
+    /// `key`. A future dropped half-way leaves nothing either, except when dropped
+    /// after the bytes were in place: then they are a blob without a row, which
+    /// [`sweep::sweep_once`] removes.
     async fn put(
         &self,
         key: &BlobKey,

@@ -93,13 +93,16 @@ impl S3Store {
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(600)),
             );
-        if let Some(endpoint) = &config.endpoint {
+        builder = match &config.endpoint {
             // Custom endpoints (MinIO, Garage, …) mostly lack per-bucket host names.
-            builder = builder
+            Some(endpoint) => builder
                 .with_endpoint(endpoint)
                 .with_virtual_hosted_style_request(false)
-                .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://"));
-        }
+                .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://")),
+            // AWS itself: `{bucket}.s3.{region}.amazonaws.com`, the style AWS keeps for
+            // every bucket, except that a dotted name would not match its certificate.
+            None => builder.with_virtual_hosted_style_request(!config.bucket.contains('.')),
+        };
         let store = builder.build().map_err(|e| {
             // object_store's message names settings, never the secret.
             BlobError::Config(format!("PICLOUD_FILES_S3_*: {e}"))
@@ -168,11 +171,19 @@ impl S3Store {
             meter.take(&chunk)?;
             writer.put(chunk);
         }
+        // Every full part sent while the guard still aborts on failure; `finish` aborts
+        // by itself only when the completion fails, not when the last part does (that
+        // one is left to the bucket's lifecycle rule).
+        guard
+            .writer()?
+            .wait_for_capacity(0)
+            .await
+            .map_err(|e| os_error("uploading a part", key.as_str(), e))?;
         let writer = guard.disarm()?;
-        if let Err(e) = writer.finish().await {
-            // `finish` aborts the upload itself when a part failed.
-            return Err(os_error("completing an upload", key.as_str(), e));
-        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| os_error("completing an upload", key.as_str(), e))?;
         Ok(meter.finish())
     }
 }

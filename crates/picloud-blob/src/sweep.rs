@@ -51,6 +51,16 @@ pub async fn sweep_once<K: KnownKeys + ?Sized>(
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> Result<SweepReport, SweepError<K::Error>> {
+    sweep_pages(blobs, known, now, ttl, PAGE).await
+}
+
+async fn sweep_pages<K: KnownKeys + ?Sized>(
+    blobs: &dyn BlobStore,
+    known: &K,
+    now: DateTime<Utc>,
+    ttl: Duration,
+    page_size: usize,
+) -> Result<SweepReport, SweepError<K::Error>> {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let cutoff = now
         .checked_sub_signed(ttl)
@@ -61,7 +71,7 @@ pub async fn sweep_once<K: KnownKeys + ?Sized>(
     };
     let mut after: Option<BlobKey> = None;
     loop {
-        let page = blobs.list_older(cutoff, after.as_ref(), PAGE).await?;
+        let page = blobs.list_older(cutoff, after.as_ref(), page_size).await?;
         if page.is_empty() {
             break;
         }
@@ -75,7 +85,7 @@ pub async fn sweep_once<K: KnownKeys + ?Sized>(
                 report.orphans_removed += 1;
             }
         }
-        if page.len() < PAGE {
+        if page.len() < page_size {
             break;
         }
         after = page.last().cloned();
@@ -89,4 +99,61 @@ pub async fn sweep_once<K: KnownKeys + ?Sized>(
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{put_bytes, FsStore};
+    use bytes::Bytes;
+
+    struct Rows(HashSet<String>);
+
+    #[async_trait]
+    impl KnownKeys for Rows {
+        type Error = std::io::Error;
+        async fn known(&self, keys: &[BlobKey]) -> Result<HashSet<String>, Self::Error> {
+            Ok(keys
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .filter(|k| self.0.contains(k))
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_through_every_blob() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FsStore::open(dir.path()).expect("store");
+        let app = picloud_core::AppId::new();
+        let mut keys = Vec::new();
+        for _ in 0..7 {
+            let key = BlobKey::generate(&app);
+            put_bytes(&store, &key, Bytes::from_static(b"x"), 1)
+                .await
+                .expect("put");
+            keys.push(key);
+        }
+        keys.sort();
+        // Rows for every other key, so each page of 2 has kept and removed ones.
+        let kept: HashSet<String> = keys
+            .iter()
+            .step_by(2)
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        let later = Utc::now() + chrono::Duration::hours(2);
+        let report = sweep_pages(
+            &store,
+            &Rows(kept.clone()),
+            later,
+            Duration::from_secs(3600),
+            2,
+        )
+        .await
+        .expect("sweep");
+        assert_eq!(report.orphans_removed, 3);
+        let left = store.list_older(later, None, 100).await.expect("list");
+        let left: HashSet<String> = left.iter().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(left, kept);
+    }
 }

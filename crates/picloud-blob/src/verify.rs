@@ -66,22 +66,44 @@ pub(crate) fn verified(inner: ByteStream, key: &BlobKey, expect: &Expected) -> B
     })
 }
 
+/// A mismatch, logged in the one place: the key is what an operator needs to find the
+/// bytes, which are kept for that.
+pub(crate) fn corrupted(key: &BlobKey, expect: &Expected, read: u64, why: &str) -> BlobError {
+    tracing::error!(
+        key = %key,
+        expected_size = expect.size,
+        read_size = read,
+        "blob corrupted: {why}"
+    );
+    BlobError::Corrupted {
+        key: key.to_string(),
+    }
+}
+
+/// Checks a whole blob read at once (size first, then digest).
+pub(crate) fn check_whole(key: &BlobKey, expect: &Expected, bytes: &[u8]) -> Result<(), BlobError> {
+    let read = bytes.len() as u64;
+    if read != expect.size {
+        return Err(corrupted(
+            key,
+            expect,
+            read,
+            "size differs from the recorded one",
+        ));
+    }
+    let digest = hex::encode(Sha256::digest(bytes));
+    if !digest.eq_ignore_ascii_case(&expect.sha256) {
+        return Err(corrupted(key, expect, read, "SHA-256 differs"));
+    }
+    Ok(())
+}
+
 impl Verified {
     fn corrupted(&mut self, why: &str) -> std::io::Error {
-        // The one place a mismatch is logged: the key is what an operator needs to find
-        // the bytes; they are kept for that.
-        tracing::error!(
-            key = %self.key,
-            expected_size = self.expect.size,
-            read_size = self.seen,
-            "blob corrupted: {why}"
-        );
         self.hasher = None;
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            BlobError::Corrupted {
-                key: self.key.to_string(),
-            },
+            corrupted(&self.key, &self.expect, self.seen, why),
         )
     }
 }

@@ -74,7 +74,7 @@ async fn roundtrip() {
 #[tokio::test]
 async fn max_size_is_enforced_while_streaming() {
     let fs = Fs::new();
-    suite::max_size_is_enforced_while_streaming(&fs).await;
+    suite::max_size_is_enforced_while_streaming(&fs, 1 << 20).await;
     assert!(temp_files(fs.store.root()).is_empty());
 }
 

@@ -150,10 +150,33 @@ async fn s3_store_behaves_like_every_store() {
     assert_eq!(backend("kind").await.store.kind(), "s3");
     // 6 MiB goes through a multipart upload (parts of 5 MiB), the rest in one PUT.
     suite::roundtrip(&backend("roundtrip").await, &[0, 1, 100_000, 6 << 20]).await;
-    suite::max_size_is_enforced_while_streaming(&backend("max-size").await).await;
+    suite::max_size_is_enforced_while_streaming(&backend("max-size").await, 1 << 20).await;
+    // Refused in the middle of a multipart upload.
+    suite::max_size_is_enforced_while_streaming(&backend("max-size-multipart").await, 6 << 20)
+        .await;
     // Broken before the first part, and in the middle of a multipart upload.
     suite::a_failing_body_leaves_nothing(&backend("broken-small").await, 300_000).await;
     suite::a_failing_body_leaves_nothing(&backend("broken-multipart").await, 7 << 20).await;
     suite::corruption_is_detected_and_kept(&backend("corrupted").await).await;
     suite::listing_and_the_orphan_sweep(&backend("sweep").await).await;
+}
+
+#[test]
+fn configurations_build_without_a_server() {
+    let config = |bucket: &str, endpoint: Option<&str>| S3Config {
+        bucket: bucket.to_owned(),
+        endpoint: endpoint.map(str::to_owned),
+        region: "eu-west-1".to_owned(),
+        access_key_id: "id".to_owned(),
+        secret_access_key: "secret".to_owned(),
+    };
+    for (bucket, endpoint) in [
+        ("files", None),
+        ("files.example.com", None),
+        ("files", Some("https://minio.example.com:9000")),
+        ("files", Some("http://127.0.0.1:9000")),
+    ] {
+        let store = S3Store::new(&config(bucket, endpoint)).expect("valid configuration");
+        assert_eq!(store.bucket(), bucket);
+    }
 }

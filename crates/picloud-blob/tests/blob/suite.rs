@@ -120,12 +120,12 @@ pub async fn roundtrip(b: &dyn Backend, sizes: &[usize]) {
     }
 }
 
-pub async fn max_size_is_enforced_while_streaming(b: &dyn Backend) {
+/// A 10 MiB body against `limit` (below 10 MiB).
+pub async fn max_size_is_enforced_while_streaming(b: &dyn Backend, limit: u64) {
     let store = b.store();
     let key = BlobKey::generate(&AppId::new());
     let pulled = Arc::new(AtomicU64::new(0));
     let chunk = 64 << 10;
-    let limit = 1 << 20;
     let body = counted_stream(10 << 20, chunk, pulled.clone());
     let e = store.put(&key, body, limit).await;
     assert!(
@@ -135,7 +135,7 @@ pub async fn max_size_is_enforced_while_streaming(b: &dyn Backend) {
     let read = pulled.load(Ordering::SeqCst);
     assert!(
         read <= limit + chunk as u64,
-        "read {read} bytes of a 10 MiB body with a 1 MiB limit"
+        "read {read} bytes of a 10 MiB body with a {limit}-byte limit"
     );
     assert_absent(store, &key).await;
     // One byte over is too much.
