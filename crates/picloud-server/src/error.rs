@@ -164,8 +164,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => Self::not_found(&what),
             ServiceError::Forbidden(message)
             | ServiceError::Invalid(message)
-            | ServiceError::Conflict(message) => Self::new(code, message),
+            | ServiceError::Conflict(message)
+            | ServiceError::TooLarge(message) => Self::new(code, message),
             ServiceError::Upstream(message) => Self::internal(message),
+            corrupted @ ServiceError::Corrupted => Self::internal(corrupted.to_string()),
             ServiceError::Store(e) => Self::from(e),
         }
     }

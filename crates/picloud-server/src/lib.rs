@@ -11,6 +11,7 @@ pub mod ops;
 pub mod protocol_errors;
 pub mod state;
 mod ui;
+pub mod user_bytes;
 
 use std::future::Future;
 
@@ -32,7 +33,8 @@ pub use state::{AppState, SetupToken, Shared};
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "apps"),
         (name = "members"), (name = "scripts"), (name = "routes"), (name = "executions"),
-        (name = "audit"), (name = "triggers"), (name = "data"), (name = "operations")
+        (name = "audit"), (name = "triggers"), (name = "data"), (name = "files"),
+        (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -76,7 +78,8 @@ impl Modify for ErrorCodes {
 /// The documented routes: everything under `/api/v1` plus the operations endpoints.
 fn api_router() -> OpenApiRouter<AppState> {
     use admin::{
-        apps, audit, data, docs, executions, keys, members, routes as rts, scripts, triggers, users,
+        apps, audit, data, docs, executions, files, keys, members, routes as rts, scripts,
+        triggers, users,
     };
     use auth::session;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -110,6 +113,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(docs::browse_docs, docs::delete_collection))
         .routes(routes!(docs::list_indexes, docs::create_index))
         .routes(routes!(docs::drop_index))
+        .routes(routes!(files::list_files))
+        .routes(routes!(files::upload_file))
+        .routes(routes!(files::get_file, files::delete_file))
+        .routes(routes!(files::download_file, files::replace_file))
         .routes(routes!(data::list_dead_letters))
         .routes(routes!(data::get_dead_letter))
         .routes(routes!(data::replay_dead_letter))

@@ -84,7 +84,9 @@ pub fn validate_content_type(content_type: &str) -> ServiceResult<()> {
     let ok = content_type.len() <= MAX_NAME_BYTES
         && token(kind)
         && token(subtype)
-        && content_type.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+        && content_type
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
@@ -387,7 +389,10 @@ impl FilesService {
 
 fn key_of(file: &FileMeta) -> ServiceResult<BlobKey> {
     BlobKey::parse(&file.blob_key).map_err(|e| {
-        tracing::error!(file = file.id.as_str(), "a file row names an invalid blob key");
+        tracing::error!(
+            file = file.id.as_str(),
+            "a file row names an invalid blob key"
+        );
         ServiceError::Store(StoreError::other(e))
     })
 }
@@ -428,8 +433,7 @@ fn blob_error(e: BlobError, file: &FileMeta) -> ServiceError {
 /// A storage failure of the blob store: a full disk is an outage (503, retry later);
 /// anything else is logged and reported opaquely.
 fn storage(e: BlobError, key: &str) -> ServiceError {
-    let disk_full =
-        matches!(&e, BlobError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
+    let disk_full = matches!(&e, BlobError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
     tracing::error!(key, error = %e, source = ?std::error::Error::source(&e), "blob store failure");
     if disk_full {
         ServiceError::Store(StoreError::unavailable(Outage::DiskFull, e))

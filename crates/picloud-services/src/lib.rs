@@ -10,7 +10,8 @@ mod context;
 mod dead_letters;
 mod docs;
 mod error;
-mod files;
+
+pub mod files;
 pub mod http;
 mod kv;
 mod modules;

@@ -183,6 +183,32 @@ impl TestApp {
         req.send().await.expect("admin request")
     }
 
+    /// Uploads a file through the admin API as the instance admin; returns its
+    /// metadata (201 asserted).
+    pub async fn upload(
+        &self,
+        app: &str,
+        collection: &str,
+        name: &str,
+        content_type: &str,
+        bytes: impl Into<reqwest::Body>,
+    ) -> Value {
+        let r = self
+            .client
+            .post(self.url(&format!("/api/v1/admin/apps/{app}/files/{collection}")))
+            .query(&[("name", name)])
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .bearer_auth(&self.admin_token)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        assert_eq!(status, 201, "upload {name}: {text}");
+        serde_json::from_str(&text).expect("file metadata")
+    }
+
     /// An admin call that must answer `status`; returns the JSON body (or null).
     pub async fn admin_ok(
         &self,

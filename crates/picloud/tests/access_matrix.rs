@@ -96,6 +96,11 @@ fn body_for(method: &Method, template: &str, n: usize) -> Option<Value> {
         ("POST", "/api/v1/admin/apps/{app}/triggers/{trigger}") => json!({"script_id": "{script}"}),
         ("PATCH", "/api/v1/admin/apps/{app}/triggers/{trigger}") => json!({"enabled": false}),
         ("POST", "/api/v1/admin/apps/{app}/docs/{collection}/indexes") => json!({"field": "f"}),
+        // File bytes: any body will do (an upload without `?name=` is a 422).
+        ("POST", "/api/v1/admin/apps/{app}/files/{collection}")
+        | ("PUT", "/api/v1/admin/apps/{app}/files/{collection}/{file_id}/content") => {
+            json!({"bytes": n})
+        }
         ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/replay")
         | ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/resolve") => return None,
         ("GET", _) | ("DELETE", _) => return None,
@@ -250,6 +255,12 @@ async fn fixture(
         201,
     )
     .await;
+    let file = app
+        .upload(&slug, "c", "f.txt", "text/plain", "hello")
+        .await["id"]
+        .as_str()
+        .expect("file")
+        .to_owned();
     vec![
         ("{app}", slug),
         ("trigger", trigger),
@@ -260,6 +271,7 @@ async fn fixture(
         ("execution", execution),
         ("user", target),
         ("key", key),
+        ("{file_id}", file),
     ]
 }
 
@@ -331,6 +343,7 @@ fn fill(template: &str, values: &[(&'static str, String)]) -> String {
         .replace("{app}", &get("{app}"))
         .replace("{user_id}", &get("{user_id}"))
         .replace("{collection}", "c")
+        .replace("{file_id}", &get("{file_id}"))
         .replace("{field}", "f");
     if path.contains("{id}") {
         path = path.replace("{id}", &get(id_kind));

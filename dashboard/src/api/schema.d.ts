@@ -262,6 +262,85 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/apps/{app}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List an app's files (all, or one collection's) in creation order. */
+        get: operations["list_files"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/apps/{app}/files/{collection}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload a new file to a collection: the request body is the bytes, its
+         *     `Content-Type` is kept, `?name=` names it. Files triggers fire `create`.
+         */
+        post: operations["upload_file"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/apps/{app}/files/{collection}/{file_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A file's metadata. */
+        get: operations["get_file"];
+        put?: never;
+        post?: never;
+        /** Delete a file (its row, then its bytes). Files triggers fire `delete`. */
+        delete: operations["delete_file"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/apps/{app}/files/{collection}/{file_id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a file's bytes, checked against its checksum as they stream (a mismatch
+         *     cuts the download off). Served under the headers of API.md "Serving user bytes".
+         */
+        get: operations["download_file"];
+        /**
+         * Replace a file's bytes (and its `Content-Type`; `?name=` renames it). Files
+         *     triggers fire `update`.
+         */
+        put: operations["replace_file"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/apps/{app}/kv/{collection}": {
         parameters: {
             query?: never;
@@ -398,7 +477,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Create a trigger of `kind` (`kv`, `docs`, `cron` or `dead_letter`). The script must be
+         * Create a trigger of `kind` (`kv`, `docs`, `files`, `pubsub`, `cron` or
+         *     `dead_letter`). The script must be
          *     an endpoint of this app.
          * @description (The path segment is named `{trigger}` because the same position holds the trigger
          *     id on `PATCH`/`DELETE`; here it is the kind.)
@@ -786,11 +866,11 @@ export interface components {
         };
         /** @description The body of every kind; which fields apply depends on the kind. */
         CreateTrigger: {
-            /** @description `kv`, `docs`: the collection to watch. */
+            /** @description `kv`, `docs`, `files`: the collection to watch. */
             collection?: string | null;
             /**
-             * @description `kv`: some of `["set", "delete"]`; `docs`: some of `["create", "update",
-             *     "delete"]`. All of them when left out.
+             * @description `kv`: some of `["set", "delete"]`; `docs`, `files`: some of `["create",
+             *     "update", "delete"]`. All of them when left out.
              */
             ops?: string[] | null;
             retry?: null | components["schemas"]["RetryDto"];
@@ -803,6 +883,11 @@ export interface components {
             script_id: string;
             /** @description `cron`: an IANA time zone, like `"Europe/Berlin"`; `"UTC"` when left out. */
             timezone?: string | null;
+            /**
+             * @description `pubsub`: a topic (`orders`), every topic under a prefix (`orders.*`: also
+             *     `orders.eu.new`, not `orders`), or `*` for all.
+             */
+            topic?: string | null;
         };
         CreateUser: {
             email: string;
@@ -891,6 +976,20 @@ export interface components {
         ExecutionSource: "http" | "kv" | "docs" | "files" | "pubsub" | "cron" | "dead_letter" | "email";
         /** @enum {string} */
         ExecutionStatus: "ok" | "error" | "timeout" | "limit_exceeded";
+        FileDto: {
+            /** @description Lowercase hex SHA-256 of the bytes. */
+            checksum: string;
+            collection: string;
+            content_type: string;
+            /** Format: date-time */
+            created_at: string;
+            id: string;
+            name: string;
+            /** Format: int64 */
+            size: number;
+            /** Format: date-time */
+            updated_at: string;
+        };
         Health: {
             status: string;
         };
@@ -1034,6 +1133,24 @@ export interface components {
             next_cursor?: string | null;
         };
         /** @description `{"items": [...], "next_cursor": "…" | null}` */
+        List_FileDto: {
+            items: {
+                /** @description Lowercase hex SHA-256 of the bytes. */
+                checksum: string;
+                collection: string;
+                content_type: string;
+                /** Format: date-time */
+                created_at: string;
+                id: string;
+                name: string;
+                /** Format: int64 */
+                size: number;
+                /** Format: date-time */
+                updated_at: string;
+            }[];
+            next_cursor?: string | null;
+        };
+        /** @description `{"items": [...], "next_cursor": "…" | null}` */
         List_KvEntryDto: {
             items: {
                 key: string;
@@ -1112,6 +1229,8 @@ export interface components {
                 script_id: string;
                 /** @description `cron`: the IANA time zone the schedule is read in. */
                 timezone?: string | null;
+                /** @description `pubsub`: the topic pattern (exact, `prefix.*` or `*`). */
+                topic?: string | null;
                 /** Format: date-time */
                 updated_at: string;
             }[];
@@ -1269,11 +1388,13 @@ export interface components {
             script_id: string;
             /** @description `cron`: the IANA time zone the schedule is read in. */
             timezone?: string | null;
+            /** @description `pubsub`: the topic pattern (exact, `prefix.*` or `*`). */
+            topic?: string | null;
             /** Format: date-time */
             updated_at: string;
         };
         /** @enum {string} */
-        TriggerKind: "kv" | "docs" | "cron" | "dead_letter";
+        TriggerKind: "kv" | "docs" | "files" | "pubsub" | "cron" | "dead_letter";
         UpdateApp: {
             name?: string | null;
         };
@@ -2059,6 +2180,263 @@ export interface operations {
             };
         };
     };
+    list_files: {
+        parameters: {
+            query?: {
+                /** @description Only this collection's files; all of the app's when left out. */
+                collection?: string;
+                limit?: string;
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_FileDto"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    upload_file: {
+        parameters: {
+            query?: {
+                /** @description The file's name (required on create; on replace, a new name). */
+                name?: string;
+            };
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+            };
+            cookie?: never;
+        };
+        /** @description the file's bytes */
+        requestBody: {
+            content: {
+                "application/octet-stream": number[];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileDto"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    get_file: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+                /** @description file id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileDto"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    delete_file: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+                /** @description file id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    download_file: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+                /** @description file id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": number[];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    replace_file: {
+        parameters: {
+            query?: {
+                /** @description The file's name (required on create; on replace, a new name). */
+                name?: string;
+            };
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description collection name */
+                collection: string;
+                /** @description file id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description the file's new bytes */
+        requestBody: {
+            content: {
+                "application/octet-stream": number[];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileDto"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
     browse_kv: {
         parameters: {
             query?: {
@@ -2465,7 +2843,7 @@ export interface operations {
             path: {
                 /** @description app id or slug */
                 app: string;
-                /** @description the kind to create: kv, docs, cron or dead_letter */
+                /** @description the kind to create: kv, docs, files, pubsub, cron or dead_letter */
                 trigger: string;
             };
             cookie?: never;

@@ -61,7 +61,10 @@ fn bytes(value: Dynamic) -> Result<Bytes, Box<EvalAltResult>> {
     }
     Err(error(
         NS,
-        format!("`data` must be a Blob (or a string), not {}", value.type_name()),
+        format!(
+            "`data` must be a Blob (or a string), not {}",
+            value.type_name()
+        ),
     ))
 }
 

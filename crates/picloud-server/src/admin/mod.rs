@@ -7,6 +7,7 @@ pub mod audit;
 pub mod data;
 pub mod docs;
 pub mod executions;
+pub mod files;
 pub mod imports;
 pub mod keys;
 pub mod members;

@@ -117,6 +117,9 @@ pub(crate) fn build(
         // scheme alone.
         .redirect(reqwest::redirect::Policy::none())
         .referer(false)
+        // The workspace's reqwest has HTTP/2 compiled in (object_store needs it);
+        // outbound calls stay HTTP/1.1, the protocol their limits were written for.
+        .http1_only()
         .dns_resolver(Arc::new(GuardedResolver {
             policy,
             hosts: Arc::new(hosts),
