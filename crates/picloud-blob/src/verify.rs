@@ -46,13 +46,17 @@ impl Meter {
     }
 }
 
-/// A read stream that checks the bytes against what was recorded.
+/// A read stream that checks the bytes against what was recorded. It holds each
+/// chunk back until the next one arrives, and the last until the digest matched: a
+/// consumer that stops at the first error (an HTTP body of known length) never gets
+/// the whole of a corrupted blob, so a download of one can never complete.
 struct Verified {
     inner: ByteStream,
     key: BlobKey,
     expect: Expected,
     seen: u64,
     hasher: Option<Sha256>,
+    held: Option<Bytes>,
 }
 
 /// Wraps a store's raw read stream in the size and digest check.
@@ -63,6 +67,7 @@ pub(crate) fn verified(inner: ByteStream, key: &BlobKey, expect: &Expected) -> B
         expect: expect.clone(),
         seen: 0,
         hasher: Some(Sha256::new()),
+        held: None,
     })
 }
 
@@ -113,36 +118,45 @@ impl Stream for Verified {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let Some(hasher) = this.hasher.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match this.inner.poll_next_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.seen = this.seen.saturating_add(chunk.len() as u64);
-                if this.seen > this.expect.size {
-                    return Poll::Ready(Some(Err(this.corrupted("longer than recorded"))));
+        loop {
+            let Some(hasher) = this.hasher.as_mut() else {
+                // Verified (or failed): what is still held goes out, then the end.
+                return Poll::Ready(this.held.take().map(Ok));
+            };
+            match this.inner.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.seen = this.seen.saturating_add(chunk.len() as u64);
+                    if this.seen > this.expect.size {
+                        this.held = None;
+                        return Poll::Ready(Some(Err(this.corrupted("longer than recorded"))));
+                    }
+                    hasher.update(&chunk);
+                    if let Some(previous) = this.held.replace(chunk) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
                 }
-                hasher.update(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                // A storage failure ends the stream; it says nothing of the bytes.
-                this.hasher = None;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                let Some(hasher) = this.hasher.take() else {
-                    return Poll::Ready(None);
-                };
-                if this.seen != this.expect.size {
-                    return Poll::Ready(Some(Err(this.corrupted("shorter than recorded"))));
+                Poll::Ready(Some(Err(e))) => {
+                    // A storage failure ends the stream; it says nothing of the bytes.
+                    this.hasher = None;
+                    this.held = None;
+                    return Poll::Ready(Some(Err(e)));
                 }
-                let digest = hex::encode(hasher.finalize());
-                if !digest.eq_ignore_ascii_case(&this.expect.sha256) {
-                    return Poll::Ready(Some(Err(this.corrupted("SHA-256 differs"))));
+                Poll::Ready(None) => {
+                    let Some(hasher) = this.hasher.take() else {
+                        continue;
+                    };
+                    if this.seen != this.expect.size {
+                        this.held = None;
+                        return Poll::Ready(Some(Err(this.corrupted("shorter than recorded"))));
+                    }
+                    let digest = hex::encode(hasher.finalize());
+                    if !digest.eq_ignore_ascii_case(&this.expect.sha256) {
+                        this.held = None;
+                        return Poll::Ready(Some(Err(this.corrupted("SHA-256 differs"))));
+                    }
+                    // Loops once more: the held chunk, then the end.
                 }
-                Poll::Ready(None)
             }
         }
     }

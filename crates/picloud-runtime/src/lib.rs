@@ -15,6 +15,7 @@ pub mod executor;
 pub mod gate;
 mod input;
 pub mod metrics;
+pub mod orphans;
 mod payload;
 pub mod recorder;
 mod route;

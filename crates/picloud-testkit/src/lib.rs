@@ -21,6 +21,7 @@ pub mod conformance_modules;
 pub mod conformance_signals;
 pub mod db;
 pub mod http_server;
+pub mod s3;
 pub mod tmpfs;
 
 pub use app::{Backend, TestApp};

@@ -305,6 +305,13 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         },
         stopped.clone(),
     );
+    picloud_runtime::orphans::spawn(
+        store.clone(),
+        blobs,
+        config.files.orphan_sweep_interval,
+        config.files.tmp_ttl,
+        stopped.clone(),
+    );
     let dispatcher = Dispatcher::new(
         store.clone(),
         runner.clone(),

@@ -255,9 +255,7 @@ async fn fixture(
         201,
     )
     .await;
-    let file = app
-        .upload(&slug, "c", "f.txt", "text/plain", "hello")
-        .await["id"]
+    let file = app.upload(&slug, "c", "f.txt", "text/plain", "hello").await["id"]
         .as_str()
         .expect("file")
         .to_owned();
