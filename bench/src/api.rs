@@ -83,6 +83,28 @@ impl Api {
             }
             None => Bytes::new(),
         };
+        self.finish(req, payload).await
+    }
+
+    /// Sends `payload` as the raw body of an admin request (a file upload).
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        payload: Bytes,
+    ) -> Result<Reply> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(header::CONTENT_TYPE, content_type);
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.finish(req, payload).await
+    }
+
+    async fn finish(&self, req: hyper::http::request::Builder, payload: Bytes) -> Result<Reply> {
         let response = self.client.request(req.body(Full::new(payload))?).await?;
         let (parts, body) = response.into_parts();
         Ok(Reply {
@@ -157,6 +179,16 @@ impl Api {
         self.post(
             &format!("/api/v1/admin/scripts/{script_id}/routes"),
             json!({"method": method, "path": path, "dispatch_mode": dispatch_mode}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Creates a trigger of `kind` with `body` (its `script_id` included).
+    pub async fn create_trigger(&self, app: &str, kind: &str, body: &Value) -> Result<()> {
+        self.post(
+            &format!("/api/v1/admin/apps/{app}/triggers/{kind}"),
+            body.clone(),
         )
         .await
         .map(drop)

@@ -10,6 +10,7 @@ mod calls;
 mod docs;
 mod events;
 mod events_report;
+mod files;
 mod load;
 mod pg;
 mod report;
@@ -93,6 +94,12 @@ const SETTINGS: &[(&str, &str, &str, &str)] = &[
         "PICLOUD_BENCH_CALLS_DURATION",
         "5",
         "measured seconds of each service-calls route",
+    ),
+    (
+        "files",
+        "PICLOUD_BENCH_FILES",
+        "true",
+        "the files and pub/sub scenario (true/false/only: skip every other scenario)",
     ),
     (
         "docs",
@@ -220,10 +227,27 @@ fn options(m: &ArgMatches) -> Result<Options> {
 }
 
 fn main() -> Result<()> {
-    let opts = options(&cli().get_matches())?;
+    let matches = cli().get_matches();
+    let files = setting(&matches, "files");
+    let files_only = files.trim().eq_ignore_ascii_case("only");
+    let files = files_only || boolean(&matches, "files")?;
+    let opts = options(&matches)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let files_table = |runtime: &tokio::runtime::Runtime| -> Result<String> {
+        let run = runtime.block_on(async {
+            let bin = server::Binary::new(&opts.picloud).await?;
+            files::run(&bin).await
+        })?;
+        let mut out = String::new();
+        files::table(&mut out, &run);
+        Ok(out)
+    };
+    if files_only {
+        print!("{}", files_table(&runtime)?);
+        return Ok(());
+    }
     if opts.calls == Calls::Only {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let runs = runtime.block_on(async {
@@ -244,5 +268,9 @@ fn main() -> Result<()> {
     }
     let results = runtime.block_on(bench::run(&opts))?;
     print!("{}", report::markdown(&results, &opts));
+    if files {
+        eprintln!("files and pub/sub, SQLite");
+        print!("{}", files_table(&runtime)?);
+    }
     Ok(())
 }
