@@ -5,7 +5,8 @@
 //
 // Set-up → sign out/in → create app → script with a compile error (shown at its
 // line) → fix and save → bind a route → call it from the test panel (response and
-// log line) → see the run in executions → create and revoke an API key. Screenshots
+// log line) → see the run in executions → create and revoke an API key → triggers,
+// dead letters, KV → files (upload, preview, download, delete) → a pubsub trigger. Screenshots
 // of each main page go to docs/screenshots/ (SCREENSHOT_DIR overrides). Exits non-zero
 // on the first failure, or when the page logged an unexpected console error.
 import { chromium } from "playwright-core";
@@ -13,6 +14,7 @@ import { mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { deflateSync } from "node:zlib";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const base = (process.env.PICLOUD_URL ?? "").replace(/\/$/, "");
@@ -38,6 +40,43 @@ log::info("greeting " + name);
 kv::collection("visits").set(name, #{ name: name });
 #{ greeting: "hello " + name }
 `;
+
+// A real PNG (RGB, 8 bits, a gradient) built here, so the preview has pixels to decode.
+function png(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc32 = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8 bits, RGB, deflate, no filter method, no interlace
+  const rows = [];
+  for (let y = 0; y < height; y++) {
+    rows.push(0); // filter: none
+    for (let x = 0; x < width; x++) rows.push((x * 255) / (width - 1), (y * 255) / (height - 1), 160);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(Buffer.from(rows))),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
 
 // Chromium logs every non-2xx fetch as "Failed to load resource"; these statuses are
 // answers the flow provokes on purpose (a wrong password, a member's forbidden change,
@@ -330,6 +369,119 @@ try {
   await page.getByRole("cell", { name: "Ada", exact: true }).waitFor();
   await shot("kv");
 
+  step("files: upload, list, filter, preview, download, delete");
+  await sections.getByRole("link", { name: "Files" }).click();
+  await heading("Files").waitFor();
+  await page.getByText("No files.").waitFor();
+  const uploadForm = page.getByRole("form", { name: "Upload a file" });
+  const fileRow = (name) => page.getByTestId("file-row").filter({ has: page.getByRole("cell", { name, exact: true }) });
+  // The image: the request carries the File itself (its type, the CSRF header).
+  await uploadForm.getByLabel("Collection").fill("avatars");
+  await uploadForm.getByLabel("File").setInputFiles({ name: "gradient.png", mimeType: "image/png", buffer: png(48, 32) });
+  const uploaded = page.waitForRequest((r) => r.method() === "POST" && r.url().includes("/files/avatars?name=gradient.png"));
+  await uploadForm.getByRole("button", { name: "Upload" }).click();
+  const upReq = await uploaded;
+  if (!(await upReq.headerValue("content-type"))?.startsWith("image/png")) throw new Error("the upload was not sent as image/png");
+  if (!(await upReq.headerValue("x-csrf-token"))) throw new Error("the upload carried no CSRF header");
+  await page.getByRole("status").filter({ hasText: "Uploaded gradient.png" }).waitFor();
+  await fileRow("gradient.png").waitFor();
+  // An HTML file, renamed on the way: active content, so only ever a download.
+  await uploadForm.getByLabel("Collection").fill("reports");
+  await uploadForm.getByLabel("File").setInputFiles({
+    name: "page.html",
+    mimeType: "text/html",
+    buffer: Buffer.from("<!doctype html><script>document.title = 'ran'</script><p>hi</p>"),
+  });
+  await uploadForm.getByLabel(/^Name/).fill("report.html");
+  await uploadForm.getByRole("button", { name: "Upload" }).click();
+  const htmlRow = fileRow("report.html");
+  await htmlRow.waitFor();
+  await fileRow("gradient.png").getByRole("cell", { name: "avatars", exact: true }).waitFor();
+  await htmlRow.getByRole("cell", { name: "reports", exact: true }).waitFor();
+  await htmlRow.getByText("text/html").waitFor();
+  if (!(await htmlRow.getByText(/^\d+ B$/).count())) throw new Error("the size is not shown in bytes");
+  // The preview renders (the session cookie authenticates the <img> GET).
+  const preview = page.getByRole("img", { name: "Preview of gradient.png" });
+  await preview.waitFor();
+  await page.waitForFunction((img) => img.complete && img.naturalWidth === 48, await preview.elementHandle());
+  if (await htmlRow.getByRole("img").count()) throw new Error("an HTML file got an image preview");
+  // The HTML file downloads as an attachment of opaque bytes.
+  const htmlLink = htmlRow.getByRole("link", { name: "Download report.html" });
+  const served = await htmlLink.evaluate(async (a) => {
+    const r = await fetch(a.href);
+    return {
+      status: r.status,
+      disposition: r.headers.get("content-disposition") ?? "",
+      type: r.headers.get("content-type") ?? "",
+      nosniff: r.headers.get("x-content-type-options") ?? "",
+      body: await r.text(),
+    };
+  });
+  if (served.status !== 200) throw new Error(`download answered ${served.status}`);
+  if (!served.disposition.startsWith("attachment")) throw new Error(`the HTML file is not an attachment: ${served.disposition}`);
+  if (!served.disposition.includes("report.html")) throw new Error(`the download is not named report.html: ${served.disposition}`);
+  if (served.type !== "application/octet-stream") throw new Error(`the HTML file is served as ${served.type}`);
+  if (served.nosniff !== "nosniff") throw new Error("no X-Content-Type-Options: nosniff");
+  if (!served.body.includes("<p>hi</p>")) throw new Error("the downloaded bytes differ");
+  const [download] = await Promise.all([page.waitForEvent("download"), htmlLink.click()]);
+  if (download.suggestedFilename() !== "report.html") throw new Error(`downloaded as ${download.suggestedFilename()}`);
+  // One collection, then all again.
+  await page.getByLabel("Filter by collection").fill("avatars");
+  await page.getByRole("button", { name: "Show" }).click();
+  await htmlRow.waitFor({ state: "detached" });
+  await fileRow("gradient.png").waitFor();
+  await page.getByLabel("Filter by collection").fill("");
+  await page.getByRole("button", { name: "Show" }).click();
+  await htmlRow.waitFor();
+  await preview.waitFor();
+  await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, await preview.elementHandle());
+  await shot("files");
+  // Delete asks first; Cancel keeps the file.
+  await htmlRow.getByRole("button", { name: "Delete report.html" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Cancel" }).click();
+  await page.getByRole("dialog").waitFor({ state: "hidden" });
+  await htmlRow.getByRole("button", { name: "Delete report.html" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await htmlRow.waitFor({ state: "detached" });
+  await page.reload();
+  await fileRow("gradient.png").waitFor();
+  if (await htmlRow.count()) throw new Error("the deleted file is listed again");
+  // A slower upload (the network throttled) shows its progress on the way.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 256 * 1024 });
+  await uploadForm.getByLabel("Collection").fill("bulk");
+  await uploadForm.getByLabel("File").setInputFiles({ name: "bulk.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(512 * 1024, 7) });
+  await uploadForm.getByRole("button", { name: "Upload" }).click();
+  const progress = uploadForm.getByRole("progressbar", { name: "Upload progress" });
+  await page.waitForFunction((bar) => Number(bar?.getAttribute("value")) > 0 && Number(bar?.getAttribute("value")) < 100, await progress.elementHandle());
+  await page.getByRole("status").filter({ hasText: "Uploaded bulk.bin (512 KiB) to bulk." }).waitFor();
+  await progress.waitFor({ state: "detached" });
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await cdp.detach();
+  await fileRow("bulk.bin").getByText("512 KiB").waitFor();
+
+  step("a pubsub trigger on orders.*");
+  await sections.getByRole("link", { name: "Triggers" }).click();
+  await heading("Triggers").waitFor();
+  await page.getByLabel("Kind").selectOption("pubsub");
+  await page.getByLabel("Script").selectOption({ label: "audit" });
+  await page.getByText("exact, prefix.* or *").waitFor();
+  await page.getByLabel(/^Topic pattern/).fill("orders.*.new");
+  await page.getByRole("button", { name: "Create trigger" }).click();
+  await page.getByRole("alert").filter({ hasText: "(topic)" }).waitFor();
+  await page.getByLabel(/^Topic pattern/).fill("orders.*");
+  await page.getByRole("button", { name: "Create trigger" }).click();
+  const pubsubRow = page.getByRole("row").filter({ hasText: "topic orders.*" });
+  await pubsubRow.waitFor();
+  await pubsubRow.getByText("pubsub", { exact: true }).waitFor();
+  if (await page.getByRole("alert").count()) throw new Error("the error stayed after a successful create");
+  // The files kind is offered too, with its ops.
+  await page.getByLabel("Kind").selectOption("files");
+  await page.getByLabel("Collection").fill("avatars");
+  await page.getByLabel("update").check();
+  await page.getByRole("button", { name: "Create trigger" }).click();
+  await page.getByRole("row").filter({ hasText: "avatars on update" }).waitFor();
+
   step("the other pages");
   for (const [tab, title, name] of [
     ["", "Shop", "overview"],
@@ -419,7 +571,7 @@ try {
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 1) throw new Error(`the scripts page scrolls sideways on a phone (${overflow}px)`);
   await shot("phone-scripts-dark", phone);
-  for (const path of ["", "apps/shop", "apps/shop/routes", "apps/shop/test", "apps/shop/executions", "apps/shop/triggers", "apps/shop/dead-letters", "keys", "users"]) {
+  for (const path of ["", "apps/shop", "apps/shop/routes", "apps/shop/test", "apps/shop/executions", "apps/shop/triggers", "apps/shop/dead-letters", "apps/shop/files", "keys", "users"]) {
     await phone.goto(`${base}/_/${path}`);
     await phone.getByRole("heading", { level: 1 }).first().waitFor();
     await phone.getByRole("status").filter({ hasText: "Loading" }).waitFor({ state: "detached" });

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ApiError, api, call, errorFromResponse, setCsrfToken, setUnauthorizedHandler } from "./client";
+import { ApiError, api, apiUrl, call, errorFromResponse, sendBytes, setCsrfToken, setUnauthorizedHandler } from "./client";
 
 function reply(status: number, body: unknown, statusText = "") {
   const text = body === undefined ? "" : typeof body === "string" ? body : JSON.stringify(body);
@@ -104,5 +104,69 @@ describe("call", () => {
     vi.stubGlobal("fetch", reply(422, { error: { code: "invalid", message: "Unexpected ';'", line: 3, column: 27 } }));
     const e = await api.updateScript("shop", "scr_1", { source: "x" }).catch((x) => x);
     expect(e).toMatchObject({ line: 3, column: 27, code: "invalid" });
+  });
+});
+
+describe("sendBytes", () => {
+  class FakeXhr {
+    status = 0;
+    statusText = "";
+    responseText = "";
+    withCredentials = false;
+    upload: { onprogress: ((e: ProgressEvent) => void) | null } = { onprogress: null };
+    onload: (() => void) | null = null;
+    onerror: (() => void) | null = null;
+    onabort: (() => void) | null = null;
+    opened: [string, string] | null = null;
+    headers: Record<string, string> = {};
+    sent: Blob | null = null;
+    open(method: string, url: string) {
+      this.opened = [method, url];
+    }
+    setRequestHeader(name: string, value: string) {
+      this.headers[name] = value;
+    }
+    send(body: Blob) {
+      this.sent = body;
+    }
+    abort() {
+      this.onabort?.();
+    }
+    answer(status: number, body: unknown) {
+      this.status = status;
+      this.responseText = JSON.stringify(body);
+      this.onload?.();
+    }
+  }
+
+  it("sends the blob itself with its type, the CSRF header and progress", async () => {
+    setCsrfToken("tok");
+    const xhr = new FakeXhr();
+    const blob = new Blob([new Uint8Array([1, 2, 3])], { type: "image/png" });
+    const seen: [number, number][] = [];
+    const url = "/api/v1/admin/apps/shop/files/avatars?name=a+b.png";
+    expect(apiUrl("/api/v1/admin/apps/{app}/files/{collection}", { app: "shop", collection: "avatars" }, { name: "a b.png" })).toBe(url);
+    const p = sendBytes<{ id: string }>("POST", url, blob, { onProgress: (l, t) => seen.push([l, t]) }, () => xhr);
+    expect(xhr.opened).toEqual(["POST", url]);
+    expect(xhr.sent).toBe(blob);
+    expect(xhr.withCredentials).toBe(true);
+    expect(xhr.headers["content-type"]).toBe("image/png");
+    expect(xhr.headers["x-csrf-token"]).toBe("tok");
+    xhr.upload.onprogress?.({ lengthComputable: true, loaded: 2, total: 3 } as ProgressEvent);
+    xhr.answer(201, { id: "fil_1" });
+    expect(await p).toEqual({ id: "fil_1" });
+    expect(seen).toEqual([
+      [2, 3],
+      [3, 3],
+    ]);
+  });
+
+  it("turns an error answer into an ApiError and an untyped blob into octet-stream", async () => {
+    const xhr = new FakeXhr();
+    const p = sendBytes("PUT", "/x", new Blob(["hi"]), {}, () => xhr);
+    expect(xhr.headers["content-type"]).toBe("application/octet-stream");
+    expect(xhr.headers["x-csrf-token"]).toBeUndefined();
+    xhr.answer(413, { error: { code: "payload_too_large", message: "the file is larger than 10 MiB" } });
+    await expect(p).rejects.toMatchObject({ status: 413, code: "payload_too_large", message: "the file is larger than 10 MiB" });
   });
 });

@@ -12,6 +12,7 @@ export type Execution = Schemas["ExecutionDto"];
 export type Trigger = Schemas["TriggerDto"];
 export type DeadLetter = Schemas["DeadLetterDto"];
 export type KvEntry = Schemas["KvEntryDto"];
+export type FileMeta = Schemas["FileDto"];
 export type User = Schemas["UserDto"];
 export type ApiKey = Schemas["ApiKeyDto"];
 export type Member = Schemas["MemberDto"];
@@ -165,6 +166,77 @@ export async function call<P extends keyof paths, M extends Method & keyof paths
   }
 }
 
+/** Progress of an upload: bytes sent so far of `total`. */
+export type UploadProgress = (loaded: number, total: number) => void;
+
+/** The minimal XMLHttpRequest surface `send` uses (a fake in unit tests). */
+export interface XhrLike {
+  open(method: string, url: string): void;
+  setRequestHeader(name: string, value: string): void;
+  send(body: Blob): void;
+  abort(): void;
+  readonly status: number;
+  readonly statusText: string;
+  readonly responseText: string;
+  withCredentials: boolean;
+  upload: { onprogress: ((e: ProgressEvent) => void) | null };
+  onload: (() => void) | null;
+  onerror: (() => void) | null;
+  onabort: (() => void) | null;
+}
+
+/**
+ * Sends `body` (a File or Blob, streamed by the browser — never read into memory here)
+ * as the raw request body, with the same session cookie and CSRF header as [`call`],
+ * reporting upload progress. Answers the parsed JSON of a 2xx, or throws an [`ApiError`].
+ */
+export function sendBytes<T>(
+  method: "POST" | "PUT",
+  url: string,
+  body: Blob,
+  opts: { contentType?: string; onProgress?: UploadProgress; signal?: AbortSignal } = {},
+  makeXhr: () => XhrLike = () => new XMLHttpRequest() as unknown as XhrLike,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const xhr = makeXhr();
+    xhr.open(method, url);
+    xhr.withCredentials = true;
+    xhr.setRequestHeader("accept", "application/json");
+    xhr.setRequestHeader("content-type", opts.contentType || body.type || "application/octet-stream");
+    if (csrfToken) xhr.setRequestHeader("x-csrf-token", csrfToken);
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) opts.onProgress?.(e.loaded, e.total);
+    };
+    xhr.onload = () => {
+      const text = xhr.responseText;
+      if (xhr.status < 200 || xhr.status >= 300) {
+        if (xhr.status === 401 && onUnauthorized) onUnauthorized();
+        reject(errorFromResponse(xhr.status, xhr.statusText, text));
+        return;
+      }
+      opts.onProgress?.(body.size, body.size);
+      try {
+        resolve((text ? JSON.parse(text) : undefined) as T);
+      } catch {
+        reject(new ApiError(xhr.status, "bad_response", "the server answered with something that is not JSON"));
+      }
+    };
+    xhr.onerror = () => reject(new ApiError(0, "network", "cannot reach the server (the upload failed)"));
+    xhr.onabort = () => reject(new ApiError(0, "aborted", "the upload was cancelled"));
+    opts.signal?.addEventListener("abort", () => xhr.abort(), { once: true });
+    xhr.send(body);
+  });
+}
+
+/** A path of the API with its parameters filled in (for links and raw-body requests). */
+export function apiUrl<P extends keyof paths>(
+  path: P,
+  params: Record<string, string>,
+  query?: Record<string, string | number | undefined | null>,
+): string {
+  return withQuery(fill(path as string, params), query);
+}
+
 /** Every item of a list, following `next_cursor` (bounded: the dashboard shows pages, not archives). */
 export async function all<T>(page: (cursor?: string) => Promise<List<T>>, max = 2000): Promise<T[]> {
   const out: T[] = [];
@@ -226,6 +298,22 @@ export const api = {
 
   kv: (app: string, collection: string, query: { prefix?: string; cursor?: string; limit?: number }) =>
     call("get", "/api/v1/admin/apps/{app}/kv/{collection}", { params: { app, collection }, query }),
+
+  files: (app: string, query: { collection?: string; cursor?: string; limit?: number }) =>
+    call("get", "/api/v1/admin/apps/{app}/files", { params: { app }, query }),
+  /** Uploads `file` into `collection` under `name` (the file's own name by default). */
+  uploadFile: (app: string, collection: string, file: Blob, name: string, onProgress?: UploadProgress, signal?: AbortSignal) =>
+    sendBytes<FileMeta>(
+      "POST",
+      apiUrl("/api/v1/admin/apps/{app}/files/{collection}", { app, collection }, { name }),
+      file,
+      { onProgress, signal },
+    ),
+  deleteFile: (app: string, collection: string, fileId: string) =>
+    call("delete", "/api/v1/admin/apps/{app}/files/{collection}/{file_id}", { params: { app, collection, file_id: fileId } }),
+  /** The URL of a file's bytes (the session cookie authenticates a same-origin GET). */
+  fileContentUrl: (app: string, collection: string, fileId: string) =>
+    apiUrl("/api/v1/admin/apps/{app}/files/{collection}/{file_id}/content", { app, collection, file_id: fileId }),
 
   triggers: (app: string) =>
     call("get", "/api/v1/admin/apps/{app}/triggers", { params: { app }, query: { limit: 500 } }),

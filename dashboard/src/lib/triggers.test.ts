@@ -40,4 +40,38 @@ describe("availableKinds", () => {
       timezone: "Europe/Paris",
     });
   });
+
+  it("builds a files trigger with its collection and ops", () => {
+    expect(triggerBody(kind("files"), "scr_1", { collection: "avatars", ops: ["create", "delete"] }, null)).toEqual({
+      script_id: "scr_1",
+      collection: "avatars",
+      ops: ["create", "delete"],
+    });
+    expect(kind("files").fields.find((f) => f.name === "ops")?.options).toEqual(["create", "update", "delete"]);
+  });
+
+  it("builds a pubsub trigger with its topic and retry", () => {
+    expect(
+      triggerBody(kind("pubsub"), "scr_1", { topic: " orders.* " }, { max_attempts: "2", base_delay_ms: "10", max_delay_ms: "" }),
+    ).toEqual({ script_id: "scr_1", topic: "orders.*", retry: { max_attempts: 2, base_delay_ms: 10, max_delay_ms: 60000 } });
+  });
+
+  it("offers files and pubsub when the server lists them", () => {
+    expect(availableKinds(doc(["kv", "docs", "files", "pubsub", "cron", "dead_letter"])).map((k) => k.kind)).toEqual([
+      "kv",
+      "docs",
+      "files",
+      "pubsub",
+      "dead_letter",
+      "cron",
+    ]);
+  });
+});
+
+describe("describe", () => {
+  it("says what files and pubsub triggers watch", () => {
+    expect(kind("files").describe({ collection: "avatars", ops: ["create"] })).toBe("avatars on create");
+    expect(kind("files").describe({ collection: "avatars", ops: [] })).toBe("avatars on every change");
+    expect(kind("pubsub").describe({ topic: "orders.*" })).toBe("topic orders.*");
+  });
 });

@@ -10,6 +10,8 @@ export interface TriggerField {
   /** For `ops`: the operations a trigger of this kind can watch. */
   options?: string[];
   required?: boolean;
+  /** A short note shown under the input. */
+  hint?: string;
 }
 
 export interface TriggerKindSpec {
@@ -45,6 +47,32 @@ export const TRIGGER_KINDS: TriggerKindSpec[] = [
     ],
     retry: true,
     describe: collectionOps,
+  },
+  {
+    kind: "files",
+    label: "File changes",
+    fields: [
+      { name: "collection", label: "Collection", type: "text", placeholder: "avatars", required: true },
+      { name: "ops", label: "Operations", type: "ops", options: ["create", "update", "delete"] },
+    ],
+    retry: true,
+    describe: collectionOps,
+  },
+  {
+    kind: "pubsub",
+    label: "Published messages",
+    fields: [
+      {
+        name: "topic",
+        label: "Topic pattern",
+        type: "text",
+        placeholder: "orders.*",
+        required: true,
+        hint: "exact, prefix.* or *",
+      },
+    ],
+    retry: true,
+    describe: (t) => `topic ${t.topic ?? "?"}`,
   },
   {
     kind: "dead_letter",
