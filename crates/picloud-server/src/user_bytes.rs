@@ -107,7 +107,7 @@ mod tests {
         h
     }
 
-    fn get<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+    fn get(h: &HeaderMap, name: header::HeaderName) -> &str {
         h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
