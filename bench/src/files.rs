@@ -68,7 +68,9 @@ async fn time_server(api: &Api, payload: &Bytes, n: usize) -> Result<(f64, f64)>
     let started = Instant::now();
     for id in &ids {
         let reply = api
-            .get(&format!("/api/v1/admin/apps/{APP}/files/bench/{id}/content"))
+            .get(&format!(
+                "/api/v1/admin/apps/{APP}/files/bench/{id}/content"
+            ))
             .await?
             .expect_success("download")?;
         ensure!(reply.body.len() == payload.len(), "short download");
@@ -112,8 +114,12 @@ async fn pubsub_latency(api: &Api, subscribers: usize) -> Result<(i64, i64, usiz
         )
         .await?;
     for _ in 0..subscribers {
-        api.create_trigger(APP, "pubsub", &serde_json::json!({"script_id": handler, "topic": "bench.*"}))
-            .await?;
+        api.create_trigger(
+            APP,
+            "pubsub",
+            &serde_json::json!({"script_id": handler, "topic": "bench.*"}),
+        )
+        .await?;
     }
     let publisher = api
         .create_script(
@@ -142,7 +148,11 @@ async fn pubsub_latency(api: &Api, subscribers: usize) -> Result<(i64, i64, usiz
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    ensure!(samples.len() == goal, "{} of {goal} deliveries ran", samples.len());
+    ensure!(
+        samples.len() == goal,
+        "{} of {goal} deliveries ran",
+        samples.len()
+    );
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     Ok((at(0.5), at(0.95), samples.len()))

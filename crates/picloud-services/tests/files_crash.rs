@@ -176,7 +176,8 @@ async fn a_failed_write_leaves_no_row_and_nothing_readable() {
 async fn the_size_cap_holds_while_streaming() {
     let f = fixture().await;
     // An endless body: the cap (1 MiB here) stops it, nothing is kept.
-    let endless = futures_util::stream::repeat_with(|| Ok(bytes::Bytes::from(vec![7u8; 64 * 1024])));
+    let endless =
+        futures_util::stream::repeat_with(|| Ok(bytes::Bytes::from(vec![7u8; 64 * 1024])));
     let err = f
         .files
         .create(&f.ctx, "c", "big", "text/plain", Box::pin(endless))
