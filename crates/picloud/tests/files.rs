@@ -124,6 +124,30 @@ async fn script_api(app: &TestApp) {
         .expect("raw");
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.expect("bytes").as_ref(), b"raw bytes");
+
+    // A 5 MiB file is larger than a script may build a string (1 MiB), yet a route can
+    // read it and answer it whole.
+    let five = (0..5 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>();
+    let big = app
+        .upload("shop", "big", "five.bin", "application/octet-stream", five.clone())
+        .await;
+    app.deploy(
+        "shop",
+        "GET",
+        "/five",
+        &format!(
+            r#"files::collection("big").get("{}")"#,
+            big["id"].as_str().unwrap_or_default()
+        ),
+    )
+    .await;
+    let r = app
+        .on_host("shop", Method::GET, "/five")
+        .send()
+        .await
+        .expect("five");
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.expect("bytes").as_ref() == five.as_slice());
 }
 
 async fn script_api_on_both_databases(backend: Backend) {
