@@ -110,26 +110,22 @@ pub(crate) async fn kv_targets(
     rows.iter().map(|r| target(r, default_retry)).collect()
 }
 
-/// Enabled docs triggers of the app listening to `op` on `collection`, locked like
+/// Enabled triggers of `kind` (whose details live in `details`, aliased `d`) of the
+/// app, listening on `collection` with their `op_column` flag set, locked like
 /// [`kv_targets`].
-pub(crate) async fn docs_targets(
+async fn collection_targets(
     conn: &mut PgConnection,
     app: &AppId,
+    (kind, details, op_column): (&str, &str, &str),
     collection: &str,
-    op: DocsOp,
     default_retry: RetryPolicy,
 ) -> StoreResult<Vec<Target>> {
-    let op_column = match op {
-        DocsOp::Create => "d.on_create",
-        DocsOp::Update => "d.on_update",
-        DocsOp::Delete => "d.on_delete",
-    };
     let rows = sqlx::query(&format!(
         "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
          t.retry_max_delay_ms FROM apps a JOIN triggers t ON t.app_id = a.id \
-         JOIN docs_trigger_details d ON d.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
-         WHERE a.id = $1 AND t.kind = 'docs' AND t.enabled AND d.collection = $2 \
-         AND {op_column} ORDER BY t.id FOR KEY SHARE OF a, s, t"
+         JOIN {details} d ON d.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
+         WHERE a.id = $1 AND t.kind = '{kind}' AND t.enabled AND d.collection = $2 \
+         AND d.{op_column} ORDER BY t.id FOR KEY SHARE OF a, s, t"
     ))
     .bind(app.as_str())
     .bind(without_nul(collection).as_ref())
@@ -139,8 +135,24 @@ pub(crate) async fn docs_targets(
     rows.iter().map(|r| target(r, default_retry)).collect()
 }
 
-/// Enabled files triggers of the app listening to `op` on `collection`, locked like
-/// [`kv_targets`].
+/// Enabled docs triggers of the app listening to `op` on `collection`.
+pub(crate) async fn docs_targets(
+    conn: &mut PgConnection,
+    app: &AppId,
+    collection: &str,
+    op: DocsOp,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let op_column = match op {
+        DocsOp::Create => "on_create",
+        DocsOp::Update => "on_update",
+        DocsOp::Delete => "on_delete",
+    };
+    let table = ("docs", "docs_trigger_details", op_column);
+    collection_targets(conn, app, table, collection, default_retry).await
+}
+
+/// Enabled files triggers of the app listening to `op` on `collection`.
 pub(crate) async fn files_targets(
     conn: &mut PgConnection,
     app: &AppId,
@@ -149,23 +161,12 @@ pub(crate) async fn files_targets(
     default_retry: RetryPolicy,
 ) -> StoreResult<Vec<Target>> {
     let op_column = match op {
-        FilesOp::Create => "f.on_create",
-        FilesOp::Update => "f.on_update",
-        FilesOp::Delete => "f.on_delete",
+        FilesOp::Create => "on_create",
+        FilesOp::Update => "on_update",
+        FilesOp::Delete => "on_delete",
     };
-    let rows = sqlx::query(&format!(
-        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
-         t.retry_max_delay_ms FROM apps a JOIN triggers t ON t.app_id = a.id \
-         JOIN files_trigger_details f ON f.trigger_id = t.id JOIN scripts s ON s.id = t.script_id \
-         WHERE a.id = $1 AND t.kind = 'files' AND t.enabled AND f.collection = $2 \
-         AND {op_column} ORDER BY t.id FOR KEY SHARE OF a, s, t"
-    ))
-    .bind(app.as_str())
-    .bind(without_nul(collection).as_ref())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    rows.iter().map(|r| target(r, default_retry)).collect()
+    let table = ("files", "files_trigger_details", op_column);
+    collection_targets(conn, app, table, collection, default_retry).await
 }
 
 /// Enabled pubsub triggers of the app whose pattern matches `topic`, locked like

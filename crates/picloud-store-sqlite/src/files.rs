@@ -147,19 +147,7 @@ impl FilesStore for SqliteStore {
         let prev = locked(&mut tx, app, collection, id)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let mut next = prev.clone();
-        if let Some(name) = &update.name {
-            next.name.clone_from(name);
-        }
-        if let Some(content_type) = &update.content_type {
-            next.content_type.clone_from(content_type);
-        }
-        if let Some(bytes) = &update.bytes {
-            next.size = bytes.size;
-            next.checksum.clone_from(&bytes.checksum);
-            next.blob_key.clone_from(&bytes.blob_key);
-        }
-        next.updated_at = picloud_core::now();
+        let next = update.apply(&prev, picloud_core::now());
         sqlx::query(
             "UPDATE files SET name = ?, content_type = ?, size = ?, checksum = ?, blob_key = ?, \
              updated_at = ? WHERE id = ?",

@@ -75,6 +75,29 @@ fn target(row: &SqliteRow, default_retry: RetryPolicy) -> StoreResult<Target> {
     })
 }
 
+/// Enabled triggers of `kind` (whose details live in `details`, aliased `d`) of the
+/// app, listening on `collection` with their `op_column` flag set.
+async fn collection_targets(
+    conn: &mut SqliteConnection,
+    app: &AppId,
+    (kind, details, op_column): (&str, &str, &str),
+    collection: &str,
+    default_retry: RetryPolicy,
+) -> StoreResult<Vec<Target>> {
+    let rows = sqlx::query(&format!(
+        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
+         t.retry_max_delay_ms FROM triggers t JOIN {details} d ON d.trigger_id = t.id \
+         WHERE t.app_id = ? AND t.kind = '{kind}' AND t.enabled = 1 AND d.collection = ? \
+         AND d.{op_column} = 1 ORDER BY t.id"
+    ))
+    .bind(app.as_str())
+    .bind(collection)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(|r| target(r, default_retry)).collect()
+}
+
 /// Enabled docs triggers of the app listening to `op` on `collection`.
 pub(crate) async fn docs_targets(
     conn: &mut SqliteConnection,
@@ -84,22 +107,12 @@ pub(crate) async fn docs_targets(
     default_retry: RetryPolicy,
 ) -> StoreResult<Vec<Target>> {
     let op_column = match op {
-        DocsOp::Create => "d.on_create",
-        DocsOp::Update => "d.on_update",
-        DocsOp::Delete => "d.on_delete",
+        DocsOp::Create => "on_create",
+        DocsOp::Update => "on_update",
+        DocsOp::Delete => "on_delete",
     };
-    let rows = sqlx::query(&format!(
-        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
-         t.retry_max_delay_ms FROM triggers t JOIN docs_trigger_details d ON d.trigger_id = t.id \
-         WHERE t.app_id = ? AND t.kind = 'docs' AND t.enabled = 1 AND d.collection = ? \
-         AND {op_column} = 1 ORDER BY t.id"
-    ))
-    .bind(app.as_str())
-    .bind(collection)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    rows.iter().map(|r| target(r, default_retry)).collect()
+    let table = ("docs", "docs_trigger_details", op_column);
+    collection_targets(conn, app, table, collection, default_retry).await
 }
 
 /// Enabled files triggers of the app listening to `op` on `collection`.
@@ -111,22 +124,12 @@ pub(crate) async fn files_targets(
     default_retry: RetryPolicy,
 ) -> StoreResult<Vec<Target>> {
     let op_column = match op {
-        FilesOp::Create => "f.on_create",
-        FilesOp::Update => "f.on_update",
-        FilesOp::Delete => "f.on_delete",
+        FilesOp::Create => "on_create",
+        FilesOp::Update => "on_update",
+        FilesOp::Delete => "on_delete",
     };
-    let rows = sqlx::query(&format!(
-        "SELECT t.id, t.script_id, t.retry_max_attempts, t.retry_base_delay_ms, \
-         t.retry_max_delay_ms FROM triggers t JOIN files_trigger_details f ON f.trigger_id = t.id \
-         WHERE t.app_id = ? AND t.kind = 'files' AND t.enabled = 1 AND f.collection = ? \
-         AND {op_column} = 1 ORDER BY t.id"
-    ))
-    .bind(app.as_str())
-    .bind(collection)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    rows.iter().map(|r| target(r, default_retry)).collect()
+    let table = ("files", "files_trigger_details", op_column);
+    collection_targets(conn, app, table, collection, default_retry).await
 }
 
 /// Enabled pubsub triggers of the app whose pattern matches `topic`.

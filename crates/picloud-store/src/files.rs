@@ -76,6 +76,27 @@ pub struct FileUpdate {
     pub bytes: Option<NewBytes>,
 }
 
+impl FileUpdate {
+    /// The file after this update, stamped `now`: every backend applies it to the row
+    /// it read locked, the same way.
+    pub fn apply(&self, prev: &FileMeta, now: DateTime<Utc>) -> FileMeta {
+        let mut next = prev.clone();
+        if let Some(name) = &self.name {
+            next.name.clone_from(name);
+        }
+        if let Some(content_type) = &self.content_type {
+            next.content_type.clone_from(content_type);
+        }
+        if let Some(bytes) = &self.bytes {
+            next.size = bytes.size;
+            next.checksum.clone_from(&bytes.checksum);
+            next.blob_key.clone_from(&bytes.blob_key);
+        }
+        next.updated_at = now;
+        next
+    }
+}
+
 /// The event a file write emits (SCRIPTING.md "Events"): metadata only, never bytes.
 pub fn files_event(
     op: FilesOp,
