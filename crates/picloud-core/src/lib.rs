@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod email;
 pub mod error;
 pub mod ids;
+pub mod json;
 pub mod model;
 pub mod net;
 pub mod route_pattern;

@@ -97,6 +97,12 @@ pub enum JsonOutError {
     TooLarge(usize),
     #[error("{0}")]
     NotJson(String),
+    /// Past `picloud_core::json::MAX_DEPTH` (only values handed to a service).
+    #[error(
+        "it nests deeper than {} levels of arrays and maps",
+        picloud_core::json::MAX_DEPTH
+    )]
+    TooDeep,
 }
 
 /// `value` as JSON text of at most `cap` bytes.
@@ -138,7 +144,10 @@ pub fn json_value(value: &Dynamic, cap: usize) -> Result<serde_json::Value, Json
         Err(_) if count.len > cap => return Err(JsonOutError::TooLarge(cap)),
         Err(e) => return Err(JsonOutError::NotJson(e.to_string())),
     }
-    serde_json::to_value(AsJson::new(value)).map_err(|e| JsonOutError::NotJson(e.to_string()))
+    let json = serde_json::to_value(AsJson::new(value))
+        .map_err(|e| JsonOutError::NotJson(e.to_string()))?;
+    picloud_core::json::check_depth(&json).map_err(|_| JsonOutError::TooDeep)?;
+    Ok(json)
 }
 
 /// The engine's string limit, `usize::MAX` when it has none.

@@ -41,7 +41,7 @@ fn render_body(value: &Dynamic) -> Result<Option<(Vec<u8>, &'static str)>, Scrip
             ),
             line: None,
         },
-        JsonOutError::NotJson(e) => {
+        e @ (JsonOutError::NotJson(_) | JsonOutError::TooDeep) => {
             ScriptFailure::error(format!("the returned value cannot be sent: {e}"))
         }
     })?;

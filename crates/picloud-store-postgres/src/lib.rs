@@ -392,7 +392,7 @@ fn scrub(value: &mut Value) {
 /// A JSON column read back as text (see [`json_text`]).
 pub(crate) fn col_json(row: &PgRow, name: &str) -> StoreResult<Value> {
     let text: String = col(row, name)?;
-    serde_json::from_str(&text).map_err(StoreError::other)
+    picloud_core::json::parse_stored(&text).map_err(StoreError::other)
 }
 
 /// Counters (attempts, depth) are `INTEGER`; no real value comes near the clamp.

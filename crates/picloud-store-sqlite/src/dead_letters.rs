@@ -29,7 +29,7 @@ fn dead_letter(row: &SqliteRow) -> StoreResult<DeadLetter> {
         trigger_id: trigger_id.map(TriggerId::from_trusted),
         script_id: ScriptId::from_trusted(col(row, "script_id")?),
         source: col_enum(row, "source")?,
-        payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
+        payload: picloud_core::json::parse_stored(&payload).map_err(StoreError::other)?,
         error: col(row, "error")?,
         attempts: u32::try_from(attempts).unwrap_or(0),
         depth: u32::try_from(depth).unwrap_or(0),

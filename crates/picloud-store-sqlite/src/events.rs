@@ -38,7 +38,7 @@ pub(crate) fn outbox_event(row: &SqliteRow) -> StoreResult<OutboxEvent> {
         trigger_id: trigger_id.map(TriggerId::from_trusted),
         script_id: ScriptId::from_trusted(col(row, "script_id")?),
         source: col_enum(row, "source")?,
-        payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
+        payload: picloud_core::json::parse_stored(&payload).map_err(StoreError::other)?,
         attempt: u32_col(row, "attempt")?,
         retry: RetryPolicy {
             max_attempts: u32_col(row, "max_attempts")?,

@@ -280,7 +280,108 @@ async fn apps_and_rights_are_isolated(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A value nested past serde_json's read limit once it is wrapped in its event used
+/// to make every claim fail, stopping every app's triggers (found by the hostile
+/// probe). Values are refused past 100 levels where they come in, and a row stored
+/// deeper (before the limit) is still read and delivered.
+async fn deep_values_never_stall_the_dispatcher(backend: Backend) {
+    let app = TestApp::start(backend).await.expect("server");
+    app.create_app("shop").await;
+    let handler = app
+        .create_script(
+            "shop",
+            "h",
+            r#"kv::collection("got").set(ctx.event.id, 1); ()"#,
+        )
+        .await;
+    subscribe(&app, "shop", &handler, "*").await;
+    app.deploy(
+        "shop",
+        "POST",
+        "/relay",
+        r#"pubsub::publish_durable("in", ctx.request.body); "ok""#,
+    )
+    .await;
+    let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    // A body past the limit is refused before any script runs.
+    let r = app
+        .on_host("shop", Method::POST, "/relay")
+        .header("content-type", "application/json")
+        .body(nested(126))
+        .send()
+        .await
+        .expect("relay");
+    assert_eq!(r.status(), 400, "{}", r.text().await.unwrap_or_default());
+    // A value a script builds past the limit is refused by the service call.
+    app.deploy(
+        "shop",
+        "POST",
+        "/build",
+        r#"let v = 1; for i in 0..110 { v = [v]; }
+           let out = "accepted";
+           try { pubsub::publish_durable("in", v); } catch (e) { out = e; }
+           out"#,
+    )
+    .await;
+    let r = app
+        .on_host("shop", Method::POST, "/build")
+        .send()
+        .await
+        .expect("build");
+    let text = r.text().await.expect("body");
+    assert!(
+        text.starts_with("pubsub: ") && text.contains("nests deeper"),
+        "{text}"
+    );
+
+    // A row stored deeper than serde_json's default limit (as before the limit
+    // existed) is delivered, and so is everything queued after it.
+    let store = app.started().state.store.clone();
+    let app_id = store.get_app_by_slug("shop").await.expect("app").id;
+    let deep = picloud_core::json::parse_stored(&nested(127)).expect("deep value");
+    let trigger = store
+        .list_triggers(&app_id, &picloud_store::PageRequest::default())
+        .await
+        .expect("triggers")
+        .items
+        .remove(0);
+    store
+        .enqueue_event(picloud_store::NewEvent {
+            id: picloud_core::EventId::new(),
+            app_id: app_id.clone(),
+            trigger_id: Some(trigger.id.clone()),
+            script_id: trigger.script_id.clone(),
+            source: picloud_core::model::ExecutionSource::Pubsub,
+            payload: json!({"source": "pubsub", "op": "publish",
+                            "pubsub": {"topic": "in", "message": deep}}),
+            retry: picloud_store::RetryPolicy::ONCE,
+            depth: 1,
+            due_at: picloud_core::now(),
+        })
+        .await
+        .expect("enqueue a deep row");
+    app.deploy(
+        "shop",
+        "POST",
+        "/ok",
+        r#"pubsub::publish_durable("ok", 1); "ok""#,
+    )
+    .await;
+    let r = app
+        .on_host("shop", Method::POST, "/ok")
+        .send()
+        .await
+        .expect("ok");
+    assert_eq!(r.status(), 200);
+    app.eventually("both deliveries ran", || async {
+        (kv_items(&app, "shop", "got").await.len() >= 2).then_some(())
+    })
+    .await;
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
+    deep_values_never_stall_the_dispatcher => deep_values_never_stall_the_dispatcher,
     one_publish_reaches_each_subscriber_once => fan_out_each_subscriber_once,
     patterns_and_topics_are_validated => patterns_and_topics_are_validated,
     apps_and_rights_are_isolated => apps_and_rights_are_isolated,

@@ -40,6 +40,7 @@ fn body_of(
         let bytes = bounded::json_bytes(value, max).map_err(|e| match e {
             JsonOutError::TooLarge(max) => body_too_large(max),
             JsonOutError::NotJson(message) => error(NS, format!("body: {message}")),
+            e @ JsonOutError::TooDeep => error(NS, format!("body: {e}")),
         })?;
         return Ok(Some(OutboundBody {
             bytes,

@@ -82,6 +82,7 @@ pub(crate) fn to_json(
             namespace,
             format!("the {what} is larger than the limit of {cap} bytes as JSON ({setting})"),
         ),
+        e @ JsonOutError::TooDeep => error(namespace, format!("the {what} is refused: {e}")),
         JsonOutError::NotJson(message) => {
             error(namespace, format!("the {what} is not JSON: {message}"))
         }

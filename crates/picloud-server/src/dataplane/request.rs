@@ -81,9 +81,11 @@ pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<RequestBod
         .map(|ct| ct.trim().to_ascii_lowercase())
         .unwrap_or_default();
     if essence == "application/json" || essence.ends_with("+json") {
-        return serde_json::from_slice(bytes)
-            .map(RequestBody::Json)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")));
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        picloud_core::json::check_depth(&json)
+            .map_err(|e| ApiError::bad_request(format!("the body is refused: {e}")))?;
+        return Ok(RequestBody::Json(json));
     }
     if essence.starts_with("text/") {
         return Ok(RequestBody::Text(
