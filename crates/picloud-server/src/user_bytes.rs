@@ -5,15 +5,20 @@
 
 use axum::http::{header, HeaderMap, HeaderValue};
 
-/// Media types a browser renders without running script: raster images, audio,
-/// video and PDF (its viewer runs in its own process, outside this origin's reach).
-pub fn is_inert(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
+/// The `type/subtype` of a media type, lower-cased, without parameters.
+fn essence(content_type: &str) -> String {
+    content_type
+        .split([';', ','])
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Media types a browser renders without running script: raster images, audio,
+/// video and PDF (its viewer runs in its own process, outside this origin's reach).
+pub fn is_inert(content_type: &str) -> bool {
+    let essence = essence(content_type);
     const RASTER: [&str; 11] = [
         "image/png",
         "image/apng",
@@ -37,9 +42,11 @@ pub fn is_inert(content_type: &str) -> bool {
 pub fn protect(headers: &mut HeaderMap, name: &str, content_type: &str) {
     let inert = is_inert(content_type);
     // An active type is sent as opaque bytes: even a client that ignores the
-    // attachment disposition gets nothing to render.
+    // attachment disposition gets nothing to render. An inert one is sent as its bare
+    // `type/subtype`: whatever followed it (a parameter, a `,` and a second type the
+    // browser would prefer) never reaches the browser.
     let served = if inert {
-        HeaderValue::from_str(content_type).ok()
+        HeaderValue::from_str(&essence(content_type)).ok()
     } else {
         None
     };
@@ -148,9 +155,28 @@ mod tests {
                 get(&h, header::CONTENT_DISPOSITION).starts_with("inline;"),
                 "{ct}"
             );
-            assert_eq!(get(&h, header::CONTENT_TYPE), ct);
+            assert_eq!(get(&h, header::CONTENT_TYPE), ct.to_ascii_lowercase());
             assert!(get(&h, header::CONTENT_SECURITY_POLICY).starts_with("sandbox"));
         }
+    }
+
+    #[test]
+    fn a_second_type_after_an_inert_one_never_reaches_the_browser() {
+        for ct in [
+            "image/png;a=b,text/html",
+            "video/mp4;x=y,text/html",
+            "application/pdf;x=\"a,b\",text/html",
+            "image/png,text/html",
+        ] {
+            let h = headers("x.png", ct);
+            let served = get(&h, header::CONTENT_TYPE);
+            assert!(
+                !served.contains("html") && !served.contains(','),
+                "{ct} → {served}"
+            );
+        }
+        let h = headers("x.png", "image/png; charset=x");
+        assert_eq!(get(&h, header::CONTENT_TYPE), "image/png");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn validate_name(name: &str) -> ServiceResult<()> {
 }
 
 /// A media type like `image/png` or `text/plain; charset=utf-8`: visible ASCII and
-/// spaces, a `/` in the type, at most 255 bytes.
+/// spaces without `,`, quotes or backslashes, a `/` in the type, at most 255 bytes.
 pub fn validate_content_type(content_type: &str) -> ServiceResult<()> {
     let (kind, rest) = content_type.split_once('/').unwrap_or(("", ""));
     let token = |s: &str| {
@@ -81,12 +81,14 @@ pub fn validate_content_type(content_type: &str) -> ServiceResult<()> {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     let subtype = rest.split(';').next().unwrap_or("").trim_end();
+    // No `,` (a header list: browsers read `image/png;a=b,text/html` as HTML), no
+    // quotes or backslashes (quoted parameters that hide one).
     let ok = content_type.len() <= MAX_NAME_BYTES
         && token(kind)
         && token(subtype)
         && content_type
             .bytes()
-            .all(|b| b == b' ' || b.is_ascii_graphic());
+            .all(|b| (b == b' ' || b.is_ascii_graphic()) && !b",\"\\".contains(&b));
     if ok {
         Ok(())
     } else {

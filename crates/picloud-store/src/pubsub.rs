@@ -29,9 +29,12 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
             topic.len()
         )));
     }
-    if topic.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if topic
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
         return Err(TopicError(
-            "a topic cannot hold whitespace or control characters".into(),
+            "a topic cannot hold whitespace, control or invisible characters".into(),
         ));
     }
     if topic.contains('*') {
@@ -40,6 +43,13 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
         ));
     }
     Ok(())
+}
+
+/// Characters that render as nothing (zero-width, bidirectional controls, the BOM):
+/// two topics that look the same must be the same.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 /// What a `pubsub` trigger listens to (SCRIPTING.md): one topic, every topic under
@@ -59,6 +69,13 @@ impl TopicPattern {
         }
         if let Some(prefix) = pattern.strip_suffix(".*") {
             validate_topic(prefix).map_err(|_| mid_wildcard(pattern))?;
+            // A pattern that no topic (at most 256 bytes) could match is a mistake.
+            if prefix.len() + 2 > MAX_TOPIC_BYTES {
+                return Err(TopicError(format!(
+                    "a pattern's prefix is at most {} bytes: longer, no topic could match it",
+                    MAX_TOPIC_BYTES - 2
+                )));
+            }
             return Ok(TopicPattern::Prefix(format!("{prefix}.")));
         }
         if pattern.contains('*') {
@@ -161,5 +178,8 @@ mod tests {
         assert!(validate_topic("orders.*").is_err());
         assert!(validate_topic("").is_err());
         assert!(validate_topic("a\nb").is_err());
+        assert!(validate_topic("a\u{200B}b").is_err());
+        assert!(TopicPattern::parse(&format!("{}.*", "a".repeat(256))).is_err());
+        assert!(TopicPattern::parse(&format!("{}.*", "a".repeat(254))).is_ok());
     }
 }

@@ -432,6 +432,13 @@ async fn admin_api_and_serving_rules(backend: Backend) {
     for (query, ct, field) in [
         ("", "text/plain", "name"),
         ("?name=a", "not a type", "content_type"),
+        // A second type after an inert one: browsers would render it (hostile probe).
+        ("?name=a", "image/png;a=b,text/html", "content_type"),
+        (
+            "?name=a",
+            "application/pdf;x=\"a,b\",text/html",
+            "content_type",
+        ),
     ] {
         let r = app
             .client

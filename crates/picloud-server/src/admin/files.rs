@@ -96,6 +96,17 @@ fn content_type(headers: &HeaderMap) -> ApiResult<String> {
     }
 }
 
+/// An upload's error answer. The body may be partly unread (a cap hit mid-stream, a
+/// refusal before the first byte), so the connection cannot carry another request:
+/// say so, or a client reusing it gets its next request cut off.
+fn closing(e: ApiError) -> Response {
+    let mut response = e.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// List an app's files (all, or one collection's) in creation order.
 #[utoipa::path(get, path = "/api/v1/admin/apps/{app}/files", tag = "files",
     params(("app" = String, Path, description = "app id or slug"), FilesQuery),
@@ -152,6 +163,20 @@ pub async fn upload_file(
     caller: Caller,
     Path((app, collection)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<FileDto>), Response> {
+    upload(state, caller, app, collection, q, headers, body)
+        .await
+        .map_err(closing)
+}
+
+async fn upload(
+    state: AppState,
+    caller: Caller,
+    app: String,
+    collection: String,
+    q: UploadQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<FileDto>)> {
@@ -281,6 +306,19 @@ pub async fn replace_file(
     caller: Caller,
     Path((app, collection, id)): Path<(String, String, String)>,
     ApiQuery(q): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<FileDto>, Response> {
+    replace(state, caller, (app, collection, id), q, headers, body)
+        .await
+        .map_err(closing)
+}
+
+async fn replace(
+    state: AppState,
+    caller: Caller,
+    (app, collection, id): (String, String, String),
+    q: UploadQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<FileDto>> {
