@@ -29,7 +29,12 @@ const WRITE_BUFFER: usize = 256 << 10;
 
 pub struct FsStore {
     root: PathBuf,
+    /// Temp files of the uploads streaming in this process: the sweeper leaves them
+    /// alone however old their last write (a slow upload flushes rarely).
+    in_flight: InFlight,
 }
+
+type InFlight = std::sync::Arc<parking_lot::Mutex<std::collections::HashSet<PathBuf>>>;
 
 /// A storage failure, logged here with the path (the error's `Display` has none).
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> BlobError {
@@ -53,11 +58,19 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Removes a partial upload on every way out of `put` (errors, a dropped future) but
-/// the successful rename.
-struct TempGuard(Option<PathBuf>);
+/// the successful rename, and takes it off the in-flight list either way.
+struct TempGuard(Option<PathBuf>, PathBuf, InFlight);
+
+impl TempGuard {
+    fn new(path: PathBuf, in_flight: &InFlight) -> Self {
+        in_flight.lock().insert(path.clone());
+        Self(Some(path.clone()), path, in_flight.clone())
+    }
+}
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
+        self.2.lock().remove(&self.1);
         if let Some(path) = self.0.take() {
             if let Err(e) = std::fs::remove_file(&path) {
                 if e.kind() != ErrorKind::NotFound {
@@ -83,6 +96,7 @@ impl FsStore {
         })?;
         Ok(Self {
             root: root.to_owned(),
+            in_flight: InFlight::default(),
         })
     }
 
@@ -137,7 +151,7 @@ impl FsStore {
         rand::thread_rng().fill_bytes(&mut nonce);
         let name = key.segments().last().unwrap_or_default();
         let tmp = dir.join(format!("{name}{TEMP_MARK}{}", hex::encode(nonce)));
-        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut guard = TempGuard::new(tmp.clone(), &self.in_flight);
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -257,7 +271,11 @@ impl FsStore {
         Ok(out)
     }
 
-    fn sweep_temp_blocking(root: &Path, cutoff: DateTime<Utc>) -> std::io::Result<u64> {
+    fn sweep_temp_blocking(
+        root: &Path,
+        cutoff: DateTime<Utc>,
+        in_flight: &std::collections::HashSet<PathBuf>,
+    ) -> std::io::Result<u64> {
         let mut removed = 0;
         for app in Self::sorted_names(root)? {
             let app_dir = root.join(&app);
@@ -274,6 +292,9 @@ impl FsStore {
                         continue;
                     }
                     let path = shard_dir.join(&name);
+                    if in_flight.contains(&path) {
+                        continue;
+                    }
                     let old = match std::fs::metadata(&path) {
                         Ok(m) => DateTime::<Utc>::from(m.modified()?) < cutoff,
                         Err(e) if e.kind() == ErrorKind::NotFound => false,
@@ -388,7 +409,8 @@ impl BlobStore for FsStore {
 
     async fn sweep_temp(&self, cutoff: DateTime<Utc>) -> Result<u64, BlobError> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || Self::sweep_temp_blocking(&root, cutoff))
+        let in_flight = self.in_flight.lock().clone();
+        tokio::task::spawn_blocking(move || Self::sweep_temp_blocking(&root, cutoff, &in_flight))
             .await
             .map_err(join_error)?
             .map_err(|e| io_error("sweeping partial uploads", &self.root, e))

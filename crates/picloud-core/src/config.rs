@@ -63,6 +63,8 @@ settings! {
     "PICLOUD_FILES_ORPHAN_SWEEP_INTERVAL_SEC" => "how often partial uploads and blobs without a file row are removed [default: 21600]",
     "PICLOUD_FILES_TMP_TTL_SEC" => "age past which the sweeper removes them; must exceed the longest upload [default: 3600]",
     "PICLOUD_FILES_ORPHAN_TMP_TTL_SEC" => "older name of PICLOUD_FILES_TMP_TTL_SEC",
+    "PICLOUD_FILES_MAX_CONCURRENT_UPLOADS" => "uploads streaming at once; more wait, then 503 [default: 64]",
+    "PICLOUD_FILES_UPLOAD_IDLE_TIMEOUT_SECS" => "an upload sending nothing this long is abandoned [default: 60]",
     "PICLOUD_FILES_S3_BUCKET" => "keep file bytes in this S3-compatible bucket instead of the blob directory [default: none]",
     "PICLOUD_FILES_S3_ENDPOINT" => "S3 endpoint URL, e.g. http://minio:9000 [default: AWS]",
     "PICLOUD_FILES_S3_REGION" => "S3 region [default: us-east-1]",

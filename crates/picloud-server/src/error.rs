@@ -165,7 +165,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(message)
             | ServiceError::Invalid(message)
             | ServiceError::Conflict(message)
-            | ServiceError::TooLarge(message) => Self::new(code, message),
+            | ServiceError::TooLarge(message)
+            | ServiceError::Unavailable(message) => Self::new(code, message),
             ServiceError::Upstream(message) => Self::internal(message),
             corrupted @ ServiceError::Corrupted => Self::internal(corrupted.to_string()),
             ServiceError::Store(e) => Self::from(e),

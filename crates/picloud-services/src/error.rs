@@ -15,6 +15,11 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Something this call needs cannot serve it now (file storage full or
+    /// unreachable, every upload slot taken); the message is safe to show, and
+    /// retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// A body or file past a size limit; nothing was written.
     #[error("{0}")]
     TooLarge(String),
@@ -50,6 +55,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => ErrorCode::NotFound,
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Corrupted => ErrorCode::Internal,
             // A failure outside PiCloud is not the caller's mistake.
             ServiceError::Upstream(_) => ErrorCode::Internal,

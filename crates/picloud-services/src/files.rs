@@ -7,23 +7,31 @@
 //! commit. A crash between the steps leaves only bytes without a row, which the orphan
 //! sweeper removes once older than the upload TTL; never a row without bytes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use picloud_blob::{BlobError, BlobKey, BlobStore, ByteStream, Expected};
 use picloud_core::access::Capability;
-use picloud_core::config::EventsConfig;
+use picloud_core::config::{EventsConfig, FilesConfig};
 use picloud_core::FileId;
 use picloud_store::{
-    EventCause, FileMeta, FileUpdate, NewBytes, NewFile, Outage, PageRequest, RetryPolicy, Store,
+    EventCause, FileMeta, FileUpdate, NewBytes, NewFile, PageRequest, RetryPolicy, Store,
     StoreError,
 };
+use tokio::sync::Semaphore;
 
 use crate::kv::validate_collection;
 use crate::{default_retry, CallContext, ServiceError, ServiceResult};
 
 /// Longest file name and content type, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
+/// How long an upload waits for a slot before it is answered 503.
+const UPLOAD_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// One page of a listing.
 #[derive(Debug, Clone)]
@@ -53,6 +61,9 @@ pub struct FilesService {
     max_file_bytes: u64,
     max_depth: u32,
     default_retry: RetryPolicy,
+    /// One permit per upload streaming now.
+    uploads: Arc<Semaphore>,
+    upload_idle_timeout: Duration,
 }
 
 /// A file's display name: 1 to 255 bytes, no control characters. It is metadata only:
@@ -102,15 +113,17 @@ impl FilesService {
     pub fn new(
         store: Arc<dyn Store>,
         blobs: Arc<dyn BlobStore>,
-        config: &EventsConfig,
-        max_file_bytes: u64,
+        events: &EventsConfig,
+        files: &FilesConfig,
     ) -> Self {
         Self {
             store,
             blobs,
-            max_file_bytes,
-            max_depth: config.max_trigger_depth,
-            default_retry: default_retry(config),
+            max_file_bytes: files.max_file_size_bytes,
+            max_depth: events.max_trigger_depth,
+            default_retry: default_retry(events),
+            uploads: Arc::new(Semaphore::new(files.max_concurrent_uploads)),
+            upload_idle_timeout: files.upload_idle_timeout,
         }
     }
 
@@ -355,7 +368,21 @@ impl FilesService {
         ctx: &CallContext,
         body: ByteStream,
     ) -> ServiceResult<(BlobKey, picloud_blob::Written)> {
+        // Bounded together: each upload holds a write buffer while it streams.
+        let _slot = tokio::time::timeout(UPLOAD_SLOT_WAIT, self.uploads.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                ServiceError::Unavailable(
+                    "too many uploads in progress; try again later \
+                     (PICLOUD_FILES_MAX_CONCURRENT_UPLOADS)"
+                        .into(),
+                )
+            })?;
         let key = BlobKey::generate(&ctx.app_id);
+        let idle = self.upload_idle_timeout;
+        let body: ByteStream = Box::pin(Idle::new(body, idle));
         let written = self
             .blobs
             .put(&key, body, self.max_file_bytes)
@@ -365,10 +392,17 @@ impl FilesService {
                     "the file is larger than the limit of {limit} bytes \
                      (PICLOUD_FILES_MAX_FILE_SIZE_BYTES)"
                 )),
+                BlobError::Body(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    ServiceError::Invalid(format!(
+                        "the upload stalled: nothing arrived for {} s \
+                         (PICLOUD_FILES_UPLOAD_IDLE_TIMEOUT_SECS)",
+                        idle.as_secs()
+                    ))
+                }
                 BlobError::Body(_) => {
                     ServiceError::Invalid("the upload ended before the file was complete".into())
                 }
-                other => storage(other, key.as_str()),
+                other => storage(other, key.as_str(), self.blobs.kind()),
             })?;
         Ok((key, written))
     }
@@ -428,18 +462,62 @@ fn blob_error(e: BlobError, file: &FileMeta) -> ServiceError {
         BlobError::TooLarge { limit } => {
             ServiceError::TooLarge(format!("the file is larger than {limit} bytes"))
         }
-        other => storage(other, &file.blob_key),
+        other => storage(other, &file.blob_key, "read"),
     }
 }
 
-/// A storage failure of the blob store: a full disk is an outage (503, retry later);
-/// anything else is logged and reported opaquely.
-fn storage(e: BlobError, key: &str) -> ServiceError {
-    let disk_full = matches!(&e, BlobError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
+/// A storage failure of the blob store (`kind`: the store's, or "read"): a full disk
+/// and an unreachable object store are outages (503, retry later), named as file
+/// storage, not the database; anything else is logged and reported opaquely.
+fn storage(e: BlobError, key: &str, kind: &str) -> ServiceError {
     tracing::error!(key, error = %e, source = ?std::error::Error::source(&e), "blob store failure");
-    if disk_full {
-        ServiceError::Store(StoreError::unavailable(Outage::DiskFull, e))
-    } else {
-        ServiceError::Store(StoreError::other(e))
+    match &e {
+        BlobError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            ServiceError::Unavailable("file storage is out of space; try again later".into())
+        }
+        BlobError::Io(_) if kind == "s3" => {
+            ServiceError::Unavailable("file storage cannot be reached; try again later".into())
+        }
+        _ => ServiceError::Store(StoreError::other(e)),
+    }
+}
+
+/// A request body that fails once nothing has arrived for `after`: a stalled client
+/// cannot hold an upload slot, its buffer and its temp file for ever.
+struct Idle {
+    inner: ByteStream,
+    after: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(inner: ByteStream, after: Duration) -> Self {
+        Self {
+            inner,
+            after,
+            timer: Box::pin(tokio::time::sleep(after)),
+        }
+    }
+}
+
+impl Stream for Idle {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(item) => {
+                let next = tokio::time::Instant::now() + this.after;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(item)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the upload stalled",
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }

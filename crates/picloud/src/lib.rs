@@ -240,12 +240,7 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
         StartError::Files(format!("{e}{}", cause.unwrap_or_default()))
     })?;
-    let files = FilesService::new(
-        store.clone(),
-        blobs.clone(),
-        &config.events,
-        config.files.max_file_size_bytes,
-    );
+    let files = FilesService::new(store.clone(), blobs.clone(), &config.events, &config.files);
     let services = Arc::new(Services::new(store.clone(), &config.events, http, files));
     let runner = Runner::new(RunnerParts {
         store: store.clone(),

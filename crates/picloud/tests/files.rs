@@ -675,6 +675,42 @@ async fn apps_and_rights_are_isolated(backend: Backend) {
     app.shutdown().await;
 }
 
+/// File storage out of space: a clear 503 naming file storage (not the database),
+/// nothing half-written left, the server fine afterwards.
+#[tokio::test]
+async fn a_full_file_store_is_a_clear_503_and_recovers() {
+    let Some(fs) = picloud_testkit::tmpfs::Tmpfs::mount(2 << 20) else {
+        return;
+    };
+    let root = fs.path().to_owned();
+    let app = TestApp::start_with(Backend::Sqlite, |c| c.files_root = root)
+        .await
+        .expect("server");
+    app.create_app("shop").await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/admin/apps/shop/files/c"))
+        .query(&[("name", "big.bin")])
+        .bearer_auth(&app.admin_token)
+        .body(vec![7u8; 3 << 20])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), 503);
+    let error: Value = r.json().await.expect("json");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("file storage"), "{error}");
+    assert!(!message.contains("database"), "{error}");
+    let listed = app
+        .admin_ok(Method::GET, "/api/v1/admin/apps/shop/files", None, 200)
+        .await;
+    assert_eq!(listed["items"], json!([]));
+    // The partial upload's space came back: a small file fits.
+    app.upload("shop", "c", "small.txt", "text/plain", "fits")
+        .await;
+    app.shutdown().await;
+}
+
 picloud_testkit::backend_tests!(
     script_api_on_both_databases => script_api_on_both_databases,
     files_triggers_see_metadata_not_bytes => triggers_see_metadata_not_bytes,

@@ -171,3 +171,57 @@ async fn a_full_disk_leaves_nothing_and_recovers() {
         .await
         .expect("fits after the failed write was cleaned up");
 }
+
+/// A slow upload's temp file is not a stale one: the sweep leaves the temp files of
+/// uploads still streaming, however old their last write (found by the hostile probe:
+/// a slow upload lost its temp file and answered 500).
+#[tokio::test]
+async fn the_sweep_spares_uploads_in_flight() {
+    let fs = Fs::new();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let key = BlobKey::generate(&AppId::new());
+    let store = std::sync::Arc::new(fs);
+    let writer = {
+        let store = store.clone();
+        let key = key.clone();
+        tokio::spawn(async move { store.store.put(&key, Box::pin(body), 1 << 20).await })
+    };
+    tx.send(Ok(Bytes::from_static(b"first part")))
+        .await
+        .expect("send");
+    // Every temp file looks old to this sweep; the one in flight must survive it.
+    let far = Utc::now() + chrono::Duration::days(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let temp_exists = std::fs::read_dir(store.store.path_of(&key).parent().expect("dir"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains(".tmp."))
+            })
+            .unwrap_or(false);
+        if temp_exists {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.store.sweep_temp(far).await.expect("sweep"), 0);
+    tx.send(Ok(Bytes::from_static(b", second part")))
+        .await
+        .expect("send");
+    drop(tx);
+    let written = writer.await.expect("join").expect("put");
+    assert_eq!(written.size, 23);
+    let bytes = store
+        .store
+        .read_all(&key, &written.clone().into(), 1 << 20)
+        .await
+        .expect("read");
+    assert_eq!(bytes.as_ref(), b"first part, second part");
+}

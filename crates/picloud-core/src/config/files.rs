@@ -23,6 +23,12 @@ pub struct FilesConfig {
     pub tmp_ttl: Duration,
     /// Set: blobs live in this S3-compatible bucket instead of `files_root`.
     pub s3: Option<S3Config>,
+    /// Uploads streaming at once, over every app; more wait (then 503). Each holds a
+    /// write buffer, so this bounds their memory together.
+    pub max_concurrent_uploads: usize,
+    /// An upload that sends nothing for this long is abandoned, so a stalled client
+    /// cannot hold its slot and its buffer.
+    pub upload_idle_timeout: Duration,
 }
 
 impl Default for FilesConfig {
@@ -32,6 +38,8 @@ impl Default for FilesConfig {
             orphan_sweep_interval: Duration::from_secs(21_600),
             tmp_ttl: Duration::from_secs(3_600),
             s3: None,
+            max_concurrent_uploads: 64,
+            upload_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -78,11 +86,23 @@ pub(super) fn load(src: &Source<'_>) -> Result<FilesConfig, ConfigError> {
         _ => "PICLOUD_FILES_TMP_TTL_SEC",
     };
     let tmp_ttl = Duration::from_secs(src.number(ttl_var, d.tmp_ttl.as_secs(), 1)?);
+    let max_concurrent_uploads = src.number(
+        "PICLOUD_FILES_MAX_CONCURRENT_UPLOADS",
+        d.max_concurrent_uploads,
+        1,
+    )?;
+    let upload_idle_timeout = Duration::from_secs(src.number(
+        "PICLOUD_FILES_UPLOAD_IDLE_TIMEOUT_SECS",
+        d.upload_idle_timeout.as_secs(),
+        1,
+    )?);
     Ok(FilesConfig {
         max_file_size_bytes,
         orphan_sweep_interval,
         tmp_ttl,
         s3: load_s3(src)?,
+        max_concurrent_uploads,
+        upload_idle_timeout,
     })
 }
 

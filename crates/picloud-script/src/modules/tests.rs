@@ -57,7 +57,7 @@ impl TestApp {
             store.clone(),
             Arc::new(blobs),
             &config.events,
-            config.files.max_file_size_bytes,
+            &config.files,
         );
         let services = Arc::new(Services::new(store.clone(), &config.events, http, files));
         Self {
