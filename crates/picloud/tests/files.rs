@@ -127,9 +127,17 @@ async fn script_api(app: &TestApp) {
 
     // A 5 MiB file is larger than a script may build a string (1 MiB), yet a route can
     // read it and answer it whole.
-    let five = (0..5 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>();
+    let five = (0..5 << 20)
+        .map(|i: u32| (i % 251) as u8)
+        .collect::<Vec<u8>>();
     let big = app
-        .upload("shop", "big", "five.bin", "application/octet-stream", five.clone())
+        .upload(
+            "shop",
+            "big",
+            "five.bin",
+            "application/octet-stream",
+            five.clone(),
+        )
         .await;
     app.deploy(
         "shop",

@@ -122,7 +122,9 @@ pub(super) fn load(src: &Source<'_>) -> Result<EmailConfig, ConfigError> {
             "none" => Ok(SmtpTls::None),
             "starttls" => Ok(SmtpTls::StartTls),
             "tls" => Ok(SmtpTls::Tls),
-            _ => Err(format!("invalid value {s:?}: expected none, starttls or tls")),
+            _ => Err(format!(
+                "invalid value {s:?}: expected none, starttls or tls"
+            )),
         }
     })?;
     let tls_ca_file = src.parse("PICLOUD_SMTP_TLS_CA_FILE", None, |s| {
@@ -137,23 +139,14 @@ pub(super) fn load(src: &Source<'_>) -> Result<EmailConfig, ConfigError> {
         }
         Ok(Some(path))
     })?;
-    let timeout = Duration::from_secs(src.number(
-        "PICLOUD_SMTP_TIMEOUT_SECS",
-        d.timeout.as_secs(),
-        1,
-    )?);
-    let max_message_bytes = src.number(
-        "PICLOUD_EMAIL_MAX_MESSAGE_BYTES",
-        d.max_message_bytes,
-        1024,
-    )?;
+    let timeout =
+        Duration::from_secs(src.number("PICLOUD_SMTP_TIMEOUT_SECS", d.timeout.as_secs(), 1)?);
+    let max_message_bytes =
+        src.number("PICLOUD_EMAIL_MAX_MESSAGE_BYTES", d.max_message_bytes, 1024)?;
     let max_recipients = src.number("PICLOUD_EMAIL_MAX_RECIPIENTS", d.max_recipients, 1)?;
     let pool_max_size = src.bounded("PICLOUD_SMTP_POOL_MAX_SIZE", d.pool_max_size, 1, 1_000)?;
-    let pool_idle = Duration::from_secs(src.number(
-        "PICLOUD_SMTP_POOL_IDLE_SECS",
-        d.pool_idle.as_secs(),
-        1,
-    )?);
+    let pool_idle =
+        Duration::from_secs(src.number("PICLOUD_SMTP_POOL_IDLE_SECS", d.pool_idle.as_secs(), 1)?);
 
     let given = [
         ("PICLOUD_SMTP_HOST", host.is_some()),
