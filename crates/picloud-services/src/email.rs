@@ -388,6 +388,39 @@ mod tests {
         assert!(refused(e).starts_with("reply_to must not"));
     }
 
+    #[tokio::test]
+    async fn a_ca_file_without_a_usable_certificate_stops_start_up() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let config = EmailConfig {
+            relay: Some(picloud_core::config::SmtpRelay {
+                host: "smtp.example.com".into(),
+                port: 587,
+                user: "u".into(),
+                password: "p".into(),
+            }),
+            tls_ca_file: Some(path),
+            ..EmailConfig::default()
+        };
+        let e = EmailService::new(&config).err().expect("refused");
+        assert!(
+            e.to_string().starts_with("PICLOUD_SMTP_TLS_CA_FILE: "),
+            "{e}"
+        );
+        // Without the file the relay is set up (and nothing is sent yet).
+        let config = EmailConfig {
+            tls_ca_file: None,
+            ..config
+        };
+        assert!(EmailService::new(&config).expect("relay").is_enabled());
+        assert!(!EmailService::disabled().is_enabled());
+    }
+
     #[test]
     fn bad_shapes_are_refused() {
         let mut e = email();
