@@ -188,6 +188,10 @@ pub enum Capability {
     /// Send an outbound request from a script (`http::*`). Any request can carry the
     /// app's data out, so it needs the write scope.
     HttpRequest,
+    /// Send an email from a script (`email::*`): like an outbound request, it carries
+    /// the app's data out (and spends the operator's relay reputation), so it needs the
+    /// write scope.
+    EmailSend,
 }
 
 /// What a capability needs.
@@ -202,7 +206,7 @@ pub enum Requirement {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 17] = [
+    pub const ALL: [Capability; 18] = [
         Capability::SignedIn,
         Capability::AppCreate,
         Capability::UserAdmin,
@@ -220,6 +224,7 @@ impl Capability {
         Capability::DataWrite,
         Capability::TriggerManage,
         Capability::HttpRequest,
+        Capability::EmailSend,
     ];
 
     pub fn requirement(self) -> Requirement {
@@ -236,9 +241,10 @@ impl Capability {
             | Capability::RouteManage
             | Capability::TriggerManage => Requirement::App(Scope::AppAdmin),
             Capability::ScriptRead | Capability::DataRead => Requirement::App(Scope::ScriptRead),
-            Capability::ScriptWrite | Capability::DataWrite | Capability::HttpRequest => {
-                Requirement::App(Scope::ScriptWrite)
-            }
+            Capability::ScriptWrite
+            | Capability::DataWrite
+            | Capability::HttpRequest
+            | Capability::EmailSend => Requirement::App(Scope::ScriptWrite),
             Capability::RouteInvoke => Requirement::App(Scope::ScriptInvoke),
         }
     }
@@ -263,6 +269,7 @@ impl Capability {
             Capability::DataWrite => "data.write",
             Capability::TriggerManage => "trigger.manage",
             Capability::HttpRequest => "http.request",
+            Capability::EmailSend => "email.send",
         }
     }
 

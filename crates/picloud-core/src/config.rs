@@ -13,8 +13,10 @@ use crate::crypto::SecretKey;
 use crate::net::IpNet;
 
 mod edge;
+mod email;
 mod files;
 pub use edge::MetricsConfig;
+pub use email::{EmailConfig, SmtpRelay, SmtpTls};
 pub use files::{FilesConfig, S3Config};
 
 /// One configurable value.
@@ -106,6 +108,17 @@ settings! {
     "PICLOUD_HTTP_MAX_REQUEST_BODY_BYTES" => "largest outbound request body [default: 10485760]",
     "PICLOUD_HTTP_MAX_RESPONSE_BODY_BYTES" => "largest response body http:: reads [default: 10485760]",
     "PICLOUD_HTTP_ALLOW_PRIVATE" => "let http:: reach private, loopback and other internal addresses (development only) [default: false]",
+    "PICLOUD_SMTP_HOST" => "SMTP relay for email::send; without HOST, USER and PASSWORD email is disabled [default: none]",
+    "PICLOUD_SMTP_PORT" => "SMTP relay port [default: 587]",
+    "PICLOUD_SMTP_USER" => "SMTP user name [default: none]",
+    "PICLOUD_SMTP_PASSWORD" secret true => "SMTP password [default: none]",
+    "PICLOUD_SMTP_TLS" => "none, starttls (required, never downgraded) or tls (implicit, usually port 465) [default: starttls]",
+    "PICLOUD_SMTP_TLS_CA_FILE" => "PEM file of extra root certificates for the relay, e.g. a private CA [default: none]",
+    "PICLOUD_SMTP_TIMEOUT_SECS" => "longest whole send: connect, TLS, AUTH and transfer [default: 30]",
+    "PICLOUD_SMTP_POOL_MAX_SIZE" => "SMTP connections kept open at most [default: 10]",
+    "PICLOUD_SMTP_POOL_IDLE_SECS" => "an idle pooled connection is closed after this; keep it below the relay's own idle timeout [default: 30]",
+    "PICLOUD_EMAIL_MAX_MESSAGE_BYTES" => "largest outgoing message, encoded, headers included [default: 10485760]",
+    "PICLOUD_EMAIL_MAX_RECIPIENTS" => "most recipients (to + cc + bcc) of one message [default: 50]",
     "PICLOUD_TRUSTED_PROXIES" => "proxies whose X-Forwarded-For names the client: comma-separated IPs or CIDRs [default: none]",
     "PICLOUD_METRICS_TOKEN" secret true => "bearer token /metrics requires, at least 16 characters [default: none]",
     "PICLOUD_METRICS_LISTEN" => "a second address serving only /metrics, without a token [default: none]",
@@ -249,6 +262,7 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (empty: the TCP peer is the client).
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: MetricsConfig,
+    pub email: EmailConfig,
 }
 
 impl fmt::Debug for Config {
@@ -275,6 +289,7 @@ impl fmt::Debug for Config {
             .field("http", &self.http)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("metrics", &self.metrics)
+            .field("email", &self.email)
             .finish()
     }
 }
@@ -562,12 +577,14 @@ impl Config {
         };
 
         let (trusted_proxies, metrics) = edge::load(&src)?;
+        let email = email::load(&src)?;
 
         Ok(Self {
             events,
             http,
             trusted_proxies,
             metrics,
+            email,
             listen,
             data_dir,
             database_url,

@@ -9,6 +9,7 @@
 mod context;
 mod dead_letters;
 mod docs;
+pub mod email;
 mod error;
 
 pub mod files;
@@ -25,6 +26,7 @@ use picloud_store::{RetryPolicy, Store};
 pub use context::CallContext;
 pub use dead_letters::DeadLetterService;
 pub use docs::{DocWrite, DocsPage, DocsService};
+pub use email::{EmailService, OutgoingEmail};
 pub use error::{ServiceError, ServiceResult};
 pub use files::{FileChanges, FileWrite, FilesPage, FilesService};
 pub use http::HttpService;
@@ -41,6 +43,8 @@ pub struct Services {
     pub modules: ModuleService,
     pub pubsub: PubsubService,
     pub http: HttpService,
+    /// Disabled until [`Services::with_email`] hands in a configured one.
+    pub email: EmailService,
 }
 
 impl Services {
@@ -59,7 +63,14 @@ impl Services {
             pubsub: PubsubService::new(store.clone(), config),
             dead_letters: DeadLetterService::new(store, defaults),
             http,
+            email: EmailService::disabled(),
         }
+    }
+
+    /// The email service to use (built separately: it needs a runtime for its pool).
+    pub fn with_email(mut self, email: EmailService) -> Self {
+        self.email = email;
+        self
     }
 }
 

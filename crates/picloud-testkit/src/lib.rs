@@ -5,6 +5,7 @@
 //! - [`conformance`]: the store conformance suite, run against every backend by
 //!   [`store_conformance!`].
 //! - [`http_server`]: a local HTTP server for outbound-HTTP tests.
+//! - [`smtp`]: a local SMTP server (AUTH, STARTTLS, misbehaving modes) for email tests.
 #![allow(clippy::unwrap_used)]
 
 pub mod app;
@@ -22,10 +23,12 @@ pub mod conformance_signals;
 pub mod db;
 pub mod http_server;
 pub mod s3;
+pub mod smtp;
 pub mod tmpfs;
 
 pub use app::{Backend, TestApp};
 pub use http_server::TestHttpServer;
+pub use smtp::{SmtpMode, TestSmtpServer};
 
 /// Generates one `#[tokio::test]` per conformance case (a function of the module named
 /// first) and backend: `<module>::sqlite::<case>` and `<module>::postgres::<case>`.

@@ -18,7 +18,7 @@ use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
 use picloud_server::{AppState, SetupToken, Shared};
 use picloud_services::http::TestHosts;
-use picloud_services::{FilesService, HttpService, Services};
+use picloud_services::{EmailService, FilesService, HttpService, Services};
 use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
@@ -54,6 +54,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The SMTP relay's TLS cannot be set up (its message names the variable).
+    #[error("{0}")]
+    Email(#[from] picloud_services::email::EmailSetupError),
 }
 
 /// Opens (and migrates) the store `config` names: PostgreSQL for a `postgres://` URL,
@@ -240,8 +243,20 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
         StartError::Files(format!("{e}{}", cause.unwrap_or_default()))
     })?;
+<<<<<<< HEAD
     let files = FilesService::new(store.clone(), blobs.clone(), &config.events, &config.files);
     let services = Arc::new(Services::new(store.clone(), &config.events, http, files));
+=======
+    let files = FilesService::new(
+        store.clone(),
+        blobs.clone(),
+        &config.events,
+        config.files.max_file_size_bytes,
+    );
+    let email = EmailService::new(&config.email)?;
+    let services =
+        Arc::new(Services::new(store.clone(), &config.events, http, files).with_email(email));
+>>>>>>> email
     let runner = Runner::new(RunnerParts {
         store: store.clone(),
         services: services.clone(),

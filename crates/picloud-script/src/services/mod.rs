@@ -4,6 +4,7 @@
 
 mod dead_letters;
 mod docs;
+mod email;
 mod files;
 mod http;
 mod kv;
@@ -30,6 +31,7 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_static_module("dead_letters", dead_letters::module().into());
     engine.register_static_module("http", http::module().into());
     engine.register_static_module("pubsub", pubsub::module().into());
+    engine.register_static_module("email", email::module().into());
 }
 
 /// A namespaced script error: `"kv: …"`.
