@@ -243,20 +243,10 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
         StartError::Files(format!("{e}{}", cause.unwrap_or_default()))
     })?;
-<<<<<<< HEAD
     let files = FilesService::new(store.clone(), blobs.clone(), &config.events, &config.files);
-    let services = Arc::new(Services::new(store.clone(), &config.events, http, files));
-=======
-    let files = FilesService::new(
-        store.clone(),
-        blobs.clone(),
-        &config.events,
-        config.files.max_file_size_bytes,
-    );
     let email = EmailService::new(&config.email)?;
     let services =
         Arc::new(Services::new(store.clone(), &config.events, http, files).with_email(email));
->>>>>>> email
     let runner = Runner::new(RunnerParts {
         store: store.clone(),
         services: services.clone(),
