@@ -16,6 +16,7 @@ pub mod http;
 mod kv;
 mod modules;
 mod pubsub;
+pub mod secrets;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub use http::HttpService;
 pub use kv::{KvPage, KvService};
 pub use modules::ModuleService;
 pub use pubsub::{Published, PubsubService};
+pub use secrets::SecretsService;
 
 /// Everything scripts can call, bundled.
 pub struct Services {
@@ -41,6 +43,7 @@ pub struct Services {
     pub modules: ModuleService,
     pub pubsub: PubsubService,
     pub http: HttpService,
+    pub secrets: SecretsService,
 }
 
 impl Services {
@@ -49,6 +52,7 @@ impl Services {
         config: &EventsConfig,
         http: HttpService,
         files: FilesService,
+        secrets: SecretsService,
     ) -> Self {
         let defaults = default_retry(config);
         Self {
@@ -59,6 +63,7 @@ impl Services {
             pubsub: PubsubService::new(store.clone(), config),
             dead_letters: DeadLetterService::new(store, defaults),
             http,
+            secrets,
         }
     }
 }

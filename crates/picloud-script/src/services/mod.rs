@@ -8,6 +8,7 @@ mod files;
 mod http;
 mod kv;
 mod pubsub;
+mod secrets;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_static_module("dead_letters", dead_letters::module().into());
     engine.register_static_module("http", http::module().into());
     engine.register_static_module("pubsub", pubsub::module().into());
+    engine.register_static_module("secrets", secrets::module().into());
 }
 
 /// A namespaced script error: `"kv: …"`.
