@@ -2,6 +2,8 @@
 //! master key against the data, bootstrap the first admin, wire the runtime, bind.
 //! The binary and the test harness both start servers through [`start`].
 
+pub mod rotate;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
