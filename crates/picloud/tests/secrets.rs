@@ -573,4 +573,123 @@ picloud_testkit::backend_tests!(
     moved_ciphertext_does_not_decrypt => moved_ciphertext_does_not_decrypt,
     restart_with_the_wrong_key_is_refused => restart_with_the_wrong_key_is_refused,
     rotation_resumes_and_keeps_serving => rotation_resumes_and_keeps_serving,
+    rotate_key_command_survives_a_kill => rotate_key_command_survives_a_kill,
 );
+
+/// The real `picloud rotate-key`, killed (SIGKILL) while it re-wraps one data key per
+/// batch, then run again: it finishes, and every secret opens under the new key.
+async fn rotate_key_command_survives_a_kill(backend: Backend) {
+    let old = SecretKey::generate();
+    let new = SecretKey::generate();
+    let Some(mut app) = TestApp::start_with(backend, |c| c.secret_key = Some(old.clone())).await
+    else {
+        return;
+    };
+    // Many apps, so many data keys: the kill lands in the middle of the re-wrap.
+    let state = app.started().state.clone();
+    let mut apps = Vec::new();
+    for i in 0..200 {
+        let created = state
+            .store
+            .create_app(picloud_store::NewApp {
+                slug: format!("k{i}-app"),
+                name: format!("k{i}"),
+            })
+            .await
+            .expect("app");
+        state
+            .services
+            .secrets
+            .put(&created.id, "token", &json!(i))
+            .await
+            .expect("put");
+        apps.push(created.id);
+    }
+    drop(state);
+    app.stop().await;
+
+    let command = |new_key: Option<&SecretKey>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"));
+        cmd.args(["rotate-key", "--batch-size", "1"])
+            .env_clear()
+            .env("PICLOUD_DATABASE_URL", app.database_url())
+            .env("PICLOUD_SECRET_KEY", old.to_base64())
+            .env("PICLOUD_LOG", "warn");
+        if let Some(k) = new_key {
+            cmd.env("PICLOUD_NEW_SECRET_KEY", k.to_base64());
+        }
+        cmd
+    };
+    let missing = command(None).output().expect("run");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("PICLOUD_NEW_SECRET_KEY"));
+
+    let mut child = command(Some(&new))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Killed as soon as its first batches landed: mid-way through the re-wrap.
+    let mut config = Config::defaults();
+    config.database_url = Some(app.database_url().to_owned());
+    let store = picloud::open_store(&config).await.expect("store");
+    let new_id = new.key_id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = store
+            .data_keys_to_rewrap(&new_id, 500)
+            .await
+            .expect("read")
+            .len();
+        if left < 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let left = store
+        .data_keys_to_rewrap(&new_id, 500)
+        .await
+        .expect("read")
+        .len();
+    let check = store
+        .get_meta(picloud_store::secrets::KEY_CHECK_META)
+        .await
+        .expect("meta")
+        .unwrap_or_default();
+    // Killed before the flip (the usual case), or, on a very fast machine, after it:
+    // either way the check value names exactly one of the keys.
+    assert!(old.matches_check_value(&check) || new.matches_check_value(&check));
+    if left > 0 {
+        assert!(old.matches_check_value(&check), "flipped with keys left");
+    }
+    eprintln!("killed with {left} of 200 data keys still to re-wrap");
+    store.close().await;
+
+    let finished = command(Some(&new)).output().expect("run");
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    assert!(
+        finished.status.success() && stdout.contains("rotated"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(stdout.contains("200 verified"), "{stdout}");
+
+    assert!(start_on(&app, &old, None).await.is_err());
+    let server = start_on(&app, &new, None).await.expect("new key");
+    for (i, id) in apps.iter().enumerate() {
+        assert_eq!(
+            server
+                .state
+                .services
+                .secrets
+                .reveal(id, "token")
+                .await
+                .expect("opens"),
+            Some(json!(i))
+        );
+    }
+    server.shutdown().await.expect("stop");
+}
