@@ -240,6 +240,21 @@ impl SecretsService {
             .map_err(|e| ServiceError::store(e, "app"))
     }
 
+    /// One secret's name and times, or `None`; never its value.
+    pub async fn meta(&self, app: &AppId, name: &str) -> ServiceResult<Option<SecretMeta>> {
+        validate_name(name)?;
+        let row = self
+            .store
+            .secret_get(app, name)
+            .await
+            .map_err(|e| ServiceError::store(e, "app"))?;
+        Ok(row.map(|r| SecretMeta {
+            name: r.name,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }))
+    }
+
     /// The secret's value, or `None`.
     pub async fn reveal(&self, app: &AppId, name: &str) -> ServiceResult<Option<Value>> {
         validate_name(name)?;

@@ -99,11 +99,10 @@ pub async fn put_secret(
     let app = caller.app(&state, &app, Capability::AppAdmin).await?;
     let secrets = &state.services.secrets;
     let created = secrets.put(&app.id, &req.name, &req.value).await?;
+    // Read back for its times; a delete racing in between is a 404 like any other.
     let meta = secrets
-        .list_meta(&app.id)
+        .meta(&app.id, &req.name)
         .await?
-        .into_iter()
-        .find(|m| m.name == req.name)
         .ok_or_else(|| ApiError::not_found("secret"))?;
     let status = if created {
         StatusCode::CREATED
