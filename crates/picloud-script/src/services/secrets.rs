@@ -42,6 +42,7 @@ mod secrets_ns {
                      (PICLOUD_SECRET_MAX_VALUE_BYTES)"
                 ),
             ),
+            e @ JsonOutError::TooDeep => error("secrets", format!("the value is refused: {e}")),
             JsonOutError::NotJson(_) => error(
                 "secrets",
                 format!("a value of type {} cannot be stored", value.type_name()),
