@@ -482,6 +482,29 @@ try {
   await page.getByRole("button", { name: "Create trigger" }).click();
   await page.getByRole("row").filter({ hasText: "avatars on update" }).waitFor();
 
+  step("secrets: set, masked, reveal behind a confirm, hide, delete");
+  await sections.getByRole("link", { name: "Secrets" }).click();
+  await heading("Secrets").waitFor();
+  const secretForm = page.locator("form").filter({ hasText: "Set a secret" });
+  await secretForm.getByLabel("Name").fill("STRIPE_KEY");
+  await secretForm.getByLabel("Value").fill("sk_test_e2e");
+  await secretForm.getByRole("button", { name: "Save" }).click();
+  const secretRow = page.getByRole("row").filter({ hasText: "STRIPE_KEY" });
+  await secretRow.waitFor();
+  if (await page.getByText("sk_test_e2e").count()) throw new Error("a secret's value is shown before a reveal");
+  await secretRow.getByRole("button", { name: "Reveal" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Cancel" }).click();
+  await page.getByRole("dialog").waitFor({ state: "hidden" });
+  if (await page.getByText("sk_test_e2e").count()) throw new Error("revealed without a confirm");
+  await secretRow.getByRole("button", { name: "Reveal" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Reveal" }).click();
+  await secretRow.getByText("sk_test_e2e").waitFor();
+  await secretRow.getByRole("button", { name: "Hide" }).click();
+  await secretRow.getByText("sk_test_e2e").waitFor({ state: "detached" });
+  await secretRow.getByRole("button", { name: "Delete" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+  await secretRow.waitFor({ state: "detached" });
+
   step("the other pages");
   for (const [tab, title, name] of [
     ["", "Shop", "overview"],

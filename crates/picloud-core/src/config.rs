@@ -15,9 +15,11 @@ use crate::net::IpNet;
 mod edge;
 mod email;
 mod files;
+mod secrets;
 pub use edge::MetricsConfig;
 pub use email::{EmailConfig, SmtpRelay, SmtpTls};
 pub use files::{FilesConfig, S3Config};
+pub use secrets::SecretsConfig;
 
 /// One configurable value.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +57,8 @@ settings! {
     "PICLOUD_BASE_DOMAIN" => "apps answer on {slug}.{base} [default: localhost]",
     "PICLOUD_SECRET_KEY" secret true => "base64 of 32 bytes; required unless dev mode",
     "PICLOUD_DEV_MODE" => "allow the deterministic dev key [default: false]",
+    "PICLOUD_NEW_SECRET_KEY" secret true => "the master key a rotation moves to (`picloud rotate-key`); a server holding it reads under both keys [default: none]",
+    "PICLOUD_SECRET_MAX_VALUE_BYTES" => "largest secret value, as JSON [default: 65536]",
     "PICLOUD_ADMIN_EMAIL" => "first instance admin, created when no user exists",
     "PICLOUD_ADMIN_PASSWORD" secret true => "password of that first admin",
     "PICLOUD_LOG_FORMAT" => "pretty or json [default: pretty]",
@@ -253,6 +257,7 @@ pub struct Config {
     pub max_request_body_bytes: usize,
     pub files_root: PathBuf,
     pub files: FilesConfig,
+    pub secrets: SecretsConfig,
     pub executor: ExecutorConfig,
     pub limits: ScriptLimits,
     pub session_ttl: Duration,
@@ -281,6 +286,7 @@ impl fmt::Debug for Config {
             .field("max_request_body_bytes", &self.max_request_body_bytes)
             .field("files_root", &self.files_root)
             .field("files", &self.files)
+            .field("secrets", &self.secrets)
             .field("executor", &self.executor)
             .field("limits", &self.limits)
             .field("session_ttl", &self.session_ttl)
@@ -444,6 +450,7 @@ impl Config {
             Ok(PathBuf::from(s))
         })?;
         let files = files::load(&src)?;
+        let secrets = secrets::load(&src)?;
 
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = src.number("PICLOUD_EXECUTOR_THREADS", 4 * cpus, 1)?;
@@ -598,6 +605,7 @@ impl Config {
             max_request_body_bytes,
             files_root,
             files,
+            secrets,
             executor,
             limits,
             session_ttl,

@@ -72,6 +72,13 @@ impl SecretKey {
         constant_time_eq(self.check_value().as_bytes(), stored.as_bytes())
     }
 
+    /// A short public identifier of the key, stored beside everything it wraps so a
+    /// reader knows which key opens it. A one-way function of the key, like the check
+    /// value, but under its own label.
+    pub fn key_id(&self) -> String {
+        hex::encode(&self.derive("key id")[..8])
+    }
+
     /// A 32-byte sub-key for one purpose (`label`), so no two uses share key material.
     pub fn derive(&self, label: &str) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
@@ -187,6 +194,23 @@ mod tests {
         ct[0] ^= 1;
         assert!(key.decrypt(&nonce, &ct).is_err());
         assert!(SecretKey::generate().decrypt(&nonce, &ct).is_err());
+    }
+
+    #[test]
+    fn key_ids_tell_keys_apart_and_reveal_no_check_value() {
+        let a = SecretKey::generate();
+        assert_eq!(a.key_id(), a.key_id());
+        assert_eq!(a.key_id().len(), 16);
+        assert_ne!(a.key_id(), SecretKey::generate().key_id());
+        assert!(!a.check_value().starts_with(&a.key_id()));
+    }
+
+    #[test]
+    fn development_key_is_stable_and_parses_back() {
+        let dev = SecretKey::development();
+        assert_eq!(dev.check_value(), SecretKey::development().check_value());
+        let parsed = SecretKey::parse(&dev.to_base64()).expect("round trip");
+        assert!(parsed.matches_check_value(&dev.check_value()));
     }
 
     #[test]

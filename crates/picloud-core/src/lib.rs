@@ -4,6 +4,7 @@
 pub mod config;
 pub mod crypto;
 pub mod email;
+pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod json;

@@ -205,7 +205,7 @@ mod tests {
         assert!(!is_match.doc.starts_with('/'), "{}", is_match.doc);
 
         for name in [
-            "log", "regex", "random", "time", "json", "base64", "hex", "url", "http",
+            "log", "regex", "random", "time", "json", "base64", "hex", "url", "http", "secrets",
         ] {
             let ns = namespace(&sdk, name);
             for f in &ns.functions {

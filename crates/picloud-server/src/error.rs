@@ -168,7 +168,9 @@ impl From<ServiceError> for ApiError {
             | ServiceError::TooLarge(message)
             | ServiceError::Unavailable(message) => Self::new(code, message),
             ServiceError::Upstream(message) => Self::internal(message),
-            corrupted @ ServiceError::Corrupted => Self::internal(corrupted.to_string()),
+            opaque @ (ServiceError::Corrupted | ServiceError::Undecryptable) => {
+                Self::internal(opaque.to_string())
+            }
             ServiceError::Store(e) => Self::from(e),
         }
     }

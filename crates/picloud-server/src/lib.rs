@@ -34,7 +34,7 @@ pub use state::{AppState, SetupToken, Shared};
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "apps"),
         (name = "members"), (name = "scripts"), (name = "routes"), (name = "executions"),
         (name = "audit"), (name = "triggers"), (name = "data"), (name = "files"),
-        (name = "operations")
+        (name = "secrets"), (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -78,7 +78,7 @@ impl Modify for ErrorCodes {
 /// The documented routes: everything under `/api/v1` plus the operations endpoints.
 fn api_router() -> OpenApiRouter<AppState> {
     use admin::{
-        apps, audit, data, docs, executions, files, keys, members, routes as rts, scripts,
+        apps, audit, data, docs, executions, files, keys, members, routes as rts, scripts, secrets,
         triggers, users,
     };
     use auth::session;
@@ -117,6 +117,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(files::upload_file))
         .routes(routes!(files::get_file, files::delete_file))
         .routes(routes!(files::download_file, files::replace_file))
+        .routes(routes!(secrets::list_secrets, secrets::put_secret))
+        .routes(routes!(secrets::delete_secret))
+        .routes(routes!(secrets::reveal_secret))
         .routes(routes!(data::list_dead_letters))
         .routes(routes!(data::get_dead_letter))
         .routes(routes!(data::replay_dead_letter))

@@ -27,6 +27,11 @@ pub enum ServiceError {
     /// are missing): logged with the blob key, left in place, never served.
     #[error("corrupted: the stored bytes do not match their checksum")]
     Corrupted,
+    /// A sealed value does not open: no configured master key opens its data key, or
+    /// the bytes were tampered with (or moved from another row). Logged with the data
+    /// key's id; the message never carries anything of the value.
+    #[error("a stored secret cannot be decrypted; see the server log")]
+    Undecryptable,
     /// Something outside PiCloud failed (an outbound request's network error or
     /// timeout); the message is safe to show the script.
     #[error("{0}")]
@@ -56,7 +61,7 @@ impl ServiceError {
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
-            ServiceError::Corrupted => ErrorCode::Internal,
+            ServiceError::Corrupted | ServiceError::Undecryptable => ErrorCode::Internal,
             // A failure outside PiCloud is not the caller's mistake.
             ServiceError::Upstream(_) => ErrorCode::Internal,
             ServiceError::Store(e) => e.code(),

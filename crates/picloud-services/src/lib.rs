@@ -17,6 +17,7 @@ pub mod http;
 mod kv;
 mod modules;
 mod pubsub;
+pub mod secrets;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub use http::HttpService;
 pub use kv::{KvPage, KvService};
 pub use modules::ModuleService;
 pub use pubsub::{Published, PubsubService};
+pub use secrets::SecretsService;
 
 /// Everything scripts can call, bundled.
 pub struct Services {
@@ -45,6 +47,7 @@ pub struct Services {
     pub http: HttpService,
     /// Disabled until [`Services::with_email`] hands in a configured one.
     pub email: EmailService,
+    pub secrets: SecretsService,
 }
 
 impl Services {
@@ -53,6 +56,7 @@ impl Services {
         config: &EventsConfig,
         http: HttpService,
         files: FilesService,
+        secrets: SecretsService,
     ) -> Self {
         let defaults = default_retry(config);
         Self {
@@ -64,6 +68,7 @@ impl Services {
             dead_letters: DeadLetterService::new(store, defaults),
             http,
             email: EmailService::disabled(),
+            secrets,
         }
     }
 

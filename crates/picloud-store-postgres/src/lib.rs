@@ -29,6 +29,7 @@ mod outbox;
 mod outbox_batch;
 mod routes;
 mod scripts;
+mod secrets;
 mod triggers;
 mod users;
 
@@ -90,6 +91,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "files and pubsub",
         include_str!("../migrations/0012_files_pubsub.sql"),
+    ),
+    (
+        13,
+        "secrets",
+        include_str!("../migrations/0013_secrets.sql"),
     ),
 ];
 

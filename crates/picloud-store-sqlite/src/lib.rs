@@ -23,6 +23,7 @@ mod outbox;
 mod outbox_batch;
 mod routes;
 mod scripts;
+mod secrets;
 mod triggers;
 #[cfg(test)]
 mod upgrade_tests;
@@ -93,6 +94,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "files and pubsub",
         include_str!("../migrations/0012_files_pubsub.sql"),
+    ),
+    (
+        13,
+        "secrets",
+        include_str!("../migrations/0013_secrets.sql"),
     ),
 ];
 

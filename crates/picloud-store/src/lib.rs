@@ -18,6 +18,7 @@ pub mod models;
 pub mod page;
 pub mod pubsub;
 pub mod range;
+pub mod secrets;
 pub mod signal;
 pub mod trigger_row;
 
@@ -43,6 +44,7 @@ pub use models::*;
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use pubsub::{pubsub_event, validate_topic, PubsubStore, TopicError, TopicPattern};
 pub use range::prefix_end;
+pub use secrets::{DataKeyRow, Flip, SecretMeta, SecretRow, SecretStore};
 pub use signal::EventSignal;
 pub use trigger_row::{trigger_config, TriggerColumns};
 
@@ -391,6 +393,7 @@ pub trait Store:
     + DocsIndexStore
     + FilesStore
     + PubsubStore
+    + SecretStore
     + TriggerStore
     + CronStore
     + EventStore

@@ -19,6 +19,7 @@ pub mod conformance_events;
 pub mod conformance_files;
 pub mod conformance_identity;
 pub mod conformance_modules;
+pub mod conformance_secrets;
 pub mod conformance_signals;
 pub mod db;
 pub mod http_server;

@@ -99,3 +99,10 @@ picloud_testkit::store_conformance!(
     files_list_page_isolate_and_known_blobs,
     pubsub_fans_out_by_pattern,
 );
+
+picloud_testkit::store_conformance!(
+    conformance_secrets:
+    secrets_crud_isolation_and_cascade,
+    data_keys_follow_the_check_value,
+    rotation_rewraps_then_flips_atomically,
+);

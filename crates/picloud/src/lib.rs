@@ -2,12 +2,15 @@
 //! master key against the data, bootstrap the first admin, wire the runtime, bind.
 //! The binary and the test harness both start servers through [`start`].
 
+pub mod rotate;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use picloud_core::config::{Config, ConfigError};
 use picloud_core::crypto;
+use picloud_core::envelope::Keyring;
 use picloud_runtime::cron::CronConfig;
 use picloud_runtime::dispatcher::DispatcherConfig;
 use picloud_runtime::{
@@ -18,15 +21,14 @@ use picloud_script::ScriptEngine;
 use picloud_server::dataplane::routing::Routing;
 use picloud_server::{AppState, SetupToken, Shared};
 use picloud_services::http::TestHosts;
-use picloud_services::{EmailService, FilesService, HttpService, Services};
+use picloud_services::{EmailService, FilesService, HttpService, SecretsService, Services};
+use picloud_store::secrets::KEY_CHECK_META;
 use picloud_store::{Backend, NewUser, Store, StoreError};
 use picloud_store_postgres::PostgresStore;
 use picloud_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-const KEY_CHECK: &str = "secret_key_check";
 
 /// Why the server did not start; `Display` is the one line printed.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +88,18 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     }
 }
 
-/// Refuses a key that differs from the one the data was first written under.
+/// Refuses a key that differs from the one the data was first written under. During a
+/// rotation (`PICLOUD_NEW_SECRET_KEY` set) either key may be the one the data is under
+/// now: the rotation's flip moves the check value from the old key to the new one.
 async fn check_key(store: &dyn Store, config: &Config) -> Result<(), StartError> {
     let key = config.effective_secret_key()?;
-    let stored = store.init_meta(KEY_CHECK, &key.check_value()).await?;
-    if key.matches_check_value(&stored) {
+    let stored = store.init_meta(KEY_CHECK_META, &key.check_value()).await?;
+    let new_key_matches = config
+        .secrets
+        .new_key
+        .as_ref()
+        .is_some_and(|k| k.matches_check_value(&stored));
+    if key.matches_check_value(&stored) || new_key_matches {
         Ok(())
     } else {
         Err(ConfigError {
@@ -245,8 +254,14 @@ pub async fn start_with_hosts(config: Config, hosts: TestHosts) -> Result<Starte
     })?;
     let files = FilesService::new(store.clone(), blobs.clone(), &config.events, &config.files);
     let email = EmailService::new(&config.email)?;
-    let services =
-        Arc::new(Services::new(store.clone(), &config.events, http, files).with_email(email));
+    let secrets = SecretsService::new(
+        store.clone(),
+        Arc::new(Keyring::new(key.clone(), config.secrets.new_key.clone())),
+        config.secrets.max_value_bytes,
+    );
+    let services = Arc::new(
+        Services::new(store.clone(), &config.events, http, files, secrets).with_email(email),
+    );
     let runner = Runner::new(RunnerParts {
         store: store.clone(),
         services: services.clone(),

@@ -24,6 +24,28 @@ fn cli() -> Command {
         .subcommand(Command::new("migrate").about("Apply database migrations and exit"))
         .subcommand(Command::new("keygen").about("Print a new random PICLOUD_SECRET_KEY"))
         .subcommand(
+            Command::new("rotate-key")
+                .about(
+                    "Re-wrap every data key under PICLOUD_NEW_SECRET_KEY (resumable; servers \
+                     keep serving), verify, then make it the instance's key",
+                )
+                .arg(
+                    Arg::new("batch-size")
+                        .long("batch-size")
+                        .value_parser(clap::value_parser!(u32).range(1..=10_000))
+                        .default_value("100"),
+                )
+                .arg(
+                    Arg::new("forget-old")
+                        .long("forget-old")
+                        .action(ArgAction::SetTrue)
+                        .help(
+                            "after every server runs with the new key as PICLOUD_SECRET_KEY: \
+                             clear the old key's wrappings",
+                        ),
+                ),
+        )
+        .subcommand(
             Command::new("user")
                 .about("Manage users")
                 .subcommand_required(true)
@@ -143,6 +165,49 @@ async fn create_user(config: Config, m: &ArgMatches) -> Result<(), String> {
     Ok(())
 }
 
+async fn rotate_key(config: Config, m: &ArgMatches) -> Result<(), String> {
+    use picloud::rotate::{self, RotateOptions, RotateOutcome};
+    let current = config.effective_secret_key().map_err(|e| e.to_string())?;
+    let store = picloud::open_store(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = if m.get_flag("forget-old") {
+        rotate::forget_old(store.as_ref(), &current)
+            .await
+            .map(|n| format!("cleared {n} wrappings by the old key; it opens nothing now"))
+    } else {
+        let Some(new) = config.secrets.new_key.clone() else {
+            store.close().await;
+            return Err(
+                "PICLOUD_NEW_SECRET_KEY: required (generate one with `picloud keygen`)".into(),
+            );
+        };
+        let options = RotateOptions {
+            batch_size: m.get_one::<u32>("batch-size").copied().unwrap_or(100),
+            stop_after_batches: None,
+        };
+        rotate::rotate_key(store.as_ref(), &current, &new, options)
+            .await
+            .map(|outcome| match outcome {
+                RotateOutcome::Done {
+                    rewrapped,
+                    verified,
+                } => format!(
+                    "rotated: {rewrapped} data keys re-wrapped, {verified} verified; the \
+                     instance's key is now PICLOUD_NEW_SECRET_KEY. Restart every server with \
+                     it as PICLOUD_SECRET_KEY, then run `picloud rotate-key --forget-old`"
+                ),
+                RotateOutcome::Stopped { rewrapped } => {
+                    format!("stopped after {rewrapped} data keys; run again to finish")
+                }
+            })
+    };
+    store.close().await;
+    let line = result.map_err(|e| e.to_string())?;
+    println!("{line}");
+    Ok(())
+}
+
 async fn run(matches: ArgMatches) -> Result<(), String> {
     let (name, sub) = matches.subcommand().unwrap_or(("serve", &matches));
     if name == "keygen" {
@@ -161,6 +226,7 @@ async fn run(matches: ArgMatches) -> Result<(), String> {
             println!("migrations applied");
             Ok(())
         }
+        "rotate-key" => rotate_key(config, sub).await,
         "user" => match sub.subcommand() {
             Some(("create", m)) => create_user(config, m).await,
             _ => Err("user: unknown subcommand".into()),

@@ -101,8 +101,12 @@ fn body_for(method: &Method, template: &str, n: usize) -> Option<Value> {
         | ("PUT", "/api/v1/admin/apps/{app}/files/{collection}/{file_id}/content") => {
             json!({"bytes": n})
         }
+        ("POST", "/api/v1/admin/apps/{app}/secrets") => {
+            json!({"name": format!("s{n}"), "value": {"token": n}})
+        }
         ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/replay")
-        | ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/resolve") => return None,
+        | ("POST", "/api/v1/admin/apps/{app}/dead-letters/{id}/resolve")
+        | ("POST", "/api/v1/admin/apps/{app}/secrets/{name}/reveal") => return None,
         ("GET", _) | ("DELETE", _) => return None,
         (m, t) => panic!("no request body for {m} {t}: add one to body_for"),
     };
@@ -259,6 +263,14 @@ async fn fixture(
         .as_str()
         .expect("file")
         .to_owned();
+    // A secret, for the routes that delete and reveal one.
+    app.admin_ok(
+        Method::POST,
+        &format!("/api/v1/admin/apps/{slug}/secrets"),
+        Some(json!({"name": "s", "value": "v"})),
+        201,
+    )
+    .await;
     vec![
         ("{app}", slug),
         ("trigger", trigger),
@@ -342,7 +354,8 @@ fn fill(template: &str, values: &[(&'static str, String)]) -> String {
         .replace("{user_id}", &get("{user_id}"))
         .replace("{collection}", "c")
         .replace("{file_id}", &get("{file_id}"))
-        .replace("{field}", "f");
+        .replace("{field}", "f")
+        .replace("{name}", "s");
     if path.contains("{id}") {
         path = path.replace("{id}", &get(id_kind));
     }

@@ -33,6 +33,7 @@ async fn admin_routes(app: &TestApp) -> Vec<(Method, String)> {
                 .replace("{collection}", "c")
                 .replace("{field}", "email")
                 .replace("{file_id}", "fil_01m8dm7ykee6t6nacm7pa7s3t7")
+                .replace("{name}", "s")
                 .replace("{trigger}", "kv")
                 .replace("{id}", "scr_01m8dm7ykee6t6nacm7pa7s3t7");
             assert!(!filled.contains('{'), "unfilled parameter in {path}");

@@ -16,6 +16,7 @@ export type FileMeta = Schemas["FileDto"];
 export type User = Schemas["UserDto"];
 export type ApiKey = Schemas["ApiKeyDto"];
 export type Member = Schemas["MemberDto"];
+export type Secret = Schemas["SecretDto"];
 export type Me = Schemas["MeResponse"];
 export type Session = Schemas["SessionResponse"];
 export type Scope = Schemas["Scope"];
@@ -340,6 +341,13 @@ export const api = {
     call("put", "/api/v1/admin/apps/{app}/members/{user_id}", { params: { app, user_id: userId }, body: { role } }),
   removeMember: (app: string, userId: string) =>
     call("delete", "/api/v1/admin/apps/{app}/members/{user_id}", { params: { app, user_id: userId } }),
+  secrets: (app: string) => call("get", "/api/v1/admin/apps/{app}/secrets", { params: { app } }),
+  putSecret: (app: string, name: string, value: unknown) =>
+    call("post", "/api/v1/admin/apps/{app}/secrets", { params: { app }, body: { name, value } }),
+  revealSecret: (app: string, name: string) =>
+    call("post", "/api/v1/admin/apps/{app}/secrets/{name}/reveal", { params: { app, name } }),
+  deleteSecret: (app: string, name: string) =>
+    call("delete", "/api/v1/admin/apps/{app}/secrets/{name}", { params: { app, name } }),
 
   users: () => call("get", "/api/v1/admin/users", { query: { limit: 500 } }),
   createUser: (body: Schemas["CreateUser"]) => call("post", "/api/v1/admin/users", { body }),

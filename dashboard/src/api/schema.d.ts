@@ -450,6 +450,64 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/apps/{app}/secrets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The app's secrets, by name: names and `updated_at` only. */
+        get: operations["list_secrets"];
+        put?: never;
+        /**
+         * Create (201) or replace (200) a secret. The answer names it; it never echoes the
+         *     value.
+         */
+        post: operations["put_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/apps/{app}/secrets/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete a secret. */
+        delete: operations["delete_secret"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/apps/{app}/secrets/{name}/reveal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reveal a secret's value: an explicit, audited call (POST, so the audit log records
+         *     who asked for which secret, never the value). The answer is not to be cached.
+         */
+        post: operations["reveal_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/apps/{app}/triggers": {
         parameters: {
             query?: never;
@@ -1203,6 +1261,15 @@ export interface components {
             next_cursor?: string | null;
         };
         /** @description `{"items": [...], "next_cursor": "…" | null}` */
+        List_SecretDto: {
+            items: {
+                name: string;
+                /** Format: date-time */
+                updated_at: string;
+            }[];
+            next_cursor?: string | null;
+        };
+        /** @description `{"items": [...], "next_cursor": "…" | null}` */
         List_TriggerDto: {
             items: {
                 app_id: string;
@@ -1289,6 +1356,15 @@ export interface components {
             app_id: string;
             role: components["schemas"]["Role"];
         };
+        PutSecret: {
+            /** @description 1 to 128 letters, digits, `_`, `-` or `.`, starting with a letter or `_`. */
+            name: string;
+            /**
+             * @description Any JSON value but null (a string, object, array, number or boolean); scripts
+             *     read it back with the same type.
+             */
+            value: unknown;
+        };
         Replayed: {
             accepted: boolean;
             event_id: string;
@@ -1305,6 +1381,11 @@ export interface components {
             max_attempts: number;
             /** Format: int64 */
             max_delay_ms: number;
+        };
+        /** @description A revealed secret. */
+        RevealedSecret: {
+            name: string;
+            value: unknown;
         };
         /**
          * @description A user's role on one app.
@@ -1345,6 +1426,12 @@ export interface components {
         };
         /** @enum {string} */
         ScriptKind: "endpoint" | "module";
+        /** @description A secret as listings show it: never its value. */
+        SecretDto: {
+            name: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
         SessionResponse: {
             /** @description Present for cookie sessions: send it as `X-CSRF-Token` on every change. */
             csrf_token?: string | null;
@@ -2790,6 +2877,188 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_secrets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["List_SecretDto"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    put_secret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PutSecret"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SecretDto"];
+                };
+            };
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SecretDto"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    delete_secret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description secret name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    reveal_secret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id or slug */
+                app: string;
+                /** @description secret name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RevealedSecret"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
             };
             404: {
                 headers: {

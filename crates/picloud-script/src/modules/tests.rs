@@ -59,7 +59,21 @@ impl TestApp {
             &config.events,
             &config.files,
         );
-        let services = Arc::new(Services::new(store.clone(), &config.events, http, files));
+        let secrets = picloud_services::SecretsService::new(
+            store.clone(),
+            Arc::new(picloud_core::envelope::Keyring::new(
+                picloud_core::crypto::SecretKey::generate(),
+                None,
+            )),
+            config.secrets.max_value_bytes,
+        );
+        let services = Arc::new(Services::new(
+            store.clone(),
+            &config.events,
+            http,
+            files,
+            secrets,
+        ));
         Self {
             rt,
             _dir: dir,

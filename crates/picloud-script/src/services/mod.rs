@@ -9,6 +9,7 @@ mod files;
 mod http;
 mod kv;
 mod pubsub;
+mod secrets;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_static_module("http", http::module().into());
     engine.register_static_module("pubsub", pubsub::module().into());
     engine.register_static_module("email", email::module().into());
+    engine.register_static_module("secrets", secrets::module().into());
 }
 
 /// A namespaced script error: `"kv: …"`.

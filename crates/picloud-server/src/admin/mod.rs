@@ -13,6 +13,7 @@ pub mod keys;
 pub mod members;
 pub mod routes;
 pub mod scripts;
+pub mod secrets;
 pub mod triggers;
 pub mod users;
 
