@@ -183,6 +183,32 @@ impl TestApp {
         req.send().await.expect("admin request")
     }
 
+    /// Binds `script` (a created script's JSON) to `method path` with `auth:
+    /// "required"`: callers need a token holding `script:invoke`.
+    pub async fn required_route(&self, script: &Value, method: &str, path: &str) {
+        let id = script["id"].as_str().expect("script id");
+        self.admin_ok(
+            Method::POST,
+            &format!("/api/v1/admin/scripts/{id}/routes"),
+            Some(serde_json::json!({"method": method, "path": path, "auth": "required"})),
+            201,
+        )
+        .await;
+    }
+
+    /// A new API key of the instance admin with `scopes`; returns the key itself.
+    pub async fn api_key(&self, scopes: &[&str]) -> String {
+        let key = self
+            .admin_ok(
+                Method::POST,
+                "/api/v1/admin/api-keys",
+                Some(serde_json::json!({"name": "test key", "scopes": scopes})),
+                201,
+            )
+            .await;
+        key["key"].as_str().expect("key").to_owned()
+    }
+
     /// Uploads a file through the admin API as the instance admin; returns its
     /// metadata (201 asserted).
     pub async fn upload(

@@ -249,28 +249,13 @@ async fn apps_and_rights_are_isolated(backend: Backend) {
     let script = app
         .create_script("one", "guarded", r#"pubsub::publish_durable("x", 1); "ok""#)
         .await;
-    app.admin_ok(
-        Method::POST,
-        &format!(
-            "/api/v1/admin/scripts/{}/routes",
-            script["id"].as_str().unwrap_or_default()
-        ),
-        Some(json!({"method": "POST", "path": "/guarded", "auth": "required"})),
-        201,
-    )
-    .await;
-    let key = app
-        .admin_ok(
-            Method::POST,
-            "/api/v1/admin/api-keys",
-            Some(json!({"name": "reader", "scopes": ["script:read", "script:invoke"]})),
-            201,
-        )
-        .await;
+    app.required_route(&script, "POST", "/guarded").await;
+    let key = app.api_key(&["script:read", "script:invoke"]).await;
+    let key = key.as_str();
     let before = kv_items(&app, "one", "got").await.len();
     let r = app
         .on_host("one", Method::POST, "/guarded")
-        .bearer_auth(key["key"].as_str().unwrap_or_default())
+        .bearer_auth(key)
         .send()
         .await
         .expect("call");

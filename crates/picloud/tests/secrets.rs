@@ -138,25 +138,9 @@ async fn isolation_and_rights(backend: Backend) {
                secrets::get("token")"#,
         )
         .await;
-    app.admin_ok(
-        Method::POST,
-        &format!(
-            "/api/v1/admin/scripts/{}/routes",
-            script["id"].as_str().unwrap_or_default()
-        ),
-        Some(json!({"method": "GET", "path": "/rw", "auth": "required"})),
-        201,
-    )
-    .await;
-    let key = app
-        .admin_ok(
-            Method::POST,
-            "/api/v1/admin/api-keys",
-            Some(json!({"name": "reader", "scopes": ["script:read", "script:invoke"]})),
-            201,
-        )
-        .await;
-    let key = key["key"].as_str().expect("key");
+    app.required_route(&script, "GET", "/rw").await;
+    let key = app.api_key(&["script:read", "script:invoke"]).await;
+    let key = key.as_str();
     let r = app
         .on_host("one", Method::GET, "/rw")
         .bearer_auth(key)
