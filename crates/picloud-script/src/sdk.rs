@@ -8,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the scripting contract the description belongs to.
-pub const SDK_VERSION: &str = "1.0";
+/// 1.1: files, pubsub, secrets and email.
+pub const SDK_VERSION: &str = "1.1";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SdkDescription {
@@ -265,7 +266,7 @@ mod tests {
     #[test]
     fn serialises_to_the_documented_shape() {
         let json = serde_json::to_value(describe(engine())).expect("serialisable");
-        assert_eq!(json["version"], "1.0");
+        assert_eq!(json["version"], "1.1");
         let first = &json["namespaces"][0]["functions"][0];
         for key in ["name", "params", "returns", "doc"] {
             assert!(first.get(key).is_some(), "{key} missing in {first}");
