@@ -106,6 +106,11 @@ impl Serialize for AsJson<'_> {
             }
             return object.end();
         }
+        // A caught refusal (`catch (e)`) prints as "forbidden: …"; a script that
+        // returns or stores it gets that text, not a failed run.
+        if let Some(refusal) = value.read_lock::<crate::Forbidden>() {
+            return out.serialize_str(&refusal.to_string());
+        }
         Err(S::Error::custom(format!(
             "a value of type {} has no JSON form",
             value.type_name()

@@ -205,7 +205,17 @@ impl EmailService {
         if body_len > self.max_message_bytes {
             return Err(too_large(self.max_message_bytes));
         }
-        let body = match (email.text, email.html) {
+        if email.subject.chars().count() > MAX_SUBJECT_CHARS {
+            return Err(invalid(&format!(
+                "subject is longer than {MAX_SUBJECT_CHARS} characters"
+            )));
+        }
+        // A bare CR reached the relay as is (`\r.\r\n` ends the data for some
+        // relays: SMTP smuggling). Every line break becomes one LF here; the encoder
+        // writes each as CRLF and dot-stuffs the lines.
+        let text = email.text.map(|t| one_kind_of_line_break(&t));
+        let html = email.html.map(|h| one_kind_of_line_break(&h));
+        let body = match (text, html) {
             (Some(text), Some(html)) => Body::Multi(MultiPart::alternative_plain_html(text, html)),
             (Some(text), None) => Body::Single(SinglePart::plain(text)),
             (None, Some(html)) => Body::Single(SinglePart::html(html)),
@@ -325,6 +335,15 @@ fn safe_message(e: &lettre::transport::smtp::Error) -> String {
     }
 }
 
+/// Longest subject: a header line is at most 998 characters (RFC 5322), and the
+/// subject is not folded.
+const MAX_SUBJECT_CHARS: usize = 900;
+
+/// `text` with every CRLF, bare CR and bare LF as one LF.
+fn one_kind_of_line_break(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +389,35 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(rcpt, ["ann@example.org", "hidden@example.net"]);
+    }
+
+    /// A bare CR in a body went out raw: `\r.\r\n` ends the data for some relays,
+    /// and what follows would run as commands of our session (hostile probe).
+    #[test]
+    fn bare_carriage_returns_never_reach_the_relay() {
+        for body in [
+            "T1\r.\r\nMAIL FROM:<x@y>\r\n",
+            "a\rb",
+            "a\n.\nb",
+            "a\r\n.\r\nb",
+        ] {
+            let mut e = email();
+            e.text = Some(body.into());
+            e.html = Some(format!("<p>{body}</p>"));
+            let wire = service().build(e).expect("valid").formatted();
+            for (i, b) in wire.iter().enumerate() {
+                if *b == b'\r' {
+                    assert_eq!(wire.get(i + 1), Some(&b'\n'), "bare CR in {body:?}");
+                } else if *b == b'\n' {
+                    assert_eq!(i.checked_sub(1).map(|p| wire[p]), Some(b'\r'), "bare LF");
+                }
+            }
+            // Lines that are only "." are dot-stuffed by the transport, which sees
+            // proper CRLF lines only.
+        }
+        let mut e = email();
+        e.subject = "s".repeat(901);
+        assert!(refused(e).contains("subject is longer than 900"));
     }
 
     #[test]

@@ -658,6 +658,28 @@ async fn apps_and_rights_are_isolated(backend: Backend) {
         .await
         .expect("write");
     assert_eq!(r.status(), 403);
+    // A refusal the script catches and returns is its text, not a failed run
+    // (hostile probe: "a value of type Forbidden has no JSON form", 500).
+    let caught = app
+        .create_script(
+            "two",
+            "caught",
+            r#"let out = "written";
+               try { files::collection("c").create(#{name: "n", content_type: "text/plain", data: "x"}); }
+               catch (e) { out = e; }
+               out"#,
+        )
+        .await;
+    app.required_route(&caught, "GET", "/caught").await;
+    let r = app
+        .on_host("two", Method::GET, "/caught")
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("caught");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    assert!(text.trim_matches('"').starts_with("forbidden: "), "{text}");
     app.shutdown().await;
 }
 
