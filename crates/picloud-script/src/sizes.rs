@@ -443,4 +443,14 @@ mod tests {
             );
         }
     }
+
+    /// `"".pad(n, "")` looped for ever inside Rhai (found by the fuzz pass): an empty
+    /// padding now leaves the string as it is.
+    #[test]
+    fn padding_a_string_with_nothing_ends() {
+        let out: String = crate::stdlib::test_support::eval(
+            r#"let s = "ab"; s.pad(10000, ""); let e = ""; e.pad(10, ""); s + "|" + e"#,
+        );
+        assert_eq!(out, "ab|");
+    }
 }

@@ -1376,7 +1376,9 @@ mod string_functions {
         let mut str_len = string.chars().count();
         let padding_len = padding.chars().count();
 
-        if len <= str_len {
+        // PiCloud patch: an empty padding never grows the string, and the loop below
+        // never ended (found by fuzzing: `"".pad(10, "")` held a script thread).
+        if len <= str_len || padding_len == 0 {
             return Ok(());
         }
 
